@@ -1,0 +1,42 @@
+# credits: PGXS build.  `make demo` and `make test` set everything up on a
+# fresh Debian machine (see test/scripts/run.sh); plain `make` / `make install`
+# are the usual PGXS targets.
+
+MODULE_big = credits
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "credits - usage credits ledger"
+
+EXTENSION = credits
+# The 1.0 install script is assembled from one file per concern in src/sql/.
+DATA_built = credits--1.0.sql
+DATA = $(sort $(wildcard credits--*--*.sql))
+
+REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --load-extension=credits
+ISOLATION = $(basename $(notdir $(sort $(wildcard test/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=credits
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+EXTRA_CLEAN = test/output_iso
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+else
+all:
+	@echo "pg_config not found: run 'make demo' or 'make test' to install the build dependencies" >&2; exit 1
+endif
+
+credits--1.0.sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+.PHONY: demo test bench
+demo:
+	@bash test/scripts/run.sh demo
+test:
+	@bash test/scripts/run.sh test
+bench:
+	@bash test/scripts/run.sh bench
+
+$(OBJS): src/credits.h

@@ -1,0 +1,199 @@
+/*
+ * consume.c
+ *		Spending: credits_consume, and the O(1) reads balance and
+ *		daily_available.
+ *
+ * Locks: credits_consume takes the account row lock (account_lock) and then
+ * burns the user's lots.  The reads take no lock unless lazy maintenance is
+ * due (expired lots, a new allocation period, a first touch).
+ */
+#include "credits.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+static CachedStatement operation_by_name = {
+	"SELECT o.cost, o.max_units, o.enabled, o.required_plan, rp.rank"
+	"  FROM credits.operations o"
+	"  LEFT JOIN credits.plans rp ON rp.name = o.required_plan"
+	" WHERE o.name = $1",
+	1, {TEXTOID}
+};
+
+/* A priced operation from credits.operations. */
+typedef struct Operation
+{
+	const char *name;
+	int64		cost;				/* per unit */
+	int64		max_units;
+	bool		enabled;
+	char	   *required_plan;		/* NULL: any plan */
+	int32		required_rank;
+} Operation;
+
+static void
+find_operation(text *name, Operation *op)
+{
+	Datum		args[1] = {PointerGetDatum(name)};
+	bool		isnull;
+	Datum		value;
+
+	op->name = text_to_cstring(name);
+	if (spi_exec(&operation_by_name, args, NULL) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown operation \"%s\"", op->name),
+				 errdetail("{\"field\": \"operation\"}"),
+				 errhint("Pick an operation from credits.operations.")));
+	op->cost = spi_get_int64(0, 1);
+	op->max_units = spi_get_int64(0, 2);
+	op->enabled = DatumGetBool(spi_get(0, 3, &isnull));
+	value = spi_get(0, 4, &isnull);
+	op->required_plan = isnull ? NULL : TextDatumGetCString(value);
+	op->required_rank = isnull ? 0 : DatumGetInt32(spi_get(0, 5, &isnull));
+}
+
+/*
+ * Everything that may refuse an operation, in the contract's order: the
+ * operation itself, the plan it needs, the daily limit, then the balance.
+ * Returns the charge (0 on a bypass plan) and sets *list_cost.
+ */
+int64
+check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
+{
+	Operation	op;
+	int64		remaining;
+	int64		charge;
+
+	find_operation(operation, &op);
+	if (!op.enabled)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("operation \"%s\" is disabled", op.name),
+				 errdetail("{\"field\": \"operation\"}"),
+				 errhint("An admin can enable it in credits.operations.")));
+	if (units > op.max_units)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("too many units for operation \"%s\"", op.name),
+				 errdetail("{\"field\": \"units\", \"max_units\": " INT64_FORMAT "}", op.max_units),
+				 errhint("Split the work into calls of at most " INT64_FORMAT " units.", op.max_units)));
+	if (op.required_plan != NULL && acct->plan_rank < op.required_rank)
+		refuse_plan_required(op.name, op.required_plan, acct->plan);
+	if (account_daily_remaining(acct, &remaining) && remaining <= 0)
+		refuse_daily_limit(acct);
+
+	*list_cost = checked_mul(op.cost, units, "cost");
+	charge = acct->bypass_credits ? 0 : *list_cost;
+	if (charge > acct->balance)
+		refuse_insufficient(acct, charge);
+	return charge;
+}
+
+/*
+ * credits.credits_consume(user_id uuid, operation text, units bigint default 1,
+ *     idempotency_key text default null, reference text default null,
+ *     metadata jsonb default '{}') returns credits.receipt
+ */
+PG_FUNCTION_INFO_V1(credits_consume);
+Datum
+credits_consume(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	text	   *operation;
+	int64		units;
+	text	   *key;
+	text	   *reference;
+	Jsonb	   *metadata;
+	RequestHash rh;
+	Account		acct;
+	Receipt		receipt;
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	require_arg(fcinfo, 1, "operation");
+	operation = optional_text_arg(fcinfo, 1, "operation", CREDITS_MAX_KEY_CHARS);
+	units = positive_int64_arg(fcinfo, 2, "units");
+	key = optional_key_arg(fcinfo, 3, "idempotency_key");
+	reference = optional_text_arg(fcinfo, 4, "reference", CREDITS_MAX_KEY_CHARS);
+	metadata = optional_metadata_arg(fcinfo, 5);
+
+	request_hash_init(&rh, "consume");
+	request_hash_text(&rh, operation);
+	request_hash_int64(&rh, false, units);
+	request_hash_text(&rh, reference);
+	request_hash_jsonb(&rh, metadata);
+
+	SPI_connect();
+	account_lock(user_id, &acct);
+	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	{
+		LedgerEntry entry = {0};
+		int64		charge = check_operation(&acct, operation, units, &entry.list_cost);
+
+		entry.kind = "consume";
+		entry.amount = -charge;
+		entry.operation = text_to_cstring(operation);
+		entry.has_units = true;
+		entry.units = units;
+		entry.has_list_cost = true;
+		entry.day_ops = 1;
+		entry.lot_moves = charge > 0 ? lots_burn(&acct, charge) : (Datum) 0;
+		entry.reference = reference;
+		entry.idempotency_key = key;
+		entry.request_hash = rh.hash;
+		entry.metadata = metadata;
+
+		account_add_balance(&acct, -charge);
+		account_count_operation(&acct, 1);
+		ledger_append(&acct, &entry);
+		account_save(&acct);
+		receipt_from_entry(&acct, &entry, &receipt);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
+}
+
+/* The account as of now: peeked when up to date, else locked and maintained. */
+static void
+current_account(const pg_uuid_t *user_id, Account *acct)
+{
+	if (!account_peek(user_id, acct))
+	{
+		account_lock(user_id, acct);
+		account_save(acct);
+	}
+}
+
+/* credits.balance(user_id uuid) returns bigint */
+PG_FUNCTION_INFO_V1(credits_balance);
+Datum
+credits_balance(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+
+	require_arg(fcinfo, 0, "user_id");
+	SPI_connect();
+	current_account(PG_GETARG_UUID_P(0), &acct);
+	SPI_finish();
+	PG_RETURN_INT64(acct.balance);
+}
+
+/* credits.daily_available(user_id uuid) returns bigint; NULL without a daily limit */
+PG_FUNCTION_INFO_V1(credits_daily_available);
+Datum
+credits_daily_available(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+	int64		remaining;
+	bool		limited;
+
+	require_arg(fcinfo, 0, "user_id");
+	SPI_connect();
+	current_account(PG_GETARG_UUID_P(0), &acct);
+	limited = account_daily_remaining(&acct, &remaining);
+	SPI_finish();
+	if (!limited)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(remaining);
+}

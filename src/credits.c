@@ -1,0 +1,80 @@
+/*
+ * credits.c
+ *		Module entry point: settings, and the ledger's append-only guard.
+ *
+ * Each part of the extension keeps its own code; _PG_init only defines the
+ * settings they share.
+ */
+#include "credits.h"
+
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *credits_default_plan = NULL;
+int			credits_hold_timeout_s = 900;
+
+/* Set only by credits.delete_account, for the one recorded deletion. */
+bool		credits_ledger_delete_allowed = false;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	if (IsBinaryUpgrade)
+		return;
+
+	DefineCustomStringVariable("credits.default_plan",
+							   "Plan given to an account on its first touch.",
+							   NULL,
+							   &credits_default_plan,
+							   "free",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("credits.hold_timeout",
+							"How long a hold reserves credits before it is released.",
+							NULL,
+							&credits_hold_timeout_s,
+							900,
+							1,
+							7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("credits");
+#else
+	EmitWarningsOnPlaceholders("credits");
+#endif
+}
+
+/*
+ * credits.ledger_is_append_only() trigger, BEFORE UPDATE OR DELETE OR
+ * TRUNCATE FOR EACH STATEMENT on credits.ledger.
+ */
+PG_FUNCTION_INFO_V1(credits_ledger_is_append_only);
+Datum
+credits_ledger_is_append_only(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "credits: ledger_is_append_only must be called as a trigger");
+
+	if (credits_ledger_delete_allowed && TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		return PointerGetDatum(NULL);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("the credits ledger is append-only"),
+			 errdetail("{\"table\": \"credits.ledger\"}"),
+			 errhint("Correct a balance with a new entry (credits.grant_credits, credits.refund); "
+					 "credits.delete_account removes a user's rows.")));
+	PG_RETURN_NULL();
+}

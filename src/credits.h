@@ -1,0 +1,183 @@
+/*
+ * credits.h
+ *		Declarations shared by the parts of the credits extension.
+ *
+ * Lock order, for every function that writes: the account row first
+ * (SELECT ... FOR UPDATE, account_lock()), then that user's lots, holds and
+ * ledger rows.  A function touches one user only, so two calls can never wait
+ * on each other in opposite orders; the one exception (moving an entitlement
+ * between users) locks both accounts in user_id order.
+ */
+#ifndef CREDITS_H
+#define CREDITS_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/date.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* ---- SQLSTATEs of the contract (PostgREST maps PTnnn to HTTP nnn) ---- */
+#define ERRCODE_CREDITS_INSUFFICIENT	MAKE_SQLSTATE('P','T','4','0','2')
+#define ERRCODE_CREDITS_FORBIDDEN		MAKE_SQLSTATE('P','T','4','0','3')
+#define ERRCODE_CREDITS_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
+#define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
+
+/* Input caps of the contract. */
+#define CREDITS_MAX_KEY_CHARS		255
+#define CREDITS_MAX_REASON_CHARS	1000
+#define CREDITS_MAX_METADATA_BYTES	8192
+
+/* ---- GUCs (credits.c) ---- */
+extern char *credits_default_plan;
+extern int	credits_hold_timeout_s;
+extern bool credits_ledger_delete_allowed;
+
+/* ---- spi_plans.c: statements prepared once per backend and kept ---- */
+typedef struct CachedStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[20];
+	SPIPlanPtr	plan;			/* prepared on first use */
+} CachedStatement;
+
+/* Runs a cached statement inside the caller's SPI connection; returns SPI_processed. */
+extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
+extern Datum spi_get(int row, int col, bool *isnull);
+extern int64 spi_get_int64(int row, int col);
+
+/* ---- account.c ---- */
+
+/* The locked (or peeked) account row, joined with its effective plan. */
+typedef struct Account
+{
+	pg_uuid_t	user_id;
+	char	   *base_plan;
+	char	   *plan;				/* effective plan (entitlement or base) */
+	int			plan_rank;
+	int64		balance;
+	DateADT		day;				/* local day that day_count counts */
+	int32		day_count;
+	DateADT		today;				/* now() in the account's time zone */
+	DateADT		period;				/* first day of the current local month */
+	bool		has_allocation_period;
+	DateADT		allocation_period;
+	bool		has_next_expiry;
+	TimestampTz next_expiry;
+	bool		has_next_hold_expiry;
+	TimestampTz next_hold_expiry;
+	bool		has_daily_limit;
+	int32		daily_limit;
+	int64		monthly_allocation;
+	bool		allocation_rollover;
+	bool		bypass_credits;
+	bool		locked;				/* FOR UPDATE held: may be changed and saved */
+} Account;
+
+extern bool account_peek(const pg_uuid_t *user_id, Account *acct);
+extern void account_lock(const pg_uuid_t *user_id, Account *acct);
+extern void account_save(const Account *acct);
+extern bool account_daily_remaining(const Account *acct, int64 *remaining);
+extern void account_count_operation(Account *acct, int delta);
+extern void account_add_balance(Account *acct, int64 delta);
+
+/* ---- ledger.c ---- */
+typedef struct LedgerEntry
+{
+	/* what the caller fills in */
+	const char *kind;
+	int64		amount;
+	const char *operation;
+	bool		has_units;
+	int64		units;
+	bool		has_list_cost;
+	int64		list_cost;
+	bool		has_ref_id;
+	int64		ref_id;
+	int16		day_ops;			/* +1 counts an operation today, -1 gives one back */
+	Datum		lot_moves;			/* bigint[][] or (Datum) 0 */
+	text	   *reference;
+	text	   *idempotency_key;
+	int64		request_hash;
+	text	   *reason;
+	Jsonb	   *metadata;
+	/* what ledger_append fills in */
+	int64		id;
+	int64		balance_after;
+	bool		has_daily_remaining;
+	int64		daily_remaining;
+	TimestampTz created_at;
+} LedgerEntry;
+
+/* A receipt: the contract's credits.receipt. */
+typedef struct Receipt
+{
+	int64		entry_id;
+	pg_uuid_t	user_id;
+	const char *kind;
+	int64		amount;
+	int64		balance;
+	bool		has_daily_remaining;
+	int64		daily_remaining;
+	bool		replayed;
+	TimestampTz created_at;
+} Receipt;
+
+extern void ledger_append(Account *acct, LedgerEntry *entry);
+extern bool ledger_find_replay(const Account *acct, text *key, int64 request_hash,
+							   Receipt *receipt);
+extern void receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt);
+extern Datum receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt);
+
+/* Fingerprint of a keyed request: the kind plus every parameter. */
+typedef struct RequestHash
+{
+	uint64		hash;
+} RequestHash;
+extern void request_hash_init(RequestHash *rh, const char *kind);
+extern void request_hash_text(RequestHash *rh, const text *value);
+extern void request_hash_cstring(RequestHash *rh, const char *value);
+extern void request_hash_int64(RequestHash *rh, bool isnull, int64 value);
+extern void request_hash_jsonb(RequestHash *rh, const Jsonb *value);
+
+/* ---- lots.c ---- */
+extern Datum lots_burn(Account *acct, int64 amount);
+extern void lots_create(Account *acct, const LedgerEntry *entry, bool has_expiry,
+						TimestampTz expires_at, int32 priority);
+extern void lots_expire_due(Account *acct);
+extern Datum lot_moves_array(int nmoves, const int64 *lot_ids, const int64 *deltas);
+
+/* ---- validate.c: input checks (22023 / 22001 / 22003 with the field name) ---- */
+extern void require_arg(FunctionCallInfo fcinfo, int argno, const char *field);
+extern text *optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *field,
+							   int max_chars);
+extern text *optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field);
+extern Jsonb *optional_metadata_arg(FunctionCallInfo fcinfo, int argno);
+extern int64 positive_int64_arg(FunctionCallInfo fcinfo, int argno, const char *field);
+extern int64 checked_mul(int64 a, int64 b, const char *what);
+extern int64 checked_add(int64 a, int64 b, const char *what);
+extern const char *current_actor(void);
+
+/* ---- errors.c: the contract's refusals ---- */
+extern char *json_quote(const char *s);
+extern void refuse_insufficient(const Account *acct, int64 needed) pg_attribute_noreturn();
+extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
+extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
+extern void refuse_plan_required(const char *operation, const char *required_plan,
+								 const char *plan) pg_attribute_noreturn();
+
+/* ---- identity.c ---- */
+extern void request_user_id(pg_uuid_t *user_id);
+
+/* ---- consume.c ---- */
+extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);
+
+/* ---- grants.c ---- */
+extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
+					  TimestampTz expires_at, int32 priority);
+
+#endif							/* CREDITS_H */

@@ -1,0 +1,82 @@
+/*
+ * errors.c
+ *		The contract's refusals, one function each, so that every caller
+ *		reports the same SQLSTATE, message, JSON detail and hint.
+ *
+ * A refusal raises ERROR, so the transaction (including any lazy maintenance
+ * done before the check) rolls back and leaves no trace in the tables.
+ */
+#include "credits.h"
+
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+
+/* Next local midnight of the account, as ISO 8601 in UTC. */
+static CachedStatement next_local_midnight = {
+	"SELECT to_char(((($2::date + 1)::timestamp AT TIME ZONE a.timezone) AT TIME ZONE 'UTC'),"
+	"               'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+	"  FROM credits.accounts a WHERE a.user_id = $1",
+	2, {UUIDOID, DATEOID}
+};
+
+/* A JSON string literal for s, for the machine-readable details. */
+char *
+json_quote(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
+}
+
+void
+refuse_insufficient(const Account *acct, int64 needed)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_INSUFFICIENT),
+			 errmsg("not enough credits"),
+			 errdetail("{\"needed\": " INT64_FORMAT ", \"balance\": " INT64_FORMAT "}",
+					   needed, acct->balance),
+			 errhint("Buy a credit pack or upgrade the plan, then retry.")));
+}
+
+void
+refuse_daily_limit(const Account *acct)
+{
+	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->today)};
+	bool		isnull;
+	char	   *resets_at;
+
+	spi_exec(&next_local_midnight, args, NULL);
+	resets_at = TextDatumGetCString(spi_get(0, 1, &isnull));
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("daily limit reached"),
+			 errdetail("{\"daily_limit\": %d, \"resets_at\": \"%s\"}",
+					   acct->daily_limit, resets_at),
+			 errhint("The limit resets at local midnight; upgrade the plan for more operations per day.")));
+}
+
+void
+refuse_key_conflict(text *key, int64 original_entry_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("idempotency key reused with different parameters"),
+			 errdetail("{\"original_entry_id\": " INT64_FORMAT "}", original_entry_id),
+			 errhint("Send the original parameters to get the first receipt again, or use a new key for a new request.")));
+}
+
+void
+refuse_plan_required(const char *operation, const char *required_plan, const char *plan)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_FORBIDDEN),
+			 errmsg("operation \"%s\" needs plan \"%s\"", operation, required_plan),
+			 errdetail("{\"required_plan\": %s, \"plan\": %s}",
+					   json_quote(required_plan), json_quote(plan)),
+			 errhint("Upgrade to the required plan to use this operation.")));
+}

@@ -1,0 +1,193 @@
+/*
+ * grants.c
+ *		Credits coming in (grant_credits and the grant-like entries of other
+ *		parts) and the account settings an admin changes: plan and time zone.
+ *
+ * Locks: the account row (account_lock), then the user's lots.
+ */
+#include "credits.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+static CachedStatement plan_exists = {
+	"SELECT 1 FROM credits.plans WHERE name = $1", 1, {TEXTOID}
+};
+
+static CachedStatement account_set_plan = {
+	"UPDATE credits.accounts SET plan = $2, updated_at = now() WHERE user_id = $1",
+	2, {UUIDOID, TEXTOID}
+};
+
+/* IANA names only: pg_timezone_names lists the zone files, not abbreviations or POSIX specs. */
+static CachedStatement timezone_is_iana = {
+	"SELECT 1 FROM pg_timezone_names WHERE name = $1", 1, {TEXTOID}
+};
+
+static CachedStatement account_set_timezone = {
+	"UPDATE credits.accounts SET timezone = $2, updated_at = now() WHERE user_id = $1",
+	2, {UUIDOID, TEXTOID}
+};
+
+static CachedStatement day_count_from_ledger = {
+	"SELECT credits.day_count_from_ledger($1)", 1, {UUIDOID}
+};
+
+/*
+ * Appends a grant-like entry (grant, purchase, allocation, positive adjust)
+ * bringing `amount` new credits, and creates the lot that holds them.
+ */
+void
+grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
+		  TimestampTz expires_at, int32 priority)
+{
+	entry->amount = amount;
+	account_add_balance(acct, amount);
+	ledger_append(acct, entry);
+	lots_create(acct, entry, has_expiry, expires_at, priority);
+}
+
+/*
+ * credits.grant_credits(user_id uuid, amount bigint, reason text,
+ *     idempotency_key text default null, expires_at timestamptz default null,
+ *     reference text default null, metadata jsonb default '{}')
+ *   returns credits.receipt
+ */
+PG_FUNCTION_INFO_V1(credits_grant_credits);
+Datum
+credits_grant_credits(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	int64		amount;
+	text	   *reason;
+	text	   *key;
+	bool		has_expiry = !PG_ARGISNULL(4);
+	TimestampTz expires_at = has_expiry ? PG_GETARG_TIMESTAMPTZ(4) : 0;
+	text	   *reference;
+	Jsonb	   *metadata;
+	RequestHash rh;
+	Account		acct;
+	Receipt		receipt;
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	amount = positive_int64_arg(fcinfo, 1, "amount");
+	require_arg(fcinfo, 2, "reason");
+	reason = optional_text_arg(fcinfo, 2, "reason", CREDITS_MAX_REASON_CHARS);
+	key = optional_key_arg(fcinfo, 3, "idempotency_key");
+	if (has_expiry && expires_at <= GetCurrentTransactionStartTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires_at must be in the future"),
+				 errdetail("{\"field\": \"expires_at\"}"),
+				 errhint("Pass NULL for credits that never expire.")));
+	reference = optional_text_arg(fcinfo, 5, "reference", CREDITS_MAX_KEY_CHARS);
+	metadata = optional_metadata_arg(fcinfo, 6);
+
+	request_hash_init(&rh, "grant");
+	request_hash_int64(&rh, false, amount);
+	request_hash_text(&rh, reason);
+	request_hash_int64(&rh, !has_expiry, expires_at);
+	request_hash_text(&rh, reference);
+	request_hash_jsonb(&rh, metadata);
+
+	SPI_connect();
+	account_lock(user_id, &acct);
+	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	{
+		LedgerEntry entry = {0};
+
+		entry.kind = "grant";
+		entry.reason = reason;
+		entry.idempotency_key = key;
+		entry.request_hash = rh.hash;
+		entry.reference = reference;
+		entry.metadata = metadata;
+		grant_lot(&acct, &entry, amount, has_expiry, expires_at, 0);
+		account_save(&acct);
+		receipt_from_entry(&acct, &entry, &receipt);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
+}
+
+/*
+ * credits.set_plan(user_id uuid, plan text) returns void
+ * The base plan; an active entitlement's plan still takes precedence.
+ */
+PG_FUNCTION_INFO_V1(credits_set_plan);
+Datum
+credits_set_plan(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	text	   *plan;
+	Datum		plan_arg[1];
+	Account		acct;
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	require_arg(fcinfo, 1, "plan");
+	plan = PG_GETARG_TEXT_PP(1);
+	plan_arg[0] = PointerGetDatum(plan);
+
+	SPI_connect();
+	if (spi_exec(&plan_exists, plan_arg, NULL) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown plan \"%s\"", text_to_cstring(plan)),
+				 errdetail("{\"field\": \"plan\"}"),
+				 errhint("Pick a plan from credits.plans.")));
+	account_lock(user_id, &acct);
+	account_save(&acct);
+	{
+		Datum		args[2] = {UUIDPGetDatum(user_id), PointerGetDatum(plan)};
+
+		spi_exec(&account_set_plan, args, NULL);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * credits.set_timezone(user_id uuid, tz text) returns void
+ * Moves the day boundary of the daily limit; today's count is re-derived
+ * from the ledger for the new local day.
+ */
+PG_FUNCTION_INFO_V1(credits_set_timezone);
+Datum
+credits_set_timezone(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	text	   *tz;
+	Account		acct;
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	require_arg(fcinfo, 1, "tz");
+	tz = optional_text_arg(fcinfo, 1, "tz", 64);
+
+	SPI_connect();
+	{
+		Datum		tz_arg[1] = {PointerGetDatum(tz)};
+
+		if (spi_exec(&timezone_is_iana, tz_arg, NULL) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
+					 errdetail("{\"field\": \"tz\"}"),
+					 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
+	}
+	account_lock(user_id, &acct);
+	{
+		Datum		args[2] = {UUIDPGetDatum(user_id), PointerGetDatum(tz)};
+
+		spi_exec(&account_set_timezone, args, NULL);
+		account_lock(user_id, &acct);	/* reload: "today" moved */
+		spi_exec(&day_count_from_ledger, args, NULL);
+		acct.day = acct.today;
+		acct.day_count = (int32) spi_get_int64(0, 1);
+		account_save(&acct);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,162 @@
+/*
+ * lots.c
+ *		Lots: where credits come from, in which order they are spent, and
+ *		their lazy expiry.
+ *
+ * Lots are only read or written under their account's row lock (see
+ * account.c), so they need no row locks of their own.  Every change to a
+ * lot's remaining amount is recorded in the ledger entry that caused it, as
+ * lot_moves {{lot_id, delta}, ...}; reconcile() re-derives each lot from them.
+ */
+#include "credits.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+
+/*
+ * Burns `amount` credits from the spendable lots in the contract's order:
+ * soonest expiry first (no expiry last), then priority (higher first), then
+ * oldest first.  One statement: a running total picks the lots to take from.
+ */
+static CachedStatement burn_in_order = {
+	"WITH spendable AS ("
+	"  SELECT id, remaining,"
+	"         (sum(remaining) OVER (ORDER BY expires_at, priority DESC, id))::bigint"
+	"           - remaining AS before"
+	"    FROM credits.lots"
+	"   WHERE user_id = $1 AND remaining > 0"
+	"     AND (expires_at IS NULL OR expires_at > now())"
+	"), taken AS ("
+	"  SELECT id, least(remaining, $2 - before) AS take"
+	"    FROM spendable WHERE before < $2"
+	")"
+	" UPDATE credits.lots l SET remaining = l.remaining - t.take"
+	"   FROM taken t WHERE l.id = t.id"
+	" RETURNING l.id, t.take",
+	2, {UUIDOID, INT8OID}
+};
+
+static CachedStatement lot_insert = {
+	"INSERT INTO credits.lots (user_id, entry_id, amount, remaining, expires_at, priority)"
+	" VALUES ($1, $2, $3, $3, $4, $5)",
+	5, {UUIDOID, INT8OID, INT8OID, TIMESTAMPTZOID, INT4OID}
+};
+
+static CachedStatement expire_due = {
+	"WITH due AS ("
+	"  SELECT id, remaining FROM credits.lots"
+	"   WHERE user_id = $1 AND remaining > 0 AND expires_at <= now()"
+	")"
+	" UPDATE credits.lots l SET remaining = 0 FROM due WHERE l.id = due.id"
+	" RETURNING l.id, due.remaining",
+	1, {UUIDOID}
+};
+
+static CachedStatement earliest_expiry = {
+	"SELECT min(expires_at) FROM credits.lots"
+	" WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL",
+	1, {UUIDOID}
+};
+
+/* A bigint[][] value {{lot_id, delta}, ...} for ledger.lot_moves. */
+Datum
+lot_moves_array(int nmoves, const int64 *lot_ids, const int64 *deltas)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * nmoves * 2);
+	int			dims[2] = {nmoves, 2};
+	int			lbs[2] = {1, 1};
+
+	for (int i = 0; i < nmoves; i++)
+	{
+		elems[2 * i] = Int64GetDatum(lot_ids[i]);
+		elems[2 * i + 1] = Int64GetDatum(deltas[i]);
+	}
+	return PointerGetDatum(construct_md_array(elems, NULL, 2, dims, lbs, INT8OID,
+											  sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Takes `amount` credits out of the account's lots and returns the moves
+ * (negative deltas).  The caller has checked the balance; lots that cannot
+ * cover it mean the cached balance drifted, which is refused loudly.
+ */
+Datum
+lots_burn(Account *acct, int64 amount)
+{
+	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), Int64GetDatum(amount)};
+	uint64		nmoves = spi_exec(&burn_in_order, args, NULL);
+	int64	   *lot_ids = palloc(sizeof(int64) * Max(nmoves, 1));
+	int64	   *deltas = palloc(sizeof(int64) * Max(nmoves, 1));
+	int64		burnt = 0;
+
+	for (uint64 i = 0; i < nmoves; i++)
+	{
+		lot_ids[i] = spi_get_int64(i, 1);
+		deltas[i] = -spi_get_int64(i, 2);
+		burnt -= deltas[i];
+	}
+	if (burnt != amount)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("credit lots do not cover the cached balance"),
+				 errdetail("{\"needed\": " INT64_FORMAT ", \"in_lots\": " INT64_FORMAT "}",
+						   amount, burnt),
+				 errhint("Run credits.reconcile() for this user.")));
+	return lot_moves_array((int) nmoves, lot_ids, deltas);
+}
+
+/* Creates the lot that a grant-like entry (already appended) brought in. */
+void
+lots_create(Account *acct, const LedgerEntry *entry, bool has_expiry,
+			TimestampTz expires_at, int32 priority)
+{
+	Datum		args[5];
+	char		nulls[5] = "     ";
+
+	args[0] = UUIDPGetDatum(&acct->user_id);
+	args[1] = Int64GetDatum(entry->id);
+	args[2] = Int64GetDatum(entry->amount);
+	args[3] = TimestampTzGetDatum(expires_at);
+	args[4] = Int32GetDatum(priority);
+	if (!has_expiry)
+		nulls[3] = 'n';
+	spi_exec(&lot_insert, args, nulls);
+
+	if (has_expiry && (!acct->has_next_expiry || expires_at < acct->next_expiry))
+	{
+		acct->has_next_expiry = true;
+		acct->next_expiry = expires_at;
+	}
+}
+
+/*
+ * Writes an `expire` entry for every lot whose expiry has passed and still
+ * has credits, then recomputes when the next lot expires.
+ */
+void
+lots_expire_due(Account *acct)
+{
+	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
+	uint64		nexpired = spi_exec(&expire_due, args, NULL);
+	SPITupleTable *expired = SPI_tuptable;
+	bool		isnull;
+	Datum		next;
+
+	for (uint64 i = 0; i < nexpired; i++)
+	{
+		int64		lot_id = DatumGetInt64(SPI_getbinval(expired->vals[i], expired->tupdesc, 1, &isnull));
+		int64		delta = -DatumGetInt64(SPI_getbinval(expired->vals[i], expired->tupdesc, 2, &isnull));
+		LedgerEntry entry = {0};
+
+		entry.kind = "expire";
+		entry.amount = delta;
+		entry.lot_moves = lot_moves_array(1, &lot_id, &delta);
+		account_add_balance(acct, delta);
+		ledger_append(acct, &entry);
+	}
+
+	spi_exec(&earliest_expiry, args, NULL);
+	next = spi_get(0, 1, &isnull);
+	acct->has_next_expiry = !isnull;
+	acct->next_expiry = isnull ? 0 : DatumGetTimestampTz(next);
+}

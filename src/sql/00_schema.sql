@@ -1,0 +1,156 @@
+/* credits--1.0.sql: assembled by the Makefile from src/sql/NN_*.sql, one file per concern. */
+
+\echo Use "CREATE EXTENSION credits" to load this file. \quit
+
+/*
+ * Tables.  Only the extension owner writes them, and only through the
+ * functions below; every table has Row Level Security enabled, so a client
+ * role sees at most its own rows (policies live in the security part).
+ *
+ * Invariants, checked by credits.reconcile():
+ *   accounts.balance    = sum(ledger.amount)          for the user
+ *                       = sum(lots.remaining)          for the user
+ *   lots.remaining      = sum of the lot's moves recorded in ledger.lot_moves
+ *   accounts.day_count  = operations counted today in the account's time zone
+ */
+
+CREATE TABLE credits.plans (
+    name                text PRIMARY KEY
+                        CHECK (name <> '' AND length(name) <= 64),
+    daily_limit         integer CHECK (daily_limit >= 0),       -- operations per local day; NULL = none
+    signup_bonus        bigint NOT NULL DEFAULT 0 CHECK (signup_bonus >= 0),
+    monthly_allocation  bigint NOT NULL DEFAULT 0 CHECK (monthly_allocation >= 0),
+    allocation_rollover boolean NOT NULL DEFAULT false,          -- allocations never expire when true
+    bypass_credits      boolean NOT NULL DEFAULT false,          -- premium: record list cost, charge 0
+    rank                integer NOT NULL DEFAULT 0,              -- higher is better (entitlements, required plans)
+    rate_burst          integer CHECK (rate_burst > 0),          -- billable operations in a burst; NULL = no limiter
+    rate_per_second     double precision CHECK (rate_per_second > 0),
+    cooldown_ms         integer NOT NULL DEFAULT 0 CHECK (cooldown_ms >= 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK ((rate_burst IS NULL) = (rate_per_second IS NULL))
+);
+
+CREATE TABLE credits.operations (
+    name          text PRIMARY KEY CHECK (name <> '' AND length(name) <= 255),
+    cost          bigint NOT NULL DEFAULT 1 CHECK (cost >= 0),     -- credits per unit
+    max_units     bigint NOT NULL DEFAULT 1000000 CHECK (max_units > 0),
+    enabled       boolean NOT NULL DEFAULT true,
+    required_plan text REFERENCES credits.plans (name) ON UPDATE CASCADE,
+    description   text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE credits.accounts (
+    user_id           uuid PRIMARY KEY,
+    plan              text NOT NULL REFERENCES credits.plans (name) ON UPDATE CASCADE,
+    timezone          text NOT NULL DEFAULT 'UTC',
+    balance           bigint NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    day               date NOT NULL,                         -- local day that day_count counts
+    day_count         integer NOT NULL DEFAULT 0 CHECK (day_count >= 0),
+    allocation_period date,                                  -- first day of the last allocated month
+    next_expiry       timestamptz,                           -- no lot with credits expires before this
+    next_hold_expiry  timestamptz,                           -- no open hold times out before this
+    entitlement_plan  text REFERENCES credits.plans (name) ON UPDATE CASCADE,
+    entitlement_until timestamptz,                           -- NULL with a plan: no end
+    last_operation_at timestamptz,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TYPE credits.entry_kind AS ENUM (
+    'grant', 'purchase', 'allocation', 'consume', 'hold',
+    'capture', 'release', 'refund', 'expire', 'adjust'
+);
+
+/*
+ * The ledger: append-only.  amount is signed (+ adds spendable credits,
+ * - removes them) and balance_after is the account balance right after the
+ * entry.  lot_moves is a two-dimensional array {{lot_id, delta}, ...}
+ * telling which lots the amount came from or went to.  No foreign keys: every
+ * writer holds the account row lock, and reconcile() checks the references.
+ */
+CREATE TABLE credits.ledger (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id         uuid NOT NULL,
+    kind            credits.entry_kind NOT NULL,
+    amount          bigint NOT NULL,
+    balance_after   bigint NOT NULL,
+    daily_remaining bigint,                 -- as returned in the receipt
+    operation       text,
+    units           bigint,
+    list_cost       bigint,                 -- cost x units at the price of the day
+    day_ops         smallint,               -- operations added to (+) or given back from (-) today's count
+    ref_id          bigint,                 -- entry acted upon (capture/release: the hold; refund: the charge)
+    lot_moves       bigint[],
+    reference       text,
+    idempotency_key text,
+    request_hash    bigint,                 -- fingerprint of the keyed request's parameters
+    reason          text,
+    metadata        jsonb,
+    actor           text NOT NULL,          -- role that made the call (outside SECURITY DEFINER)
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ledger_user_history ON credits.ledger (user_id, id);
+CREATE UNIQUE INDEX ledger_idempotency ON credits.ledger (user_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX ledger_ref ON credits.ledger (ref_id) WHERE ref_id IS NOT NULL;
+CREATE UNIQUE INDEX ledger_allocation_once ON credits.ledger (user_id, reference)
+    WHERE kind = 'allocation';
+
+/*
+ * Lots: credits from one grant, burnt soonest-expiring first (no expiry
+ * last), then by priority (higher first), then oldest first.
+ */
+CREATE TABLE credits.lots (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    uuid NOT NULL,
+    entry_id   bigint NOT NULL,             -- the ledger entry that created the lot
+    amount     bigint NOT NULL CHECK (amount > 0),
+    remaining  bigint NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
+    expires_at timestamptz,
+    priority   integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX lots_spend_order ON credits.lots (user_id, expires_at, priority DESC, id)
+    WHERE remaining > 0;
+
+INSERT INTO credits.plans (name, daily_limit, signup_bonus, bypass_credits, rank)
+VALUES ('free', 5, 6, false, 0),
+       ('pro', NULL, 0, true, 10);
+
+INSERT INTO credits.operations (name, cost, max_units, description)
+VALUES ('image', 1, 10, 'one generated image'),
+       ('video_second', 5, 60, 'one second of generated video'),
+       ('prompt_kchar', 1, 100, '1000 characters of prompt');
+
+-- Config tables are admin data: dump them with the database.
+SELECT pg_catalog.pg_extension_config_dump('credits.plans', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.operations', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.lots', '');
+
+CREATE TYPE credits.receipt AS (
+    entry_id        bigint,
+    user_id         uuid,
+    kind            text,
+    amount          bigint,
+    balance         bigint,
+    daily_remaining bigint,
+    replayed        boolean,
+    created_at      timestamptz
+);
+
+/* Immutability: the ledger refuses UPDATE, DELETE and TRUNCATE. */
+CREATE FUNCTION credits.ledger_is_append_only() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'credits_ledger_is_append_only';
+
+CREATE TRIGGER ledger_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON credits.ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION credits.ledger_is_append_only();
+
+ALTER TABLE credits.plans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.operations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.accounts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.ledger ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.lots ENABLE ROW LEVEL SECURITY;

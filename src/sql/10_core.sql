@@ -1,0 +1,164 @@
+
+/* ---- Core ledger: consume, grant, balances (src/consume.c, src/grants.c) ---- */
+
+/*
+ * Every function that touches credit rows is SECURITY DEFINER, owned by the
+ * extension owner, with search_path pinned to pg_catalog (pg_temp last, so
+ * temporary objects can never shadow anything).  EXECUTE is revoked from
+ * PUBLIC at the end of the script and granted by credits.grant_roles().
+ */
+
+CREATE FUNCTION credits.credits_consume(
+    user_id uuid,
+    operation text,
+    units bigint DEFAULT 1,
+    idempotency_key text DEFAULT NULL,
+    reference text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}')
+RETURNS credits.receipt
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_consume';
+
+COMMENT ON FUNCTION credits.credits_consume(uuid, text, bigint, text, text, jsonb) IS
+'Charges cost x units of an operation (PT402 not enough credits, PT429 daily limit); idempotent by key.';
+
+CREATE FUNCTION credits.grant_credits(
+    user_id uuid,
+    amount bigint,
+    reason text,
+    idempotency_key text DEFAULT NULL,
+    expires_at timestamptz DEFAULT NULL,
+    reference text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}')
+RETURNS credits.receipt
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_grant_credits';
+
+COMMENT ON FUNCTION credits.grant_credits(uuid, bigint, text, text, timestamptz, text, jsonb) IS
+'Adds a lot of credits, optionally expiring; idempotent by key.';
+
+CREATE FUNCTION credits.balance(user_id uuid)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_balance';
+
+COMMENT ON FUNCTION credits.balance(uuid) IS
+'Spendable credits now (expired lots no longer count).';
+
+CREATE FUNCTION credits.daily_available(user_id uuid)
+RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_daily_available';
+
+COMMENT ON FUNCTION credits.daily_available(uuid) IS
+'Operations left today in the account''s time zone; NULL when the plan has no daily limit.';
+
+CREATE FUNCTION credits.set_plan(user_id uuid, plan text)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_set_plan';
+
+COMMENT ON FUNCTION credits.set_plan(uuid, text) IS
+'Sets the account''s base plan (an active entitlement still takes precedence).';
+
+CREATE FUNCTION credits.set_timezone(user_id uuid, tz text)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_set_timezone';
+
+COMMENT ON FUNCTION credits.set_timezone(uuid, text) IS
+'Sets the IANA time zone whose midnight resets the daily limit.';
+
+/*
+ * Operations counted in the account's current local day, derived from the
+ * ledger: what accounts.day_count caches.
+ */
+CREATE FUNCTION credits.day_count_from_ledger(user_id uuid)
+RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(sum(l.day_ops), 0)::integer
+      FROM credits.accounts a
+      JOIN credits.ledger l ON l.user_id = a.user_id
+     WHERE a.user_id = day_count_from_ledger.user_id
+       AND l.day_ops IS NOT NULL
+       AND l.created_at >= ((now() AT TIME ZONE a.timezone)::date::timestamp AT TIME ZONE a.timezone)
+$$;
+
+/*
+ * Every check behind reconcile(), agreeing or not.  Proves that every cached number agrees with the ledger.  One row per
+ * discrepancy; no rows when the books balance.
+ *   balance        accounts.balance vs sum(ledger.amount)
+ *   lots           accounts.balance vs sum(lots.remaining)
+ *   lot            one lot's remaining vs its grant plus the moves recorded in the ledger
+ *   entry          one entry's amount vs the lot moves it recorded (or the lot it created)
+ *   day_count      today's cached count vs the ledger's day_ops of today
+ */
+CREATE FUNCTION credits.reconcile_checks(user_id uuid DEFAULT NULL)
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH accts AS (
+        SELECT a.*, (a.day = (now() AT TIME ZONE a.timezone)::date) AS counts_today
+          FROM credits.accounts a
+         WHERE reconcile_checks.user_id IS NULL OR a.user_id = reconcile_checks.user_id
+    ), moves AS (
+        SELECT e.id AS entry_id, e.user_id, e.lot_moves[i][1] AS lot_id, e.lot_moves[i][2] AS delta
+          FROM credits.ledger e
+          CROSS JOIN LATERAL generate_subscripts(e.lot_moves, 1) AS i
+         WHERE e.lot_moves IS NOT NULL
+           AND e.user_id IN (SELECT accts.user_id FROM accts)
+    )
+    SELECT a.user_id, 'balance', NULL::bigint, a.balance,
+           (SELECT coalesce(sum(e.amount), 0)::bigint FROM credits.ledger e WHERE e.user_id = a.user_id)
+      FROM accts a
+    UNION ALL
+    SELECT a.user_id, 'lots', NULL, a.balance,
+           (SELECT coalesce(sum(l.remaining), 0)::bigint FROM credits.lots l WHERE l.user_id = a.user_id)
+      FROM accts a
+    UNION ALL
+    SELECT l.user_id, 'lot', l.id, l.remaining,
+           l.amount + (SELECT coalesce(sum(m.delta), 0)::bigint FROM moves m WHERE m.lot_id = l.id)
+      FROM credits.lots l
+     WHERE l.user_id IN (SELECT accts.user_id FROM accts)
+    UNION ALL
+    SELECT e.user_id, 'entry', e.id, e.amount,
+           (SELECT coalesce(sum(m.delta), 0)::bigint FROM moves m WHERE m.entry_id = e.id)
+           + (SELECT coalesce(sum(l.amount), 0)::bigint FROM credits.lots l WHERE l.entry_id = e.id)
+      FROM credits.ledger e
+     WHERE e.user_id IN (SELECT accts.user_id FROM accts)
+    UNION ALL
+    SELECT a.user_id, 'day_count', NULL,
+           CASE WHEN a.counts_today THEN a.day_count ELSE 0 END,
+           credits.day_count_from_ledger(a.user_id)
+      FROM accts a
+$$;
+
+CREATE FUNCTION credits.reconcile(user_id uuid DEFAULT NULL)
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.* FROM credits.reconcile_checks(reconcile.user_id) c
+     WHERE c.cached IS DISTINCT FROM c.derived
+$$;
+
+COMMENT ON FUNCTION credits.reconcile(uuid) IS
+'One row per disagreement between the ledger and a cached number (balance, lots, today''s count); no rows when the books balance.';
+
+CREATE FUNCTION credits.current_user_id()
+RETURNS uuid
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_current_user_id';
+
+COMMENT ON FUNCTION credits.current_user_id() IS
+'The authenticated caller: the sub claim of request.jwt.claims (28000 when there is none).';

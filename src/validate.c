@@ -1,0 +1,166 @@
+/*
+ * validate.c
+ *		Input hygiene: every argument a caller passes is checked here before
+ *		anything is locked or written.
+ *
+ * Errors carry the offending field in a JSON detail, so that an app can point
+ * at it: 22023 (invalid_parameter_value) for bad values, 22001
+ * (string_data_right_truncation) for oversized text, 22003
+ * (numeric_value_out_of_range) for amounts that overflow.
+ */
+#include "credits.h"
+
+#include "common/int.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+
+static void
+refuse_field(const char *field, const char *message, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s", message),
+			 errdetail("{\"field\": \"%s\"}", field),
+			 errhint("%s", hint)));
+}
+
+void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *field)
+{
+	if (PG_ARGISNULL(argno))
+		refuse_field(field, psprintf("%s must not be null", field),
+					 "Pass a value for this argument.");
+}
+
+static void
+check_length(const text *value, const char *field, int max_chars)
+{
+	int			nchars = pg_mbstrlen_with_len(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+
+	if (nchars > max_chars)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", field),
+				 errdetail("{\"field\": \"%s\", \"max_chars\": %d, \"chars\": %d}",
+						   field, max_chars, nchars),
+				 errhint("Shorten the value to at most %d characters.", max_chars)));
+}
+
+text *
+optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_chars)
+{
+	text	   *value;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	value = PG_GETARG_TEXT_PP(argno);
+	check_length(value, field, max_chars);
+	return value;
+}
+
+/*
+ * An idempotency key: 1..255 characters, no control characters (they are a
+ * classic way to make two keys look alike in logs and dashboards).
+ */
+text *
+optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
+{
+	text	   *key = optional_text_arg(fcinfo, argno, field, CREDITS_MAX_KEY_CHARS);
+	const unsigned char *p;
+	int			len;
+
+	if (key == NULL)
+		return NULL;
+	p = (const unsigned char *) VARDATA_ANY(key);
+	len = VARSIZE_ANY_EXHDR(key);
+	if (len == 0)
+		refuse_field(field, psprintf("%s must not be empty", field),
+					 "Pass NULL for no key, or a non-empty key such as a request UUID.");
+	for (int i = 0; i < len; i++)
+	{
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			refuse_field(field, psprintf("%s contains a control character", field),
+						 "Use printable characters only, for example a UUID.");
+	}
+	return key;
+}
+
+/* Metadata: a JSON object of at most 8 KiB, or NULL (stored as NULL when empty). */
+Jsonb *
+optional_metadata_arg(FunctionCallInfo fcinfo, int argno)
+{
+	Jsonb	   *metadata;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	metadata = PG_GETARG_JSONB_P(argno);
+	if (!JB_ROOT_IS_OBJECT(metadata) || JB_ROOT_IS_SCALAR(metadata))
+		refuse_field("metadata", "metadata must be a JSON object",
+					 "Pass an object such as '{\"model\": \"sdxl\"}'.");
+	if (VARSIZE(metadata) - VARHDRSZ > CREDITS_MAX_METADATA_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("metadata is too large"),
+				 errdetail("{\"field\": \"metadata\", \"max_bytes\": %d, \"bytes\": %d}",
+						   CREDITS_MAX_METADATA_BYTES, (int) (VARSIZE(metadata) - VARHDRSZ)),
+				 errhint("Keep metadata under 8 KiB; store large payloads elsewhere and reference them.")));
+	if (JB_ROOT_COUNT(metadata) == 0)
+		return NULL;
+	return metadata;
+}
+
+int64
+positive_int64_arg(FunctionCallInfo fcinfo, int argno, const char *field)
+{
+	int64		value;
+
+	require_arg(fcinfo, argno, field);
+	value = PG_GETARG_INT64(argno);
+	if (value <= 0)
+		refuse_field(field, psprintf("%s must be positive", field),
+					 "Pass a whole number of at least 1.");
+	return value;
+}
+
+int64
+checked_mul(int64 a, int64 b, const char *what)
+{
+	int64		result;
+
+	if (pg_mul_s64_overflow(a, b, &result))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", what),
+				 errdetail("{\"field\": \"%s\", \"factors\": [" INT64_FORMAT ", " INT64_FORMAT "]}",
+						   what, a, b),
+				 errhint("Amounts are limited to 9223372036854775807 credits.")));
+	return result;
+}
+
+int64
+checked_add(int64 a, int64 b, const char *what)
+{
+	int64		result;
+
+	if (pg_add_s64_overflow(a, b, &result))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", what),
+				 errdetail("{\"field\": \"%s\", \"terms\": [" INT64_FORMAT ", " INT64_FORMAT "]}",
+						   what, a, b),
+				 errhint("Amounts are limited to 9223372036854775807 credits.")));
+	return result;
+}
+
+/*
+ * The role that made the call.  Inside a SECURITY DEFINER function the
+ * current user is the extension owner; the outer user is the role the
+ * session (or PostgREST's SET LOCAL ROLE) runs as.
+ */
+const char *
+current_actor(void)
+{
+	return GetUserNameFromId(GetOuterUserId(), false);
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The harness behind `make demo`, `make test` and `make bench`.
+#
+#   bash test/scripts/run.sh test    build, install, throwaway cluster, run
+#                                    pg_regress + isolation + pgTAP, and end
+#                                    with the line "N passed, N failed"
+#   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
+#   bash test/scripts/run.sh bench   same setup with a durable cluster, then bench/run.sh
+#
+# Works on a fresh Debian 12 machine as root: missing packages are installed
+# first.  The cluster lives in a mktemp dir that is stopped and removed on
+# exit, failure or Ctrl-C.  Installing the extension is system-wide, so the
+# install and everything that uses it run under an flock shared by all
+# worktrees of this repo on the machine.
+set -euo pipefail
+
+MODE=${1:-}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SCRIPTS=$ROOT/test/scripts
+PGBIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=$PGBIN/pg_config
+LOCK_FILE=${CREDITS_LOCK_FILE:-/tmp/credits-install.lock}
+WORK=
+export LC_ALL=C.UTF-8 PGTZ=UTC
+
+# shellcheck source=test/scripts/cluster.sh
+source "$SCRIPTS/cluster.sh"
+# shellcheck source=test/scripts/suites.sh
+source "$SCRIPTS/suites.sh"
+
+cleanup() {
+    local rc=$?
+    set +e
+    cluster_stop
+    if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
+    exit "$rc"
+}
+
+# A setup step failed: say so, show its log, and (for `test`) still end with
+# the summary line so the failure is counted.
+fail_setup() {
+    local what=$1 log=${2:-}
+    echo "!! $what failed"
+    if [[ -n $log ]]; then show_file "$what log" "$log"; fi
+    if [[ $MODE == test ]]; then
+        FAILED=$((FAILED + 1))
+        print_summary
+    fi
+    exit 1
+}
+
+install_deps() {
+    bash "$SCRIPTS/deps.sh" >"$WORK/deps.log" 2>&1 </dev/null || fail_setup "installing dependencies" "$WORK/deps.log"
+}
+
+build() {
+    make -C "$ROOT" --no-print-directory -j"$(nproc)" PG_CONFIG="$PG_CONFIG" \
+        >"$WORK/build.log" 2>&1 </dev/null || fail_setup "build (make PG_CONFIG=$PG_CONFIG)" "$WORK/build.log"
+    echo "== build: ok"
+}
+
+# Serialize install + run with every other harness run on this machine; the
+# lock is released when this process (and so fd 9) goes away.
+take_lock() {
+    exec 9>>"$LOCK_FILE"
+    if ! flock -n 9; then
+        echo "== waiting for another credits run to finish (lock $LOCK_FILE)"
+        flock 9
+    fi
+}
+
+install_ext() {
+    make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" install \
+        >"$WORK/install.log" 2>&1 </dev/null || fail_setup "make install" "$WORK/install.log"
+}
+
+start_cluster() {
+    cluster_start "$1" >"$WORK/cluster.log" 2>&1 || fail_setup "starting the test cluster" "$WORK/cluster.log"
+    echo "== cluster: PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}') on 127.0.0.1:$PGPORT and $PGHOST"
+}
+
+mode_test() {
+    run_regress
+    run_isolation
+    run_pgtap
+    if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
+    print_summary
+    summary_status
+}
+
+mode_demo() {
+    "$PGBIN/dropdb" --if-exists credits_demo >/dev/null 2>&1 </dev/null || true
+    "$PGBIN/createdb" credits_demo </dev/null || fail_setup "createdb credits_demo"
+    # ON_ERROR_STOP off: the demo shows an expected error and carries on.
+    (cd "$ROOT/test" && "$PGBIN/psql" -X -e -P pager=off -v ON_ERROR_STOP=0 \
+        -d credits_demo -f demo.sql </dev/null)
+}
+
+mode_bench() {
+    if [[ ! -f $ROOT/bench/run.sh ]]; then
+        echo "== bench: no bench/run.sh yet, nothing to run"
+        return 0
+    fi
+    (cd "$ROOT" && PGBIN=$PGBIN bash bench/run.sh </dev/null)
+}
+
+main() {
+    case $MODE in
+        test | demo | bench) ;;
+        *) echo "usage: $0 test|demo|bench" >&2; exit 2 ;;
+    esac
+    WORK=$(mktemp -d /tmp/credits-run.XXXXXX)
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    install_deps
+    build
+    take_lock
+    install_ext
+    start_cluster "$MODE"
+    "mode_$MODE"
+}
+
+main

@@ -1,0 +1,174 @@
+# shellcheck shell=bash
+# Test suites for `make test`, and the pass/fail bookkeeping.  Sourced by run.sh.
+#
+# Counting rules (the totals go to the final "N passed, N failed" line):
+#   - pg_regress and isolation: one per test.  Every test we expect (one per
+#     sql/*.sql, one per test/specs/*.spec) that pg_regress did not report
+#     "ok" counts as failed, so a suite that cannot even start (extension fails
+#     to load, timeout) still shows up as failures.  "failed (ignored)" counts
+#     as passed, as pg_regress itself does.
+#   - pgTAP: one per assertion ("ok N" / "not ok N"; a "not ok ... # TODO" is
+#     an expected failure and passes, as in TAP).  A file that dies, has a plan
+#     mismatch or otherwise makes pg_prove fail counts the assertions it never
+#     ran as failed, and at least one failure.
+#
+# Needs: ROOT, WORK, PG_CONFIG, PGBIN and the PG* connection variables.
+
+PASSED=0
+FAILED=0
+SUITE_TIMEOUT=${CREDITS_SUITE_TIMEOUT:-1800}   # seconds, per pg_regress suite / pgTAP file
+DIFF_LINES=300
+
+# PG15 prints "test NAME  ... ok   12 ms" (or, in parallel groups, "     NAME ... ok").
+REGRESS_LINE_RE='^[[:space:]]*(test[[:space:]]+)?([^[:space:]]+)[[:space:]]+\.\.\.[[:space:]]+(ok|FAILED|failed \(ignored\))'
+
+# Basenames of the files matching a glob, one per line, sorted like the Makefile.
+test_names() {
+    local f
+    for f in $1; do
+        if [[ -e $f ]]; then basename "${f%.*}"; fi
+    done | LC_ALL=C sort
+}
+
+show_file() {   # show_file TITLE FILE: print FILE bounded to DIFF_LINES lines
+    [[ -s $2 ]] || return 0
+    echo "---- $1 (first $DIFF_LINES lines) ----"
+    head -n "$DIFF_LINES" "$2"
+    local n
+    n=$(wc -l <"$2")
+    if ((n > DIFF_LINES)); then echo "---- ... $((n - DIFF_LINES)) more lines in $2"; fi
+    return 0
+}
+
+# run_pg_regress_suite LABEL GLOB DIFFS MAKE_OVERRIDES...
+# Runs `make installcheck` with only one of REGRESS / ISOLATION set, so that a
+# failing regress suite does not stop the isolation suite (PGXS runs both in
+# one recipe and make stops at the first failing command).
+run_pg_regress_suite() {
+    local label=$1 glob=$2 diffs=$3
+    shift 3
+    local names=()
+    mapfile -t names < <(test_names "$ROOT/$glob")
+    echo "== $label: ${#names[@]} test(s)"
+    if ((${#names[@]} == 0)); then
+        echo "   (none)"
+        return 0
+    fi
+
+    local out="$WORK/$label.log" rc=0
+    rm -f "$ROOT/$diffs"
+    timeout "$SUITE_TIMEOUT" make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@" \
+        >"$out" 2>&1 </dev/null || rc=$?
+    if ((rc == 124)); then echo "   $label timed out after ${SUITE_TIMEOUT}s"; fi
+
+    local -A status=()
+    local line name failed_here=0
+    while IFS= read -r line; do
+        if [[ $line =~ $REGRESS_LINE_RE ]]; then
+            status[${BASH_REMATCH[2]}]=${BASH_REMATCH[3]}
+            echo "   ${line#"${line%%[![:space:]]*}"}"
+        fi
+    done <"$out"
+
+    for name in "${names[@]}"; do
+        case ${status[$name]:-} in
+            ok | "failed (ignored)") PASSED=$((PASSED + 1)) ;;
+            FAILED) FAILED=$((FAILED + 1)); failed_here=$((failed_here + 1)) ;;
+            *) echo "   test $name ... did not run"; FAILED=$((FAILED + 1)); failed_here=$((failed_here + 1)) ;;
+        esac
+    done
+    # make failed although every test passed (e.g. a crash after the tests).
+    if ((rc != 0 && failed_here == 0)); then
+        echo "   $label: make installcheck exited with status $rc"
+        FAILED=$((FAILED + 1)); failed_here=1
+    fi
+
+    if ((failed_here > 0)); then
+        show_file "$label output" "$out"
+        show_file "$diffs" "$ROOT/$diffs"
+    fi
+    return 0
+}
+
+run_regress() {
+    run_pg_regress_suite pg_regress 'sql/*.sql' regression.diffs ISOLATION=
+}
+
+run_isolation() {
+    mkdir -p "$ROOT/test/output_iso"
+    run_pg_regress_suite isolation 'test/specs/*.spec' test/output_iso/regression.diffs REGRESS=
+}
+
+# pgTAP: every file runs in the same database (the files BEGIN ... ROLLBACK
+# themselves), one pg_prove per file so each file's result is unambiguous.
+run_pgtap() {
+    local files=() f
+    for f in "$ROOT"/test/pgtap/*.sql; do
+        if [[ -e $f ]]; then files+=("$f"); fi
+    done
+    echo "== pgTAP: ${#files[@]} file(s)"
+    if ((${#files[@]} == 0)); then
+        echo "   (none: 0 tests)"
+        return 0
+    fi
+
+    local db=credits_tap setup="$WORK/pgtap-setup.log"
+    if ! { "$PGBIN/dropdb" --if-exists "$db" && "$PGBIN/createdb" "$db" &&
+           "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$db" \
+               -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION credits'; } >"$setup" 2>&1 </dev/null; then
+        # The files will fail on their own and be counted; say why.
+        echo "   setup of database $db failed:"
+        sed 's/^/   | /' "$setup"
+    fi
+
+    for f in "${files[@]}"; do
+        run_pgtap_file "$db" "$f"
+    done
+    return 0
+}
+
+run_pgtap_file() {
+    local db=$1 f=$2 rel=${2#"$ROOT"/}
+    local out="$WORK/pgtap-${rel//\//_}.log" rc=0
+    (cd "$ROOT" && timeout "$SUITE_TIMEOUT" pg_prove --norc --nocolor --verbose \
+        --psql-bin "$PGBIN/psql" -d "$db" "$rel") >"$out" 2>&1 </dev/null || rc=$?
+
+    local line planned=0 ran=0 ok=0 not_ok=0
+    while IFS= read -r line; do
+        if [[ $line =~ ^1\.\.([0-9]+) ]]; then
+            planned=${BASH_REMATCH[1]}
+        elif [[ $line =~ ^not\ ok\ [0-9]+ ]]; then
+            ran=$((ran + 1))
+            if [[ $line =~ \#[[:space:]]*[Tt][Oo][Dd][Oo] ]]; then ok=$((ok + 1)); else not_ok=$((not_ok + 1)); fi
+        elif [[ $line =~ ^ok\ [0-9]+ ]]; then
+            ran=$((ran + 1)); ok=$((ok + 1))
+        fi
+    done <"$out"
+
+    # pg_prove failed beyond the assertions it printed: the file died, the
+    # plan did not match, or it timed out.  Count what never ran.
+    local missing=0
+    if ((rc != 0)); then
+        if ((planned > ran)); then missing=$((planned - ran)); fi
+        if ((not_ok + missing == 0)); then missing=1; fi
+    fi
+
+    PASSED=$((PASSED + ok))
+    FAILED=$((FAILED + not_ok + missing))
+    if ((not_ok + missing == 0)); then
+        echo "   $rel ... ok ($ok assertions)"
+    else
+        echo "   $rel ... FAILED ($not_ok failed, $missing not run or died, $ok passed; pg_prove status $rc)"
+        show_file "$rel pg_prove output" "$out"
+    fi
+    return 0
+}
+
+print_summary() {
+    echo "$PASSED passed, $FAILED failed"
+}
+
+# Exit status of `make test`: non-zero on any failure or when nothing ran.
+summary_status() {
+    ((FAILED == 0 && PASSED > 0))
+}
