@@ -36,6 +36,24 @@ static CachedStatement burn_in_order = {
 	2, {UUIDOID, INT8OID}
 };
 
+/*
+ * The common case of burn_in_order: the first lot in spending order covers
+ * the whole amount.  An ordered probe of lots_spend_order (LIMIT 1) and one
+ * update by primary key, instead of a window over all the user's spendable
+ * lots; it updates nothing (and burn_in_order runs) when the first lot does
+ * not cover the amount.
+ */
+static CachedStatement burn_first_lot = {
+	"UPDATE credits.lots l SET remaining = l.remaining - $2"
+	" WHERE l.ctid = (SELECT f.ctid FROM credits.lots f"
+	"                WHERE f.user_id = $1 AND f.remaining > 0"
+	"                  AND (f.expires_at IS NULL OR f.expires_at > now())"
+	"                ORDER BY f.expires_at, f.priority DESC, f.id LIMIT 1)"
+	"   AND l.remaining >= $2"
+	" RETURNING l.id",
+	2, {UUIDOID, INT8OID}
+};
+
 static CachedStatement lot_insert = {
 	"INSERT INTO credits.lots (user_id, entry_id, amount, remaining, expires_at, priority)"
 	" VALUES ($1, $2, $3, $3, $4, $5)",
@@ -84,10 +102,22 @@ Datum
 lots_burn(Account *acct, int64 amount)
 {
 	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), Int64GetDatum(amount)};
-	uint64		nmoves = spi_exec(&burn_in_order, args, NULL);
-	int64	   *lot_ids = palloc(sizeof(int64) * Max(nmoves, 1));
-	int64	   *deltas = palloc(sizeof(int64) * Max(nmoves, 1));
+	uint64		nmoves;
+	int64	   *lot_ids;
+	int64	   *deltas;
 	int64		burnt = 0;
+
+	if (spi_exec(&burn_first_lot, args, NULL) == 1)
+	{
+		int64		lot_id = spi_get_int64(0, 1);
+		int64		delta = -amount;
+
+		return lot_moves_array(1, &lot_id, &delta);
+	}
+
+	nmoves = spi_exec(&burn_in_order, args, NULL);
+	lot_ids = palloc(sizeof(int64) * Max(nmoves, 1));
+	deltas = palloc(sizeof(int64) * Max(nmoves, 1));
 
 	for (uint64 i = 0; i < nmoves; i++)
 	{
