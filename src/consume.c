@@ -13,11 +13,14 @@
 #include "utils/builtins.h"
 
 static CachedStatement operation_by_name = {
-	"SELECT o.cost, o.max_units, o.enabled, o.required_plan, rp.rank"
-	"  FROM credits.operations o"
-	"  LEFT JOIN credits.plans rp ON rp.name = o.required_plan"
-	" WHERE o.name = $1",
+	"SELECT o.cost, o.max_units, o.enabled, o.required_plan"
+	"  FROM credits.operations o WHERE o.name = $1",
 	1, {TEXTOID}
+};
+
+/* Only for the few operations that need a plan (kept out of the hot path). */
+static CachedStatement plan_rank = {
+	"SELECT p.rank FROM credits.plans p WHERE p.name = $1", 1, {TEXTOID}
 };
 
 /* A priced operation from credits.operations. */
@@ -50,7 +53,14 @@ find_operation(text *name, Operation *op)
 	op->enabled = DatumGetBool(spi_get(0, 3, &isnull));
 	value = spi_get(0, 4, &isnull);
 	op->required_plan = isnull ? NULL : TextDatumGetCString(value);
-	op->required_rank = isnull ? 0 : DatumGetInt32(spi_get(0, 5, &isnull));
+	op->required_rank = 0;
+	if (op->required_plan != NULL)
+	{
+		Datum		plan_arg[1] = {CStringGetTextDatum(op->required_plan)};
+
+		if (spi_exec(&plan_rank, plan_arg, NULL) > 0)
+			op->required_rank = DatumGetInt32(spi_get(0, 1, &isnull));
+	}
 }
 
 /*
