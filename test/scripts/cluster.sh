@@ -46,6 +46,8 @@ write_cluster_conf() {
         echo "log_min_messages = warning"
         echo "lc_messages = 'C'"
         echo "timezone = 'UTC'"
+        # As recommended in production: denial counters in shared memory (credits.stats).
+        echo "shared_preload_libraries = 'credits'"
         if [[ $mode == bench ]]; then
             # Durable like production; synchronous_commit is left to bench/.
             echo "fsync = on"
