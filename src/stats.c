@@ -72,7 +72,6 @@ typedef struct LogThrottle
 	double		tokens;
 	TimestampTz refilled_at;	/* 0: never used, full */
 	int64		suppressed;		/* lines held back since the last one logged */
-	TimestampTz suppressed_since;
 } LogThrottle;
 
 typedef struct StatsShared
@@ -122,7 +121,7 @@ static void stats_emit_log(ErrorData *edata);
 static void make_key(DenialKey *key, DenialReason reason, int16 kind, const char *operation);
 static DenialEntry *shared_entry(DenialKey *key);
 static void count_denial(DenialReason reason, const char *operation, TimestampTz now);
-static bool throttle_take(TimestampTz now, int64 *suppressed, TimestampTz *since);
+static bool throttle_take(TimestampTz now, int64 *suppressed);
 static void log_denial(DenialReason reason, const pg_uuid_t *user_id,
 					   const char *operation, const char *detail, TimestampTz now);
 
@@ -316,7 +315,7 @@ count_denial(DenialReason reason, const char *operation, TimestampTz now)
  * held back; else true, with the number of lines held back before it.
  */
 static bool
-throttle_take(TimestampTz now, int64 *suppressed, TimestampTz *since)
+throttle_take(TimestampTz now, int64 *suppressed)
 {
 	LogThrottle *t = stats_shared ? &stats_shared->throttle : &local_throttle;
 	double		rate = log_denials_per_second;
@@ -337,11 +336,10 @@ throttle_take(TimestampTz now, int64 *suppressed, TimestampTz *since)
 	{
 		t->tokens -= 1.0;
 		*suppressed = t->suppressed;
-		*since = t->suppressed_since;
 		t->suppressed = 0;
 	}
-	else if (t->suppressed++ == 0)
-		t->suppressed_since = now;
+	else
+		t->suppressed++;
 	if (stats_shared)
 		SpinLockRelease(&stats_shared->throttle_mutex);
 	return take;
@@ -352,20 +350,18 @@ log_denial(DenialReason reason, const pg_uuid_t *user_id, const char *operation,
 		   const char *detail, TimestampTz now)
 {
 	int64		suppressed = 0;
-	TimestampTz since = 0;
 	char	   *user;
 
 	if (!message_level_is_interesting(log_denials_level))
 		return;
-	if (!throttle_take(now, &suppressed, &since))
+	if (!throttle_take(now, &suppressed))
 		return;
 
 	if (suppressed > 0)
 		ereport(log_denials_level,
-				(errmsg("credits: " INT64_FORMAT " denials not logged in the last %.1f s "
+				(errmsg("credits: " INT64_FORMAT " denials not logged since the previous line "
 						"(credits.log_denials_per_second = %d)",
-						suppressed, (double) (now - since) / USECS_PER_SEC,
-						log_denials_per_second),
+						suppressed, log_denials_per_second),
 				 errhidestmt(true), errhidecontext(true)));
 
 	user = user_id
@@ -446,7 +442,11 @@ credits_denial_counters(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* credits.stats_reset() returns void: forgets every denial counter */
+/*
+ * credits.stats_reset() returns void
+ * Forgets every denial counter, and the log throttle's state (a full bucket,
+ * no lines held back).
+ */
 PG_FUNCTION_INFO_V1(credits_stats_reset);
 Datum
 credits_stats_reset(PG_FUNCTION_ARGS)
@@ -461,11 +461,17 @@ credits_stats_reset(PG_FUNCTION_ARGS)
 		while ((entry = hash_seq_search(&status)) != NULL)
 			hash_search(shared_hash, &entry->key, HASH_REMOVE, NULL);
 		LWLockRelease(stats_shared->lock);
+
+		SpinLockAcquire(&stats_shared->throttle_mutex);
+		memset(&stats_shared->throttle, 0, sizeof(LogThrottle));
+		SpinLockRelease(&stats_shared->throttle_mutex);
 	}
-	else if (local_hash != NULL)
+	else
 	{
-		hash_destroy(local_hash);
+		if (local_hash != NULL)
+			hash_destroy(local_hash);
 		local_hash = NULL;
+		memset(&local_throttle, 0, sizeof(LogThrottle));
 	}
 	PG_RETURN_VOID();
 }
