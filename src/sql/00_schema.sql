@@ -159,6 +159,8 @@ SELECT pg_catalog.pg_extension_config_dump('credits.operations', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.accounts', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.ledger', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.lots', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.ledger_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.lots_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.holds', '');
 
 CREATE TYPE credits.receipt AS (
