@@ -181,6 +181,10 @@ extern void refuse_key_conflict_on(const Account *acct, text *key, int64 origina
 								   const char *operation) pg_attribute_noreturn();
 extern void refuse_plan_required(const char *operation, const char *required_plan,
 								 const char *plan) pg_attribute_noreturn();
+extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
+								 int64 settled_entry_id) pg_attribute_noreturn();
+extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested,
+							   int64 requested) pg_attribute_noreturn();
 extern void refuse_rate_limited(const Account *acct, const char *operation,
 								int64 retry_after_ms) pg_attribute_noreturn();
 extern void refuse_cooldown(const Account *acct, const char *operation,
@@ -200,6 +204,8 @@ typedef enum DenialReason
 	DENIAL_RATE_LIMITED,		/* PT429, the plan's rate limit */
 	DENIAL_COOLDOWN,			/* PT429, the plan's cooldown */
 	DENIAL_THROTTLED,			/* credits.rate_limit() said no (not an error) */
+	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
+	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);
@@ -215,5 +221,10 @@ extern int64 check_operation(Account *acct, text *operation, int64 units, int64 
 /* ---- grants.c ---- */
 extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
 					  TimestampTz expires_at, int32 priority);
+
+/* ---- holds.c ---- */
+extern void holds_release_due(Account *acct);
+extern Datum lots_add(Account *acct, int nmoves, const int64 *lot_ids, const int64 *deltas);
+extern void lots_expire_if_due(Account *acct);
 
 #endif							/* CREDITS_H */

@@ -89,6 +89,8 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_RATE_LIMITED] = "rate_limited",
 	[DENIAL_COOLDOWN] = "cooldown",
 	[DENIAL_THROTTLED] = "throttled",
+	[DENIAL_HOLD_NOT_OPEN] = "hold_not_open",
+	[DENIAL_OVER_REFUND] = "over_refund",
 };
 
 /* credits.log_denials */
