@@ -13,6 +13,7 @@
 \set u4 '00000000-0000-4000-8000-00000000a404'
 \set u5 '00000000-0000-4000-8000-00000000a405'
 \set u6 '00000000-0000-4000-8000-00000000a406'
+\set u7 '00000000-0000-4000-8000-00000000a407'
 
 INSERT INTO credits.operations (name, cost, max_units) VALUES ('rla_image', 1, 10), ('rla_video', 5, 60);
 
@@ -86,21 +87,30 @@ SELECT pg_temp.seed(:'u2', 'grant', 6, 10, reason => 'signup bonus') IS NOT NULL
 SELECT pg_temp.seed(:'u2', 'consume', -6, 10, 'rla_image', 6) IS NOT NULL AS seeded;
 -- u3 (pro, bypass): operations recorded at list cost, charged 0.
 SELECT pg_temp.seed(:'u3', 'consume', 0, 3, 'rla_video', 10, plan => 'pro') IS NOT NULL AS seeded;
--- u4 (free): a bonus that expired an hour ago, a pack, and a hold still open.
-SELECT pg_temp.seed(:'u4', 'grant', 8, 5, reason => 'promo', expires_at => now() - interval '1 hour') IS NOT NULL AS seeded;
+-- u4 (free): a bonus and a pack; reserves a job today (below).
+SELECT pg_temp.seed(:'u4', 'grant', 8, 5, reason => 'promo') IS NOT NULL AS seeded;
 SELECT pg_temp.seed(:'u4', 'purchase', 100, 5, reason => 'pack 100') IS NOT NULL AS seeded;
-SELECT pg_temp.seed(:'u4', 'hold', -5, 1, 'rla_video', 1) IS NOT NULL AS seeded;
--- u6 (free): a grant long ago, nothing else: in none of the views below.
+-- u6 (free): grants only, the latest expired an hour ago: in none of the views below.
 SELECT pg_temp.seed(:'u6', 'grant', 3, 100, reason => 'old promo') IS NOT NULL AS seeded;
+SELECT pg_temp.seed(:'u6', 'grant', 4, 5, reason => 'promo', expires_at => now() - interval '1 hour') IS NOT NULL AS seeded;
 
--- Today, through the functions: u1 and u3 use, u2 is refused (PT402: no
--- ledger trace), u5 signs up (bonus 6), runs out and buys a pack.
-SELECT kind, amount, balance FROM credits.credits_consume(:'u1', 'rla_image', 4);
+-- Today, through the functions:
+-- u1 consumes, gets part of it refunded, and runs a job (reserve 2 units, capture 1);
+SELECT entry_id AS c1 FROM credits.credits_consume(:'u1', 'rla_image', 4) \gset
+SELECT kind, amount, balance FROM credits.refund(:c1, 2, 'bad output');
+SELECT entry_id AS h1 FROM credits.reserve(:'u1', 'rla_video', 2) \gset
+SELECT kind, amount, balance FROM credits.capture(:h1, 1);
+-- u3 (bypass) consumes at list cost 0; u2 is refused (PT402: no ledger trace);
 SELECT kind, amount, balance FROM credits.credits_consume(:'u3', 'rla_video', 4);
 SELECT credits.credits_consume(:'u2', 'rla_image');
+-- u4 reserves a job that is still running;
+SELECT kind, amount, balance FROM credits.reserve(:'u4', 'rla_video', 1);
+-- u5 signs up (bonus 6), runs out, buys a pack, and runs a job that fails (released).
 SELECT kind, amount, balance FROM credits.credits_consume(:'u5', 'rla_image', 3);
 SELECT kind, amount, balance FROM credits.credits_consume(:'u5', 'rla_image', 3);
 SELECT pg_temp.seed(:'u5', 'purchase', 10, 0, reason => 'pack 10') IS NOT NULL AS seeded;
+SELECT entry_id AS h5 FROM credits.reserve(:'u5', 'rla_image', 2) \gset
+SELECT kind, amount, balance FROM credits.release(:h5);
 
 -- The seeded books balance.
 SELECT * FROM credits.reconcile() WHERE user_id IN (:'u1', :'u2', :'u3', :'u4', :'u5', :'u6');
@@ -140,10 +150,17 @@ CREATE FUNCTION pg_temp.masked(report text) RETURNS SETOF text LANGUAGE sql AS $
 $$;
 SELECT * FROM pg_temp.masked(credits.account_summary(:'u1'));
 SELECT * FROM pg_temp.masked(credits.account_summary(:'u4', 3));
+SELECT * FROM pg_temp.masked(credits.account_summary(:'u6'));
 SELECT * FROM pg_temp.masked(credits.account_summary(:'u3', 0));
 SELECT credits.account_summary('00000000-0000-4000-8000-00000000a4ff');
 SELECT credits.account_summary(NULL);
 SELECT credits.account_summary(:'u1', -1);
--- The report only reads: u4's expired bonus is still in the lots until the
+-- The report only reads: u6's expired promo is still in the lots until the
 -- account's next touch writes the expire entry.
-SELECT count(*) AS expire_entries FROM credits.ledger WHERE user_id = :'u4' AND kind = 'expire';
+SELECT count(*) AS expire_entries FROM credits.ledger WHERE user_id = :'u6' AND kind = 'expire';
+-- A hold that timed out is shown as such until the account's next touch releases it.
+SET credits.hold_timeout = 1;
+SELECT kind, amount, balance FROM credits.reserve(:'u7', 'rla_image', 2);
+RESET credits.hold_timeout;
+SELECT pg_sleep(1.1);
+SELECT * FROM pg_temp.masked(credits.account_summary(:'u7', 0)) AS line WHERE line LIKE '%hold%';

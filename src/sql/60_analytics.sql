@@ -148,8 +148,8 @@ COMMENT ON VIEW credits.purchases_summary IS
 /*
  * A readable report of one account, for psql: plan, balance, today's count,
  * the plan's limits, lots in spend order with expiry, open holds and the
- * latest ledger entries.  Reads only: expired lots are shown as such, even
- * before the lazy `expire` entry is written on the account's next touch.
+ * latest ledger entries.  Reads only: expired lots and timed-out holds are
+ * shown as such, even before the account's next touch writes them off.
  */
 CREATE FUNCTION credits.account_summary(user_id uuid, recent integer DEFAULT 10)
 RETURNS text
@@ -234,16 +234,16 @@ BEGIN
 
     lines := lines || 'open holds'::text;
     FOR r IN
-        SELECT h.id, -h.amount AS reserved, h.operation, h.units, h.created_at
-          FROM credits.ledger h
-         WHERE h.user_id = a.user_id AND h.kind = 'hold'
-           AND NOT EXISTS (SELECT 1 FROM credits.ledger c
-                            WHERE c.ref_id = h.id AND c.kind IN ('capture', 'release'))
+        SELECT h.id, h.amount, h.units, h.operation, h.expires_at
+          FROM credits.holds h
+         WHERE h.user_id = a.user_id AND h.status = 'open'
          ORDER BY h.id
     LOOP
-        lines := lines || format('  hold %s: %s credits for %s x %s, since %s', r.id, r.reserved,
-                             coalesce(r.units::text, '?'), coalesce(r.operation, '?'),
-                             to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'));
+        lines := lines || format('  hold %s: %s credits for %s x %s, %s', r.id, r.amount, r.units, r.operation,
+                             CASE WHEN r.expires_at <= now()
+                                  THEN 'TIMED OUT ' || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')
+                                       || ' (released on the next touch)'
+                                  ELSE 'until ' || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"') END);
     END LOOP;
     IF NOT FOUND THEN
         lines := lines || '  none'::text;
