@@ -40,6 +40,12 @@ SELECT kind FROM credits.credits_consume(:'u4', 'rls_image');
 SELECT * FROM pg_temp.try(format('SELECT credits.credits_consume(%L, %L)', :'u4', 'rls_image'));
 -- credits.rate_limit saying no is counted too (reason throttled, operation = the action).
 SELECT allowed FROM generate_series(1, 3) g, LATERAL credits.rate_limit(:'u1', 'rls_login', 1 + 0 * g, 0.001) r;
+-- Holds and refunds refuse too (PT409): settling a hold twice, refunding more than was charged.
+SELECT entry_id AS hold_id FROM credits.reserve(:'u1', 'rls_image') \gset
+SELECT kind FROM credits.release(:hold_id);
+SELECT * FROM pg_temp.try(format('SELECT credits.release(%s)', :hold_id));
+SELECT entry_id AS charge_id FROM credits.credits_consume(:'u1', 'rls_image', 1, 'same-key') \gset
+SELECT * FROM pg_temp.try(format('SELECT credits.refund(%s, 2)', :charge_id));
 
 SELECT reason, operation, denials, last_denied_at > now() - interval '1 hour' AS recent, scope
   FROM credits.stats;
