@@ -16,9 +16,9 @@ REGRESS_OPTS = --inputdir=. --load-extension=credits
 ISOLATION = $(basename $(notdir $(sort $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=credits
 
-# -Wextra minus two warnings PostgreSQL's own headers and V1 call convention trigger:
-# fcinfo is unused in trivial functions, and static CachedStatement
-# initializers leave the plan pointer implicit.
+# -Wextra minus two warnings: the V1 calling convention leaves fcinfo unused in
+# some functions, and static CachedStatement initializers leave the plan
+# pointer implicit (NULL until first use).
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 EXTRA_CLEAN = test/output_iso
 
