@@ -45,7 +45,7 @@ SELECT entry_id AS hold_id FROM credits.reserve(:'u1', 'rls_image') \gset
 SELECT kind FROM credits.release(:hold_id);
 SELECT * FROM pg_temp.try(format('SELECT credits.release(%s)', :hold_id));
 SELECT entry_id AS charge_id FROM credits.credits_consume(:'u1', 'rls_image', 1, 'same-key') \gset
-SELECT * FROM pg_temp.try(format('SELECT credits.refund(%s, 2)', :charge_id));
+SELECT * FROM pg_temp.try(format('SELECT credits.refund(%s, 2, %L)', :charge_id, 'too much'));
 
 SELECT reason, operation, denials, last_denied_at > now() - interval '1 hour' AS recent, scope
   FROM credits.stats;
