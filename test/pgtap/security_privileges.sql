@@ -20,7 +20,8 @@ CREATE TEMP TABLE write_attempts AS
 SELECT c.oid::regclass AS rel, v.verb,
        CASE v.verb
            WHEN 'INSERT' THEN format('INSERT INTO %s DEFAULT VALUES', c.oid::regclass)
-           WHEN 'UPDATE' THEN format('UPDATE %s SET %I = %I', c.oid::regclass, a.attname, a.attname)
+           -- (SET col = DEFAULT reads nothing: only the UPDATE privilege is in play)
+           WHEN 'UPDATE' THEN format('UPDATE %s SET %I = DEFAULT', c.oid::regclass, a.attname)
            WHEN 'DELETE' THEN format('DELETE FROM %s', c.oid::regclass)
            WHEN 'TRUNCATE' THEN format('TRUNCATE %s', c.oid::regclass)
            WHEN 'nextval' THEN format('SELECT nextval(%L)', c.oid::regclass)
