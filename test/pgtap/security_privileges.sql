@@ -9,6 +9,7 @@ SELECT plan((
                  + 4 * count(*) FILTER (WHERE relkind IN ('v', 'm'))     -- privileges on views
                  + 2 * count(*) FILTER (WHERE relkind = 'S'))            -- nextval/setval
             + count(*) FILTER (WHERE relkind IN ('r', 'p', 'v', 'm'))    -- anon SELECT
+            + count(*) FILTER (WHERE relkind IN ('r', 'p'))               -- RLS enabled
             + 2)::int
       FROM pg_class WHERE relnamespace = 'credits'::regnamespace AND relkind IN ('r', 'p', 'v', 'm', 'S')));
 
@@ -73,6 +74,13 @@ SELECT is(has_table_privilege(r.role, c.oid, v.verb), false,
  CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS v(verb)
  WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('v', 'm')
  ORDER BY c.oid::regclass::text, r.role, v.verb;
+
+-- Row level security is enabled on every table, so that a grant added by
+-- mistake still shows nothing without a policy.
+SELECT ok(c.relrowsecurity, format('row level security is enabled on %s', c.oid::regclass))
+  FROM pg_class c
+ WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p')
+ ORDER BY c.oid::regclass::text;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -9,7 +9,10 @@
 --     pg_temp do not change what the extension's functions do, even with the
 --     caller's search_path pointing at them.
 BEGIN;
-SELECT plan(67);
+SELECT plan(67 + (
+    SELECT count(*)::int FROM pg_class c
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
+     WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')));
 
 \ir ../fixtures/supabase.sql
 SELECT credits.grant_roles('authenticated', 'service_role') \gset
@@ -73,6 +76,27 @@ SELECT unalike(coalesce(current_setting('security_test.seen', true), ''), '%bob%
                'a cheap function in the caller''s WHERE never sees bob''s rows');
 SELECT unalike(coalesce(current_setting('security_test.seen', true), ''), '%' || :'bob' || '%',
                'nor bob''s account through my_account');
+SELECT postgrest.end_request() AS role \gset
+
+-- The catch-all: every relation of the schema with a user_id column (tables
+-- added later included) shows alice no row of anybody else, or nothing at all.
+CREATE FUNCTION public.security_test_foreign_rows(rel regclass, me uuid) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %s WHERE user_id IS DISTINCT FROM $1', rel) INTO n USING me;
+    RETURN n;
+EXCEPTION WHEN insufficient_privilege THEN
+    RETURN -1;      -- not readable at all
+END $$;
+SELECT postgrest.as_user(:'alice') AS role \gset
+SELECT ok(public.security_test_foreign_rows(c.oid::regclass, :'alice') <= 0,
+          format('alice reads no other user''s row of %s', c.oid::regclass))
+  FROM pg_class c
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
+ WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+ ORDER BY c.oid::regclass::text;
 SELECT postgrest.end_request() AS role \gset
 
 -- No user in the request: nothing to see, and the client functions refuse.
