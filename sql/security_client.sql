@@ -125,6 +125,23 @@ SELECT * FROM credits.my_usage();
 SELECT plan, base_plan, daily_limit, daily_remaining FROM credits.my_account;
 SELECT credits.set_plan(:'alice', 'free');
 
+-- Holds and refunds (service functions) show in the usage: a capture is an
+-- operation, a refund is taken off the credits of the operation it refunds,
+-- a released or still open hold charges nothing.
+SELECT id AS gen1 FROM credits.ledger WHERE user_id = :'alice' AND idempotency_key = 'gen-1' \gset
+SELECT id AS job2 FROM credits.ledger WHERE user_id = :'alice' AND reference = 'job 2' \gset
+SELECT kind, amount FROM credits.refund(:job2, reason => 'job 2 failed');
+SELECT entry_id AS hold1 FROM credits.reserve(:'alice', 'image', 2) \gset
+SELECT kind, amount FROM credits.capture(:hold1, 1);
+SELECT kind, amount FROM credits.refund(:gen1, 2, 'two images were blank');
+SELECT entry_id AS hold2 FROM credits.reserve(:'alice', 'prompt_kchar', 1) \gset
+SELECT kind, amount FROM credits.release(:hold2);
+SELECT kind, amount, balance FROM credits.reserve(:'alice', 'image', 1);
+SELECT * FROM credits.my_usage();
+SELECT kind, amount, operation, units, reason FROM credits.my_history(7);
+SELECT credits.my_balance(), credits.my_daily_available();
+SELECT balance, daily_remaining FROM credits.my_account;
+
 -- Bob sees only his own account and history.
 SET request.jwt.claims = '{"sub": "5ec0b0b0-0000-4000-8000-000000000002", "role": "authenticated"}';
 SELECT credits.my_balance();

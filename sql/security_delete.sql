@@ -14,6 +14,7 @@ SET request.jwt.claims = '{"sub": "5ec0da4a-0000-4000-8000-000000000003", "role"
 SELECT kind, amount, balance FROM credits.consume('image', 2, idempotency_key => 'dana-1', reference => 'job 1');
 SELECT amount, balance FROM credits.grant_credits(:'dana', 10, 'pack', expires_at => now() + interval '1 day');
 SELECT kind, amount, balance FROM credits.consume('video_second', 1);
+SELECT kind, amount, balance FROM credits.reserve(:'dana', 'image', 1);   -- a job still running
 SELECT credits.set_my_timezone('Europe/Paris');
 SELECT kind, amount FROM credits.my_history();
 
@@ -27,7 +28,7 @@ SELECT c.relname,
   FROM pg_class c
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
  WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p');
-SELECT relname, n > 0 AS has_rows FROM dana_rows WHERE relname IN ('accounts', 'ledger', 'lots') ORDER BY relname;
+SELECT relname, n > 0 AS has_rows FROM dana_rows WHERE relname IN ('accounts', 'holds', 'ledger', 'lots') ORDER BY relname;
 
 -- She deletes her account.  The summary is the tombstone's totals:
 -- balance = granted - spent + refunded - expired + adjusted.

@@ -22,7 +22,7 @@ CREATE TABLE credits.deleted_accounts (
     plan               text,                     -- base plan at deletion
     entries            bigint NOT NULL,          -- ledger entries removed
     granted            bigint NOT NULL,          -- grant + purchase + allocation
-    spent              bigint NOT NULL,          -- net of consume, hold, capture, release
+    spent              bigint NOT NULL,          -- consumes and captures (and credits held by open holds)
     refunded           bigint NOT NULL,
     expired            bigint NOT NULL,
     adjusted           bigint NOT NULL,          -- signed sum of adjust entries
@@ -87,6 +87,8 @@ CREATE POLICY own_rows ON credits.ledger FOR SELECT
     USING (user_id = (SELECT credits.current_user_id_or_null()));
 CREATE POLICY own_rows ON credits.lots FOR SELECT
     USING (user_id = (SELECT credits.current_user_id_or_null()));
+CREATE POLICY own_rows ON credits.holds FOR SELECT
+    USING (user_id = (SELECT credits.current_user_id_or_null()));
 -- Prices and plans are public information; only the owner edits them.
 CREATE POLICY readable ON credits.plans FOR SELECT USING (true);
 CREATE POLICY readable ON credits.operations FOR SELECT USING (true);
@@ -95,9 +97,12 @@ CREATE POLICY readable ON credits.operations FOR SELECT USING (true);
 /*
  * The caller's account in one row: effective plan, balance, daily limit and
  * what is left of it today in the account's time zone.  Read-only and
- * computed without writing anything (lots past their expiry already stop
- * counting, as the next touch will record), so it works in PostgREST's
- * read-only GET transactions.  security_invoker: the caller's own privileges
+ * computed without writing anything, so it works in PostgREST's read-only
+ * GET transactions: lots past their expiry already stop counting and timed-out
+ * holds already give their credits back, as the next touch will record.
+ * (my_balance() and my_daily_available() do that touch and are exact; the
+ * view may differ from them only in the minutes after a hold timed out:
+ * today's count, or credits held from a lot that has expired since.)  security_invoker: the caller's own privileges
  * and row level security apply, and the WHERE keeps the caller's row even
  * for a role that bypasses RLS.
  */
@@ -105,11 +110,17 @@ CREATE VIEW credits.my_account WITH (security_invoker = true, security_barrier =
 SELECT a.user_id,
        p.name AS plan,
        a.plan AS base_plan,
-       (a.balance - coalesce((SELECT sum(l.remaining)
-                                FROM credits.lots l
-                               WHERE l.user_id = a.user_id
-                                 AND l.remaining > 0
-                                 AND l.expires_at <= now()), 0))::bigint AS balance,
+       (a.balance
+        - coalesce((SELECT sum(l.remaining)
+                      FROM credits.lots l
+                     WHERE l.user_id = a.user_id
+                       AND l.remaining > 0
+                       AND l.expires_at <= now()), 0)
+        + coalesce((SELECT sum(h.amount)
+                      FROM credits.holds h
+                     WHERE h.user_id = a.user_id
+                       AND h.status = 'open'
+                       AND h.expires_at <= now()), 0))::bigint AS balance,
        p.daily_limit,
        (CASE
             WHEN p.daily_limit IS NULL THEN NULL
@@ -227,10 +238,10 @@ COMMENT ON FUNCTION credits.my_history(integer, bigint) IS
 
 /*
  * The caller's usage by operation since a point in time: billable
- * operations run, units, credits charged net of refunds and returned holds,
- * and list cost (what they would have cost without a premium bypass).
- * Entries without an operation of their own (refund, capture, release) count
- * for the operation of the entry they act upon.  NULL since: all time.
+ * operations run (consumes and captured holds), units, credits charged net
+ * of refunds, and list cost (what they would have cost without a premium
+ * bypass).  Open holds are not charged yet and count nothing; a refund
+ * counts for the operation of the charge it refunds.  NULL since: all time.
  */
 CREATE FUNCTION credits.my_usage(since timestamptz DEFAULT now() - interval '30 days')
 RETURNS TABLE (
@@ -255,7 +266,7 @@ BEGIN
               LEFT JOIN credits.ledger rr ON rr.id = r.ref_id AND rr.user_id = e.user_id
              WHERE e.user_id = uid
                AND (my_usage.since IS NULL OR e.created_at >= my_usage.since)
-               AND e.kind IN ('consume', 'hold', 'capture', 'release', 'refund')
+               AND e.kind IN ('consume', 'capture', 'refund')
         )
         SELECT m.op,
                count(*) FILTER (WHERE m.kind IN ('consume', 'capture')),

@@ -9,7 +9,7 @@
 --     pg_temp do not change what the extension's functions do, even with the
 --     caller's search_path pointing at them.
 BEGIN;
-SELECT plan(67 + (
+SELECT plan(69 + (
     SELECT count(*)::int FROM pg_class c
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
      WHERE c.relnamespace = 'credits'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')));
@@ -30,6 +30,8 @@ SELECT credits.grant_credits(:'alice', 10, 'pack A', expires_at => now() + inter
 SELECT credits.credits_consume(:'alice', 'image') IS NOT NULL AS ok \gset
 SELECT credits.credits_consume(:'alice', 'image', 2) IS NOT NULL AS ok \gset
 SELECT credits.grant_credits(:'bob', 20, 'pack B') IS NOT NULL AS ok \gset
+SELECT credits.reserve(:'alice', 'image', reference => 'alice-job') IS NOT NULL AS ok \gset
+SELECT credits.reserve(:'bob', 'image', reference => 'bob-running-job') IS NOT NULL AS ok \gset
 SELECT entry_id AS bob_last FROM credits.credits_consume(:'bob', 'video_second', 1,
        idempotency_key => 'bob-key', reference => 'bob-secret-job') \gset
 SELECT credits.balance(:'erin') AS erin_start \gset
@@ -59,6 +61,8 @@ SELECT is_empty($$SELECT * FROM credits.ledger WHERE reference = 'bob-secret-job
                 'asking for bob''s ledger rows by content returns nothing');
 SELECT is_empty(format('SELECT * FROM credits.lots WHERE user_id = %L', :'bob'), 'bob''s lots are invisible');
 SELECT is_empty(format('SELECT * FROM credits.accounts WHERE user_id = %L', :'bob'), 'bob''s account is invisible');
+SELECT results_eq('SELECT DISTINCT user_id FROM credits.holds', ARRAY[:'alice'::uuid], 'alice reads only her holds');
+SELECT is_empty(format('SELECT * FROM credits.holds WHERE user_id = %L', :'bob'), 'bob''s holds are invisible');
 SELECT results_eq('SELECT count(*)::int FROM credits.plans', ARRAY[:plans], 'plans are public');
 SELECT results_eq('SELECT count(*)::int FROM credits.operations', ARRAY[:operations], 'the price list is public');
 SELECT throws_ok('SELECT * FROM credits.deleted_accounts', '42501', NULL, 'tombstones are not readable');
