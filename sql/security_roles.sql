@@ -9,6 +9,20 @@ SELECT credits.grant_roles('postgres', NULL);
 SELECT credits.grant_roles('postgres', 'postgres');
 SELECT credits.grant_roles('regress_credits_no_such_role', 'postgres');
 SELECT credits.grant_roles('postgres', 'regress_credits_no_such_role');
+-- A superuser (or BYPASSRLS) client role would see every row.
+SELECT credits.grant_roles('postgres', 'pg_monitor');
+BEGIN;
+CREATE ROLE regress_credits_app NOLOGIN;
+CREATE ROLE regress_credits_backend NOLOGIN;
+ALTER ROLE regress_credits_app BYPASSRLS;
+SAVEPOINT s;
+SELECT credits.grant_roles('regress_credits_app', 'regress_credits_backend');
+ROLLBACK TO s;
+-- A client role that inherits the admin role would call the admin functions.
+ALTER ROLE regress_credits_app NOBYPASSRLS;
+GRANT regress_credits_backend TO regress_credits_app;
+SELECT credits.grant_roles('regress_credits_app', 'regress_credits_backend');
+ROLLBACK;
 
 BEGIN;
 CREATE ROLE regress_credits_app NOLOGIN;

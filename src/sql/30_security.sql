@@ -33,6 +33,7 @@ CREATE TABLE credits.deleted_accounts (
 );
 ALTER TABLE credits.deleted_accounts ENABLE ROW LEVEL SECURITY;
 SELECT pg_catalog.pg_extension_config_dump('credits.deleted_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.deleted_accounts_id_seq', '');
 
 -- A user's lots in one index scan (the read surface, account deletion).
 CREATE INDEX lots_by_user ON credits.lots (user_id, id);
@@ -353,6 +354,22 @@ BEGIN
                       HINT = format('Create it first, e.g. CREATE ROLE %I NOLOGIN; then GRANT %I TO the login role of your app.', r, r);
         END IF;
     END LOOP;
+
+    -- A client role that skips row level security, or that inherits the admin
+    -- role, would read or do everything: refuse it.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = client_role AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'the client role "%" bypasses row level security', client_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s}', to_json(client_role::text)),
+                  HINT = 'Use a role without SUPERUSER and BYPASSRLS for requests made on behalf of users.';
+    END IF;
+    IF pg_has_role(client_role, admin_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'the client role "%" is a member of the admin role "%"', client_role, admin_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "member_of": %s}',
+                                  to_json(client_role::text), to_json(admin_role::text)),
+                  HINT = format('REVOKE %I FROM %I; a client must not inherit the admin functions.', admin_role, client_role);
+    END IF;
 
     -- Start from nothing, so that a broader grant made by hand is undone.
     EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
