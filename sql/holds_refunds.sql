@@ -65,44 +65,45 @@ SELECT kind, amount, balance, daily_remaining, replayed
 SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
 SELECT * FROM pg_temp.history(:'u1');
 -- nothing is left to refund: PT409, with or without an amount
-SELECT state, message, detail, hint FROM pg_temp.err(format('SELECT credits.refund(%s)', :c1),
+SELECT state, message, detail, hint FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :c1),
     jsonb_build_object('c1', :c1));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1)', :c1),
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1, ''test'')', :c1),
     jsonb_build_object('c1', :c1));
 
 -- ==== 2. partial refunds up to the full charge; only the last gives the operation back
 SELECT entry_id AS c2 FROM credits.credits_consume(:'u2', 'refunds_clip', 3) \gset
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 4, 'two of three clips failed');
-SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 2);
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 4)', :c2),
+SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 2, 'one clip failed');
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 4, ''test'')', :c2),
     jsonb_build_object('c2', :c2));
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 3, 'the last clip failed too');
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1)', :c2),
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1, ''test'')', :c2),
     jsonb_build_object('c2', :c2));
 SELECT * FROM pg_temp.history(:'u2');
 
 -- ==== 3. bad input
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, -1)', :c2));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 0)', :c2));
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, -1, ''test'')', :c2));
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 0, ''test'')', :c2));
 SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(NULL)');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(-7)');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(9223372036854775807, 1)');
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1)', :c2));
+SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(-7, reason => ''test'')');
+SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(9223372036854775807, 1, ''test'')');
 SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => repeat(''r'', 1001))', :c2));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, idempotency_key => '''')', :c2));
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'', idempotency_key => '''')', :c2));
 -- only charges are refundable: a grant, a hold, a release, a refund, an expire
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s)',
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT min(id) FROM credits.ledger WHERE user_id = :'u2')));
 SELECT entry_id AS h3 FROM credits.reserve(:'u3', 'refunds_clip', 2) \gset
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s)', :h3));
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :h3));
 SELECT kind FROM credits.release(:h3);
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s)',
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT max(id) FROM credits.ledger WHERE user_id = :'u3')));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s)',
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT max(id) FROM credits.ledger WHERE user_id = :'u2')));
 -- a consume that charged nothing (bypass plan)
 SELECT credits.set_plan(:'u4', 'pro');
 SELECT entry_id AS c4 FROM credits.credits_consume(:'u4', 'refunds_clip', 1) \gset
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s)', :c4));
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :c4));
 -- none of the refused calls wrote anything
 SELECT count(*) AS u2_entries FROM credits.ledger WHERE user_id = :'u2';
 
@@ -135,7 +136,7 @@ SELECT count(*) AS refunds_of_c5 FROM credits.ledger WHERE ref_id = :c5 AND kind
 SELECT entry_id AS h6 FROM credits.reserve(:'u6', 'refunds_clip', 3, reference => 'video-6') \gset
 SELECT entry_id AS cap6, kind, amount, balance, daily_remaining FROM credits.capture(:h6, 2) \gset cap6_
 SELECT :cap6_amount AS capture_amount, :cap6_balance AS balance, :cap6_daily_remaining AS daily_remaining;
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 7)', :cap6_cap6),
+SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 7, ''test'')', :cap6_cap6),
     jsonb_build_object('cap6', :cap6_cap6));
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:cap6_cap6, reason => 'upscale failed');
 SELECT * FROM pg_temp.history(:'u6');

@@ -75,7 +75,7 @@ refuse_unknown_entry(int64 entry_id)
 
 /*
  * credits.refund(entry_id bigint, amount bigint default null,
- *     reason text default null, idempotency_key text default null)
+ *     reason text default null (required: NULL is refused), idempotency_key text default null)
  *   returns credits.receipt
  * amount NULL refunds everything still refundable.
  */
@@ -110,6 +110,8 @@ credits_refund(PG_FUNCTION_ARGS)
 					 errdetail("{\"field\": \"amount\"}"),
 					 errhint("Pass the credits to give back, or NULL to refund all that is left.")));
 	}
+	/* the SQL signature needs a default after amount's; an audit trail needs a reason */
+	require_arg(fcinfo, 2, "reason");
 	reason = optional_text_arg(fcinfo, 2, "reason", CREDITS_MAX_REASON_CHARS);
 	key = optional_key_arg(fcinfo, 3, "idempotency_key");
 

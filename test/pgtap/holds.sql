@@ -45,12 +45,12 @@ SELECT throws_ok(format('SELECT credits.capture(%s)', (SELECT id FROM tap_hold))
 SELECT throws_ok(format('SELECT credits.release(%s)', (SELECT id FROM tap_hold)), 'PT409', NULL,
                  'releasing a captured hold is refused');
 SELECT throws_ok('SELECT credits.release(-1)', '22023', 'unknown hold', 'an unknown hold is bad input');
-SELECT throws_ok(format('SELECT credits.refund(%s)', (SELECT id FROM tap_hold)), '22023', NULL,
+SELECT throws_ok(format('SELECT credits.refund(%s, reason => ''test'')', (SELECT id FROM tap_hold)), '22023', NULL,
                  'a hold entry is not refundable');
 SELECT is((credits.refund((SELECT max(id) FROM credits.ledger
-                            WHERE user_id = '00000000-0000-0000-0003-0000000a0001' AND kind = 'capture'))).amount,
+                            WHERE user_id = '00000000-0000-0000-0003-0000000a0001' AND kind = 'capture'), reason => 'test')).amount,
           1::bigint, 'the capture is refundable');
-SELECT throws_ok(format('SELECT credits.refund(%s)',
+SELECT throws_ok(format('SELECT credits.refund(%s, reason => ''test'')',
                         (SELECT max(id) FROM credits.ledger
                           WHERE user_id = '00000000-0000-0000-0003-0000000a0001' AND kind = 'capture')),
                  'PT409', NULL, 'a second full refund is refused');
