@@ -406,6 +406,11 @@ BEGIN
     LOOP
         EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, client_role);
     END LOOP;
+
+    -- The admin views (denial counters, analytics): read-only, admin role only.
+    FOR t IN SELECT v AS rel FROM credits.admin_views() v LOOP
+        EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, admin_role);
+    END LOOP;
 END
 $$;
 

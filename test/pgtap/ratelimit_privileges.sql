@@ -2,7 +2,7 @@
 -- it is open to PUBLIC (clients get nothing here; admins are granted
 -- deliberately).
 BEGIN;
-SELECT plan(30);
+SELECT plan(38);
 
 SELECT has_table('credits', 'rate_limits', 'the limiter''s buckets');
 SELECT col_is_pk('credits', 'rate_limits', ARRAY['user_id', 'action'], 'one row per user and action');
@@ -66,6 +66,43 @@ SELECT throws_ok($$SELECT * FROM credits.stats$$, '42501', NULL, 'an ungranted r
 SELECT throws_ok($$SELECT credits.stats_reset()$$, '42501', NULL, 'an ungranted role cannot reset the counters');
 SELECT throws_ok($$SELECT * FROM credits.top_users$$, '42501', NULL, 'an ungranted role cannot read top_users');
 RESET ROLE;
+
+-- After grant_roles(client, admin): the admin role reads the views and calls
+-- the limiter; the client role gets none of it.
+CREATE ROLE rl_tap_client;
+CREATE ROLE rl_tap_admin;
+SELECT credits.grant_roles('rl_tap_client', 'rl_tap_admin');
+SELECT ok(has_table_privilege('rl_tap_admin', 'credits.stats', 'SELECT')
+          AND has_table_privilege('rl_tap_admin', 'credits.usage_daily', 'SELECT')
+          AND has_table_privilege('rl_tap_admin', 'credits.depletions', 'SELECT')
+          AND has_table_privilege('rl_tap_admin', 'credits.top_users', 'SELECT')
+          AND has_table_privilege('rl_tap_admin', 'credits.purchases_summary', 'SELECT'),
+          'the admin role reads credits.stats and the analytics views');
+SELECT ok(NOT has_table_privilege('rl_tap_admin', 'credits.stats', 'INSERT, UPDATE, DELETE, TRUNCATE'),
+          'the admin role cannot write them');
+SELECT ok(has_function_privilege('rl_tap_admin', 'credits.rate_limit(uuid, text, integer, double precision)', 'EXECUTE')
+          AND has_function_privilege('rl_tap_admin', 'credits.stats_reset()', 'EXECUTE')
+          AND has_function_privilege('rl_tap_admin', 'credits.account_summary(uuid, integer)', 'EXECUTE'),
+          'the admin role calls rate_limit, stats_reset and account_summary');
+SELECT ok(NOT has_table_privilege('rl_tap_client', 'credits.stats', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.usage_daily', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.depletions', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.top_users', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.purchases_summary', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.usage_entries', 'SELECT')
+          AND NOT has_table_privilege('rl_tap_client', 'credits.account_plans', 'SELECT'),
+          'the client role reads none of the admin views');
+SELECT ok(NOT has_table_privilege('rl_tap_client', 'credits.rate_limits', 'SELECT'),
+          'the client role cannot read the limiter''s buckets');
+SELECT ok(NOT has_function_privilege('rl_tap_client', 'credits.rate_limit(uuid, text, integer, double precision)', 'EXECUTE'),
+          'the client role cannot call rate_limit');
+SELECT ok(NOT has_function_privilege('rl_tap_client', 'credits.rate_limit_at(uuid, text, integer, double precision, timestamptz)', 'EXECUTE')
+          AND NOT has_function_privilege('rl_tap_client', 'credits.rate_limit_prune()', 'EXECUTE'),
+          'the client role cannot call rate_limit_at or rate_limit_prune');
+SELECT ok(NOT has_function_privilege('rl_tap_client', 'credits.stats_reset()', 'EXECUTE')
+          AND NOT has_function_privilege('rl_tap_client', 'credits.denial_counters()', 'EXECUTE')
+          AND NOT has_function_privilege('rl_tap_client', 'credits.account_summary(uuid, integer)', 'EXECUTE'),
+          'the client role cannot reset or read the counters, nor call account_summary');
 
 SELECT * FROM finish();
 ROLLBACK;
