@@ -407,10 +407,11 @@ BEGIN
         EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, client_role);
     END LOOP;
 
-    -- The admin views (denial counters, analytics): read-only, admin role only.
-    FOR t IN SELECT v AS rel FROM credits.admin_views() v LOOP
-        EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, admin_role);
-    END LOOP;
+    -- Admins read everything and write nothing.  Row level security still
+    -- applies to an admin role without BYPASSRLS (Supabase's service_role has
+    -- it), whose policies call current_user_id_or_null().
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA credits TO %I', admin_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credits.current_user_id_or_null() TO %I', admin_role);
 END
 $$;
 

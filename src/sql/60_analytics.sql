@@ -6,9 +6,9 @@
  * agree with credits.reconcile()'s view of the books.  Days are UTC days.
  * They are for admins in psql: nothing here is granted to the client role
  * (90_privileges revokes everything from PUBLIC; grant_roles() gives the
- * admin role SELECT on credits.admin_views() and EXECUTE on
- * account_summary).  The views run with the extension owner's rights, so an
- * admin role needs nothing on the tables.
+ * admin role SELECT on every table and view and EXECUTE on the service
+ * functions, account_summary included).  The views run with the extension
+ * owner's rights.
  *
  * The ledger does not record the plan an entry was made under, so "plan" is
  * the account's effective plan now (active entitlement, else base plan).
@@ -146,24 +146,6 @@ CREATE VIEW credits.purchases_summary AS
 
 COMMENT ON VIEW credits.purchases_summary IS
 'Purchases, credits bought, buyers, active users and conversion (buyers / active users) for today, 7 days, 30 days and all time.';
-
-/*
- * The views credits.grant_roles() lets the admin role read (SELECT only;
- * never the client role).
- */
-CREATE FUNCTION credits.admin_views()
-RETURNS SETOF regclass
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT pg_catalog.unnest(ARRAY[
-        'credits.stats', 'credits.usage_entries', 'credits.account_plans', 'credits.usage_daily',
-        'credits.depletions', 'credits.top_users', 'credits.purchases_summary'
-    ]::pg_catalog.regclass[])
-$$;
-
-COMMENT ON FUNCTION credits.admin_views() IS
-'The views credits.grant_roles() grants SELECT on to the admin role (denial counters, analytics).';
 
 /*
  * A readable report of one account, for psql: plan, balance, today's count,
