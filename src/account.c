@@ -6,9 +6,10 @@
  * account row lock (SELECT ... FOR UPDATE), creating the account with its
  * plan's signup bonus on first touch, and then does the lazy maintenance
  * that replaces cron jobs: it rolls the day counter over at local midnight,
- * writes `expire` entries for lots that expired, and grants the monthly
- * allocation on the first touch of a period.  Changes are made to the
- * in-memory Account and written back once by account_save().
+ * releases holds that timed out, writes `expire` entries for lots that
+ * expired, and grants the monthly allocation on the first touch of a
+ * period.  Changes are made to the in-memory Account and written back once by
+ * account_save().
  *
  * account_peek() reads the row without a lock, for the O(1) read functions;
  * they fall back to account_lock() when maintenance is due.
@@ -31,7 +32,8 @@
 	"       (now() AT TIME ZONE a.timezone)::date," \
 	"       date_trunc('month', now() AT TIME ZONE a.timezone)::date," \
 	"       a.allocation_period, a.next_expiry, a.next_hold_expiry," \
-	"       p.daily_limit, p.monthly_allocation, p.allocation_rollover, p.bypass_credits" \
+	"       p.daily_limit, p.monthly_allocation, p.allocation_rollover, p.bypass_credits," \
+	"       p.rate_burst, p.rate_per_second, p.cooldown_ms, a.rate_tat, a.last_operation_at" \
 	"  FROM credits.accounts a" \
 	"  JOIN credits.plans p ON p.name = CASE" \
 	"       WHEN a.entitlement_plan IS NOT NULL" \
@@ -56,9 +58,11 @@ static CachedStatement account_insert = {
 static CachedStatement account_update = {
 	"UPDATE credits.accounts"
 	"   SET balance = $2, day = $3, day_count = $4, allocation_period = $5,"
-	"       next_expiry = $6, next_hold_expiry = $7, updated_at = now()"
+	"       next_expiry = $6, next_hold_expiry = $7, rate_tat = $8,"
+	"       last_operation_at = $9, updated_at = now()"
 	" WHERE user_id = $1",
-	7, {UUIDOID, INT8OID, DATEOID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	9, {UUIDOID, INT8OID, DATEOID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
 /* End of the current local month, for allocations that do not roll over. */
@@ -120,6 +124,18 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 	acct->monthly_allocation = spi_get_int64(0, 13);
 	acct->allocation_rollover = DatumGetBool(spi_get(0, 14, &isnull));
 	acct->bypass_credits = DatumGetBool(spi_get(0, 15, &isnull));
+	value = spi_get(0, 16, &isnull);
+	acct->has_rate_limit = !isnull;
+	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
+	value = spi_get(0, 17, &isnull);
+	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	acct->cooldown_ms = DatumGetInt32(spi_get(0, 18, &isnull));
+	value = spi_get(0, 19, &isnull);
+	acct->has_rate_tat = !isnull;
+	acct->rate_tat = isnull ? 0 : DatumGetTimestampTz(value);
+	value = spi_get(0, 20, &isnull);
+	acct->has_last_operation_at = !isnull;
+	acct->last_operation_at = isnull ? 0 : DatumGetTimestampTz(value);
 	return true;
 }
 
@@ -153,6 +169,10 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	}
 
 	roll_day_over(acct);
+	/* holds first: credits they return to an expired lot expire just below */
+	if (acct->has_next_hold_expiry &&
+		acct->next_hold_expiry <= GetCurrentTransactionStartTimestamp())
+		holds_release_due(acct);
 	if (acct->has_next_expiry &&
 		acct->next_expiry <= GetCurrentTransactionStartTimestamp())
 		lots_expire_due(acct);
@@ -268,8 +288,8 @@ maintenance_due(const Account *acct)
 void
 account_save(const Account *acct)
 {
-	Datum		args[7];
-	char		nulls[7] = "       ";
+	Datum		args[9];
+	char		nulls[9] = "         ";
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);
@@ -285,6 +305,10 @@ account_save(const Account *acct)
 		nulls[5] = 'n';
 	if (!acct->has_next_hold_expiry)
 		nulls[6] = 'n';
+	args[7] = TimestampTzGetDatum(acct->rate_tat);
+	nulls[7] = acct->has_rate_tat ? ' ' : 'n';
+	args[8] = TimestampTzGetDatum(acct->last_operation_at);
+	nulls[8] = acct->has_last_operation_at ? ' ' : 'n';
 	spi_exec(&account_update, args, nulls);
 }
 

@@ -4,7 +4,9 @@
 -- so every statement is echoed before its result, and the one expected error
 -- (the daily limit) is shown without stopping the walk-through.
 
+\set QUIET 1
 \pset null '(null)'
+\set QUIET 0
 \set u '9f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f'
 
 \echo

@@ -21,7 +21,10 @@ PGBIN=/usr/lib/postgresql/15/bin
 PG_CONFIG=$PGBIN/pg_config
 LOCK_FILE=${CREDITS_LOCK_FILE:-/tmp/credits-install.lock}
 WORK=
-export LC_ALL=C.UTF-8 PGTZ=UTC
+export LC_ALL=C.UTF-8 PGTZ=UTC PATH=$PATH:/usr/sbin:/sbin   # runuser, useradd
+# Our make calls are independent builds, not sub-makes of `make test`: drop the
+# parent's flags (a -j jobserver we cannot use, "make[1]:" prefixes).
+unset MAKEFLAGS MFLAGS MAKELEVEL
 
 # shellcheck source=test/scripts/cluster.sh
 source "$SCRIPTS/cluster.sh"
@@ -34,6 +37,12 @@ cleanup() {
     cluster_stop
     if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
     exit "$rc"
+}
+
+# Ctrl-C / kill: stop a running suite's process group, then exit (-> cleanup).
+on_signal() {
+    if [[ -n ${BOUNDED_PID:-} ]]; then kill -TERM -- "-$BOUNDED_PID" 2>/dev/null || true; fi
+    exit "$1"
 }
 
 # A setup step failed: say so, show its log, and (for `test`) still end with
@@ -76,24 +85,25 @@ install_ext() {
 
 start_cluster() {
     cluster_start "$1" >"$WORK/cluster.log" 2>&1 || fail_setup "starting the test cluster" "$WORK/cluster.log"
-    echo "== cluster: PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}') on 127.0.0.1:$PGPORT and $PGHOST"
+    echo "== cluster: $("$PG_CONFIG" --version) on 127.0.0.1:$PGPORT and $PGHOST"
 }
 
 mode_test() {
     run_regress
     run_isolation
     run_pgtap
+    run_load
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
     print_summary
     summary_status
 }
 
 mode_demo() {
-    "$PGBIN/dropdb" --if-exists credits_demo >/dev/null 2>&1 </dev/null || true
     "$PGBIN/createdb" credits_demo </dev/null || fail_setup "createdb credits_demo"
     # ON_ERROR_STOP off: the demo shows an expected error and carries on.
+    # Errors go to stdout too, so they stay next to the statement that raised them.
     (cd "$ROOT/test" && "$PGBIN/psql" -X -e -P pager=off -v ON_ERROR_STOP=0 \
-        -d credits_demo -f demo.sql </dev/null)
+        -d credits_demo -f demo.sql </dev/null 2>&1)
 }
 
 mode_bench() {
@@ -109,10 +119,11 @@ main() {
         test | demo | bench) ;;
         *) echo "usage: $0 test|demo|bench" >&2; exit 2 ;;
     esac
-    WORK=$(mktemp -d /tmp/credits-run.XXXXXX)
     trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    trap 'on_signal 130' INT
+    trap 'on_signal 143' TERM
+    cd "$ROOT"
+    WORK=$(mktemp -d /tmp/credits-run.XXXXXX)
 
     install_deps
     build

@@ -19,14 +19,30 @@ FAILED=0
 SUITE_TIMEOUT=${CREDITS_SUITE_TIMEOUT:-1800}   # seconds, per pg_regress suite / pgTAP file
 DIFF_LINES=300
 
+# run_bounded SECONDS CMD...: CMD under `timeout`, run in the background and
+# waited for, so that Ctrl-C interrupts it at once (bash defers traps while a
+# foreground child runs, and timeout puts CMD in a process group of its own
+# that the terminal's Ctrl-C does not reach).  on_signal in run.sh kills it.
+BOUNDED_PID=
+run_bounded() {
+    local secs=$1
+    shift
+    timeout "$secs" "$@" &
+    BOUNDED_PID=$!
+    local rc=0
+    wait "$BOUNDED_PID" || rc=$?
+    BOUNDED_PID=
+    return "$rc"
+}
+
 # PG15 prints "test NAME  ... ok   12 ms" (or, in parallel groups, "     NAME ... ok").
 REGRESS_LINE_RE='^[[:space:]]*(test[[:space:]]+)?([^[:space:]]+)[[:space:]]+\.\.\.[[:space:]]+(ok|FAILED|failed \(ignored\))'
 
-# Basenames of the files matching a glob, one per line, sorted like the Makefile.
+# test_names DIR EXT: basenames of DIR/*.EXT, one per line, sorted like the Makefile.
 test_names() {
     local f
-    for f in $1; do
-        if [[ -e $f ]]; then basename "${f%.*}"; fi
+    for f in "$1"/*."$2"; do
+        if [[ -e $f ]]; then basename "$f" ".$2"; fi
     done | LC_ALL=C sort
 }
 
@@ -40,15 +56,15 @@ show_file() {   # show_file TITLE FILE: print FILE bounded to DIFF_LINES lines
     return 0
 }
 
-# run_pg_regress_suite LABEL GLOB DIFFS MAKE_OVERRIDES...
+# run_pg_regress_suite LABEL DIR EXT DIFFS MAKE_OVERRIDES...
 # Runs `make installcheck` with only one of REGRESS / ISOLATION set, so that a
 # failing regress suite does not stop the isolation suite (PGXS runs both in
 # one recipe and make stops at the first failing command).
 run_pg_regress_suite() {
-    local label=$1 glob=$2 diffs=$3
-    shift 3
+    local label=$1 dir=$2 ext=$3 diffs=$4
+    shift 4
     local names=()
-    mapfile -t names < <(test_names "$ROOT/$glob")
+    mapfile -t names < <(test_names "$ROOT/$dir" "$ext")
     echo "== $label: ${#names[@]} test(s)"
     if ((${#names[@]} == 0)); then
         echo "   (none)"
@@ -57,7 +73,7 @@ run_pg_regress_suite() {
 
     local out="$WORK/$label.log" rc=0
     rm -f "$ROOT/$diffs"
-    timeout "$SUITE_TIMEOUT" make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@" \
+    run_bounded "$SUITE_TIMEOUT" make -C "$ROOT" --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@" \
         >"$out" 2>&1 </dev/null || rc=$?
     if ((rc == 124)); then echo "   $label timed out after ${SUITE_TIMEOUT}s"; fi
 
@@ -91,12 +107,12 @@ run_pg_regress_suite() {
 }
 
 run_regress() {
-    run_pg_regress_suite pg_regress 'sql/*.sql' regression.diffs ISOLATION=
+    run_pg_regress_suite pg_regress sql sql regression.diffs ISOLATION=
 }
 
 run_isolation() {
     mkdir -p "$ROOT/test/output_iso"
-    run_pg_regress_suite isolation 'test/specs/*.spec' test/output_iso/regression.diffs REGRESS=
+    run_pg_regress_suite isolation test/specs spec test/output_iso/regression.diffs REGRESS=
 }
 
 # pgTAP: every file runs in the same database (the files BEGIN ... ROLLBACK
@@ -130,9 +146,17 @@ run_pgtap() {
 run_pgtap_file() {
     local db=$1 f=$2 rel=${2#"$ROOT"/}
     local out="$WORK/pgtap-${rel//\//_}.log" rc=0
-    (cd "$ROOT" && timeout "$SUITE_TIMEOUT" pg_prove --norc --nocolor --verbose \
-        --psql-bin "$PGBIN/psql" -d "$db" "$rel") >"$out" 2>&1 </dev/null || rc=$?
+    # Run from ROOT (run.sh's cwd) so pg_prove names the file relative to the repo.
+    run_bounded "$SUITE_TIMEOUT" pg_prove --norc --nocolor --verbose \
+        --psql-bin "$PGBIN/psql" -d "$db" "$rel" >"$out" 2>&1 </dev/null || rc=$?
 
+    count_tap "$rel" "$out" "$rc"
+    return 0
+}
+
+# count_tap NAME OUTPUT RC: add a TAP stream's results to the totals.
+count_tap() {
+    local rel=$1 out=$2 rc=$3
     local line planned=0 ran=0 ok=0 not_ok=0
     while IFS= read -r line; do
         if [[ $line =~ ^1\.\.([0-9]+) ]]; then
@@ -145,10 +169,10 @@ run_pgtap_file() {
         fi
     done <"$out"
 
-    # pg_prove failed beyond the assertions it printed: the file died, the
+    # The run failed beyond the assertions it printed: the file died, the
     # plan did not match, or it timed out.  Count what never ran.
     local missing=0
-    if ((rc != 0)); then
+    if ((rc != 0 || ran < planned)); then
         if ((planned > ran)); then missing=$((planned - ran)); fi
         if ((not_ok + missing == 0)); then missing=1; fi
     fi
@@ -158,9 +182,26 @@ run_pgtap_file() {
     if ((not_ok + missing == 0)); then
         echo "   $rel ... ok ($ok assertions)"
     else
-        echo "   $rel ... FAILED ($not_ok failed, $missing not run or died, $ok passed; pg_prove status $rc)"
-        show_file "$rel pg_prove output" "$out"
+        echo "   $rel ... FAILED ($not_ok failed, $missing not run or died, $ok passed; status $rc)"
+        show_file "$rel output" "$out"
     fi
+}
+
+# Load and fault scripts: test/load/*.sh print TAP; they get the cluster's
+# data directory and OS user so that they can crash and restart it.
+run_load() {
+    local f
+    local files=()
+    for f in "$ROOT"/test/load/*.sh; do
+        if [[ -e $f ]]; then files+=("$f"); fi
+    done
+    echo "== load and fault: ${#files[@]} script(s)"
+    for f in "${files[@]}"; do
+        local rel=${f#"$ROOT"/} out="$WORK/load-$(basename "$f").log" rc=0
+        PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
+            run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
+        count_tap "$rel" "$out" "$rc"
+    done
     return 0
 }
 
