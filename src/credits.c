@@ -47,6 +47,8 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	purchases_init();
+
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("credits");
 #else

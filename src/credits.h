@@ -75,12 +75,18 @@ typedef struct Account
 	int64		monthly_allocation;
 	bool		allocation_rollover;
 	bool		bypass_credits;
+	char	   *entitlement_plan;	/* cached best entitlement (purchases.c), or NULL */
+	bool		has_entitlement_until;
+	TimestampTz entitlement_until;
+	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
 } Account;
 
 extern bool account_peek(const pg_uuid_t *user_id, Account *acct);
 extern void account_lock(const pg_uuid_t *user_id, Account *acct);
 extern void account_save(const Account *acct);
+extern void account_set_entitlement(Account *acct, const char *plan, bool has_until,
+									TimestampTz until);
 extern bool account_daily_remaining(const Account *acct, int64 *remaining);
 extern void account_count_operation(Account *acct, int delta);
 extern void account_add_balance(Account *acct, int64 delta);
@@ -169,12 +175,22 @@ extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
 extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
 extern void refuse_plan_required(const char *operation, const char *required_plan,
 								 const char *plan) pg_attribute_noreturn();
+extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
+									 const char *state, bool has_entry,
+									 int64 original_entry_id) pg_attribute_noreturn();
+extern void refuse_claim_taken(const char *transaction_id) pg_attribute_noreturn();
+extern void refuse_claim_limit(int limit, int64 retry_after_ms) pg_attribute_noreturn();
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
 
 /* ---- consume.c ---- */
 extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);
+
+/* ---- purchases.c: store purchases, entitlements, realtime settings ---- */
+extern bool credits_notify;
+extern void purchases_init(void);
+extern void entitlements_refresh(Account *acct);
 
 /* ---- grants.c ---- */
 extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
