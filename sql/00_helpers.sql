@@ -23,5 +23,6 @@ CREATE FUNCTION test.rows_of(u uuid) RETURNS bigint LANGUAGE sql AS $$
     SELECT (SELECT count(*) FROM credits.accounts a WHERE a.user_id = u)
          + (SELECT count(*) FROM credits.ledger l WHERE l.user_id = u)
          + (SELECT count(*) FROM credits.lots l WHERE l.user_id = u)
+         + (SELECT count(*) FROM credits.holds h WHERE h.user_id = u)
 $$;
 SELECT (test.error_of($$SELECT 1/0$$)).state;

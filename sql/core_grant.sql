@@ -79,6 +79,22 @@ SELECT s.tz, e.state, e.detail->>'field' AS field
   FROM (VALUES ('Mars/Olympus_Mons'), ('EST+5'), (''), ('UTC; DROP TABLE credits.ledger')) AS s(tz),
        LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', 'c1000000-0000-0000-0000-000000000001', s.tz)) e;
 
+-- NULLs and oversized values in the remaining functions.
+SELECT s.label, e.state, e.detail->>'field' AS field
+  FROM (VALUES
+    ('balance null',          $$SELECT credits.balance(NULL)$$),
+    ('daily_available null',  $$SELECT credits.daily_available(NULL)$$),
+    ('set_plan null user',    $$SELECT credits.set_plan(NULL, 'free')$$),
+    ('set_timezone null user', $$SELECT credits.set_timezone(NULL, 'UTC')$$),
+    ('set_timezone null tz',  $$SELECT credits.set_timezone('c1000000-0000-0000-0000-000000000001', NULL)$$),
+    ('set_timezone 65 chars', format($$SELECT credits.set_timezone('c1000000-0000-0000-0000-000000000001', %L)$$, repeat('Z', 65)))
+  ) AS s(label, stmt), LATERAL test.error_of(s.stmt) e;
+
+-- A misconfigured default plan is reported as such when a new account is created.
+SET credits.default_plan = 'no_such_plan';
+SELECT state, message, detail, hint FROM test.error_of($$SELECT credits.balance('c1000000-0000-0000-0000-000000000005')$$);
+RESET credits.default_plan;
+
 -- The ledger is append-only, even for its owner.
 SELECT state, message FROM test.error_of('UPDATE credits.ledger SET amount = 1000');
 SELECT state FROM test.error_of('DELETE FROM credits.ledger');

@@ -6,11 +6,12 @@
  * account row lock (SELECT ... FOR UPDATE), creating the account with its
  * plan's signup bonus on first touch, and then does the lazy maintenance
  * that replaces cron jobs: it rolls the day counter over at local midnight,
- * writes `expire` entries for lots that expired, and grants the monthly
- * allocation on the first touch of a period; when the cached entitlement
- * has lapsed it recomputes the effective plan first.  Changes are made to
- * the in-memory Account and written back once by account_save(), which also
- * sends NOTIFY credits (delivered at commit) when credits.notify is on.
+ * releases holds that timed out, writes `expire` entries for lots that
+ * expired, and grants the monthly allocation on the first touch of a
+ * period; when the cached entitlement has lapsed it recomputes the effective
+ * plan first.  Changes are made to the in-memory Account and written back
+ * once by account_save(), which also sends NOTIFY credits (delivered at
+ * commit) when credits.notify is on.
  *
  * account_peek() reads the row without a lock, for the O(1) read functions;
  * they fall back to account_lock() when maintenance is due.
@@ -181,6 +182,10 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	if (entitlement_lapsed(acct))
 		entitlements_refresh(acct);
 	roll_day_over(acct);
+	/* holds first: credits they return to an expired lot expire just below */
+	if (acct->has_next_hold_expiry &&
+		acct->next_hold_expiry <= GetCurrentTransactionStartTimestamp())
+		holds_release_due(acct);
 	if (acct->has_next_expiry &&
 		acct->next_expiry <= GetCurrentTransactionStartTimestamp())
 		lots_expire_due(acct);

@@ -175,6 +175,10 @@ extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
 extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
 extern void refuse_plan_required(const char *operation, const char *required_plan,
 								 const char *plan) pg_attribute_noreturn();
+extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
+								 int64 settled_entry_id) pg_attribute_noreturn();
+extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested,
+							   int64 requested) pg_attribute_noreturn();
 extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
 									 const char *state, bool has_entry,
 									 int64 original_entry_id) pg_attribute_noreturn();
@@ -195,5 +199,10 @@ extern void entitlements_refresh(Account *acct);
 /* ---- grants.c ---- */
 extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
 					  TimestampTz expires_at, int32 priority);
+
+/* ---- holds.c ---- */
+extern void holds_release_due(Account *acct);
+extern Datum lots_add(Account *acct, int nmoves, const int64 *lot_ids, const int64 *deltas);
+extern void lots_expire_if_due(Account *acct);
 
 #endif							/* CREDITS_H */

@@ -81,6 +81,36 @@ refuse_plan_required(const char *operation, const char *required_plan, const cha
 			 errhint("Upgrade to the required plan to use this operation.")));
 }
 
+/* capture / release of a hold that is no longer open (or has timed out) */
+void
+refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
+					 int64 settled_entry_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("the hold is %s, not open", status),
+			 has_settled ?
+			 errdetail("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\", \"settled_entry_id\": " INT64_FORMAT "}",
+					   hold_id, status, settled_entry_id) :
+			 errdetail("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\"}", hold_id, status),
+			 errhint("A hold is captured or released once; a timed-out hold has returned its credits. "
+					 "Reserve again to start a new job.")));
+}
+
+/* a refund larger than what is left to refund of the charge */
+void
+refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested, int64 requested)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("refund exceeds what is left to refund of the charge"),
+			 errdetail("{\"entry_id\": " INT64_FORMAT ", \"refundable\": " INT64_FORMAT ", \"requested\": %s}",
+					   entry_id, refundable,
+					   has_requested ? psprintf(INT64_FORMAT, requested) : "null"),
+			 errhint("Refunds of an entry never add up to more than it charged; "
+					 "refund at most the refundable amount, or pass no amount to refund all of it.")));
+}
+
 /* a store transaction already applied (or refunded) for another user or product */
 void
 refuse_purchase_conflict(const char *source, const char *transaction_id, const char *state,

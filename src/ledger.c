@@ -104,6 +104,7 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), PointerGetDatum(key)};
 	bool		isnull;
 	Datum		value;
+	char	   *kind;
 
 	if (spi_exec(&ledger_by_key, args, NULL) == 0)
 		return false;
@@ -113,7 +114,9 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 		refuse_key_conflict(key, receipt->entry_id);
 
 	receipt->user_id = acct->user_id;
-	receipt->kind = TextDatumGetCString(spi_get(0, 2, &isnull));
+	kind = TextDatumGetCString(spi_get(0, 2, &isnull));
+	/* copied out of SPI's memory: the receipt is built after SPI_finish() */
+	receipt->kind = strcpy(SPI_palloc(strlen(kind) + 1), kind);
 	receipt->amount = spi_get_int64(0, 3);
 	receipt->balance = spi_get_int64(0, 4);
 	value = spi_get(0, 5, &isnull);

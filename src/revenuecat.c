@@ -321,7 +321,7 @@ parse_envelope(Jsonb *payload, RcEvent *ev)
 	ev->id = get_string(event, "id", true, CREDITS_MAX_KEY_CHARS);
 	ev->type_name = get_string(event, "type", true, 64);
 	ev->type = RC_UNKNOWN;
-	for (int i = 0; i < lengthof(rc_types); i++)
+	for (size_t i = 0; i < lengthof(rc_types); i++)
 	{
 		if (strcmp(ev->type_name, rc_types[i].name) == 0)
 			ev->type = rc_types[i].type;

@@ -12,6 +12,9 @@
  *                       = sum(lots.remaining)          for the user
  *   lots.remaining      = sum of the lot's moves recorded in ledger.lot_moves
  *   accounts.day_count  = operations counted today in the account's time zone
+ *   holds: an open hold has no release/capture entry; a settled one exactly
+ *          one release of its whole amount (and one capture when captured);
+ *          accounts.next_hold_expiry <= the earliest open hold's expires_at
  */
 
 CREATE TABLE credits.plans (
@@ -114,6 +117,33 @@ CREATE TABLE credits.lots (
 CREATE INDEX lots_spend_order ON credits.lots (user_id, expires_at, priority DESC, id)
     WHERE remaining > 0;
 
+/*
+ * Holds (src/holds.c, src/sql/20_holds.sql): reservations made by
+ * credits.reserve().  A hold's id is the id of its `hold` ledger entry, whose
+ * lot_moves took `amount` credits out of the lots.  An open hold is settled
+ * exactly once, under the account row lock: captured (a `release` of the
+ * whole amount, then a `capture` of the actual cost), released, or expired
+ * (the same `release`, written lazily once expires_at has passed).
+ */
+CREATE TYPE credits.hold_status AS ENUM ('open', 'captured', 'released', 'expired');
+
+CREATE TABLE credits.holds (
+    id               bigint PRIMARY KEY,               -- the `hold` ledger entry
+    user_id          uuid NOT NULL,
+    operation        text NOT NULL,
+    units            bigint NOT NULL CHECK (units > 0),
+    unit_cost        bigint NOT NULL CHECK (unit_cost >= 0),    -- list price per unit at reserve time
+    unit_charge      bigint NOT NULL CHECK (unit_charge >= 0),  -- charged per unit: unit_cost, 0 on a bypass plan
+    amount           bigint NOT NULL CHECK (amount >= 0),       -- credits reserved = unit_charge x units
+    expires_at       timestamptz NOT NULL,
+    status           credits.hold_status NOT NULL DEFAULT 'open',
+    settled_entry_id bigint,                           -- the capture entry, or the release entry
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CHECK ((status = 'open') = (settled_entry_id IS NULL))
+);
+CREATE INDEX holds_open_by_user ON credits.holds (user_id, expires_at) WHERE status = 'open';
+CREATE INDEX holds_open_expiry ON credits.holds (expires_at) WHERE status = 'open';
+
 INSERT INTO credits.plans (name, daily_limit, signup_bonus, bypass_credits, rank)
 VALUES ('free', 5, 6, false, 0),
        ('pro', NULL, 0, true, 10);
@@ -131,6 +161,7 @@ SELECT pg_catalog.pg_extension_config_dump('credits.ledger', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.lots', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.ledger_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('credits.lots_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.holds', '');
 
 CREATE TYPE credits.receipt AS (
     entry_id        bigint,
@@ -270,3 +301,4 @@ ALTER TABLE credits.operations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credits.accounts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credits.ledger ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credits.lots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.holds ENABLE ROW LEVEL SECURITY;

@@ -104,6 +104,16 @@ $$;
  *                  the cached entitlement (its plan's rank, its end in epoch
  *                  microseconds) vs the best active one; skipped while the
  *                  cached one has lapsed, as the next touch recomputes it
+ * Holds and refunds (src/holds.c, src/refunds.c):
+ *   hold             a hold's reserved amount vs its `hold` entry
+ *   hold_settled     a hold's settled_entry_id vs the entries that settled it: none
+ *                    while open; else exactly one release (of the whole amount,
+ *                    see hold_released) and, when captured, exactly one capture
+ *   hold_released    credits returned by the hold's releases vs its amount (0 while open)
+ *   next_hold_expiry accounts.next_hold_expiry, when it is later than the earliest
+ *                    open hold (it may be early, never late), vs that hold's expiry,
+ *                    in microseconds since the epoch
+ *   refunded         a charge vs the refunds of it, when they add up to more
  */
 CREATE FUNCTION credits.reconcile_checks(user_id uuid DEFAULT NULL)
 RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
@@ -161,6 +171,54 @@ AS $$
            CASE WHEN a.counts_today THEN a.day_count ELSE 0 END,
            credits.day_count_from_ledger(a.user_id)
       FROM accts a
+    -- holds and refunds (src/holds.c, src/refunds.c)
+    UNION ALL
+    SELECT h.user_id, 'hold', h.id, h.amount,
+           (SELECT -e.amount FROM credits.ledger e
+             WHERE e.id = h.id AND e.user_id = h.user_id AND e.kind = 'hold')
+      FROM credits.holds h
+     WHERE h.user_id IN (SELECT accts.user_id FROM accts)
+    UNION ALL
+    SELECT h.user_id, 'hold_settled', h.id, h.settled_entry_id,
+           (SELECT CASE
+                   WHEN h.status = 'open' THEN max(e.id)
+                   WHEN count(*) FILTER (WHERE e.kind = 'release') <> 1 THEN NULL
+                   WHEN h.status = 'captured' THEN
+                        CASE WHEN count(*) FILTER (WHERE e.kind = 'capture') = 1
+                             THEN max(e.id) FILTER (WHERE e.kind = 'capture') END
+                   WHEN count(*) FILTER (WHERE e.kind = 'capture') = 0
+                        THEN max(e.id) FILTER (WHERE e.kind = 'release')
+                   END
+              FROM credits.ledger e
+             WHERE e.ref_id = h.id AND e.user_id = h.user_id
+               AND e.kind IN ('release', 'capture'))
+      FROM credits.holds h
+     WHERE h.user_id IN (SELECT accts.user_id FROM accts)
+    UNION ALL
+    SELECT h.user_id, 'hold_released', h.id,
+           CASE WHEN h.status = 'open' THEN 0 ELSE h.amount END,
+           (SELECT coalesce(sum(e.amount), 0)::bigint FROM credits.ledger e
+             WHERE e.ref_id = h.id AND e.user_id = h.user_id AND e.kind = 'release')
+      FROM credits.holds h
+     WHERE h.user_id IN (SELECT accts.user_id FROM accts)
+    UNION ALL
+    SELECT n.user_id, 'next_hold_expiry', NULL,
+           CASE WHEN n.earliest IS NOT NULL
+                 AND (n.next_hold_expiry IS NULL OR n.next_hold_expiry > n.earliest)
+                THEN (extract(epoch FROM n.next_hold_expiry) * 1000000)::bigint
+                ELSE (extract(epoch FROM n.earliest) * 1000000)::bigint END,
+           (extract(epoch FROM n.earliest) * 1000000)::bigint
+      FROM (SELECT a.user_id, a.next_hold_expiry,
+                   (SELECT min(h.expires_at) FROM credits.holds h
+                     WHERE h.user_id = a.user_id AND h.status = 'open') AS earliest
+              FROM accts a) n
+    UNION ALL
+    SELECT c.user_id, 'refunded', c.id, -c.amount, greatest(-c.amount, r.total)
+      FROM credits.ledger c
+      JOIN (SELECT r.ref_id, sum(r.amount)::bigint AS total
+              FROM credits.ledger r
+             WHERE r.kind = 'refund' AND r.user_id IN (SELECT accts.user_id FROM accts)
+             GROUP BY r.ref_id) r ON r.ref_id = c.id
 $$;
 
 CREATE FUNCTION credits.reconcile(user_id uuid DEFAULT NULL)

@@ -92,6 +92,7 @@ mode_test() {
     run_regress
     run_isolation
     run_pgtap
+    run_load
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
     print_summary
     summary_status

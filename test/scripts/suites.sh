@@ -150,6 +150,13 @@ run_pgtap_file() {
     run_bounded "$SUITE_TIMEOUT" pg_prove --norc --nocolor --verbose \
         --psql-bin "$PGBIN/psql" -d "$db" "$rel" >"$out" 2>&1 </dev/null || rc=$?
 
+    count_tap "$rel" "$out" "$rc"
+    return 0
+}
+
+# count_tap NAME OUTPUT RC: add a TAP stream's results to the totals.
+count_tap() {
+    local rel=$1 out=$2 rc=$3
     local line planned=0 ran=0 ok=0 not_ok=0
     while IFS= read -r line; do
         if [[ $line =~ ^1\.\.([0-9]+) ]]; then
@@ -162,10 +169,10 @@ run_pgtap_file() {
         fi
     done <"$out"
 
-    # pg_prove failed beyond the assertions it printed: the file died, the
+    # The run failed beyond the assertions it printed: the file died, the
     # plan did not match, or it timed out.  Count what never ran.
     local missing=0
-    if ((rc != 0)); then
+    if ((rc != 0 || ran < planned)); then
         if ((planned > ran)); then missing=$((planned - ran)); fi
         if ((not_ok + missing == 0)); then missing=1; fi
     fi
@@ -175,9 +182,26 @@ run_pgtap_file() {
     if ((not_ok + missing == 0)); then
         echo "   $rel ... ok ($ok assertions)"
     else
-        echo "   $rel ... FAILED ($not_ok failed, $missing not run or died, $ok passed; pg_prove status $rc)"
-        show_file "$rel pg_prove output" "$out"
+        echo "   $rel ... FAILED ($not_ok failed, $missing not run or died, $ok passed; status $rc)"
+        show_file "$rel output" "$out"
     fi
+}
+
+# Load and fault scripts: test/load/*.sh print TAP; they get the cluster's
+# data directory and OS user so that they can crash and restart it.
+run_load() {
+    local f
+    local files=()
+    for f in "$ROOT"/test/load/*.sh; do
+        if [[ -e $f ]]; then files+=("$f"); fi
+    done
+    echo "== load and fault: ${#files[@]} script(s)"
+    for f in "${files[@]}"; do
+        local rel=${f#"$ROOT"/} out="$WORK/load-$(basename "$f").log" rc=0
+        PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
+            run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
+        count_tap "$rel" "$out" "$rc"
+    done
     return 0
 }
 
