@@ -19,6 +19,9 @@ SELECT test.rc_apply(test.rc_event('initial_purchase', 'rc-1', :'u1', '-60 min',
                        'expiration_at_ms', test.ms(now() + interval '30 days'))));
 SELECT * FROM test.access_of(:'u1');
 SELECT c.amount, c.daily_remaining FROM generate_series(1, 7) g, LATERAL credits.credits_consume(:'u1', 'image', 1 + 0 * g) c;
+-- reserve too: a minute of video (300 credits at list price) is held for 0.
+SELECT kind, amount, balance, daily_remaining FROM credits.reserve(:'u1', 'video_second', 60);
+SELECT kind, amount, balance FROM credits.capture((SELECT max(id) FROM credits.holds WHERE user_id = :'u1'));
 SELECT * FROM test.entitlements_of(:'u1');
 SELECT store, environment, period_type, transaction_id, original_transaction_id, last_event_id
   FROM credits.entitlements WHERE user_id = :'u1';
@@ -74,7 +77,7 @@ SELECT test.rc_apply(test.rc_event('subscription_paused', 'rc-8', :'u1', '-15 mi
                        'expiration_at_ms', test.ms(now() + interval '14 days'))));
 SELECT * FROM test.access_of(:'u1');
 -- EXPIRATION: access ends; the engine falls back to the base plan and its daily limit
--- (7 operations were counted today, so none are left on free).
+-- (8 operations were counted today, so none are left on free).
 SELECT test.rc_apply(test.rc_event('expiration', 'rc-9', :'u1', '-10 min',
     jsonb_build_object('transaction_id', 'S1-2', 'original_transaction_id', 'S1',
                        'expiration_reason', 'SUBSCRIPTION_PAUSED',
