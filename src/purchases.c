@@ -400,11 +400,7 @@ accounts_save(AccountSet *set, bool entitlements_changed)
 	for (int i = 0; i < set->n; i++)
 	{
 		if (entitlements_changed)
-		{
 			entitlements_refresh(&set->accts[i]);
-			if (set->accts[i].last_kind == NULL)
-				set->accts[i].last_kind = "entitlement";
-		}
 		account_save(&set->accts[i]);
 	}
 }
@@ -874,6 +870,9 @@ entitlements_refresh(Account *acct)
 
 		account_set_entitlement(acct, plan, has_until, until);
 	}
+	/* announced as such unless a ledger entry of this call says more */
+	if (acct->last_kind == NULL)
+		acct->last_kind = "entitlement";
 }
 
 /* ---- receipts without a ledger entry ---- */
@@ -1253,7 +1252,6 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 			spi_exec(&claim_insert, ins, NULL);
 			get_time(0, 2, &until);
 			entitlements_refresh(&acct);
-			acct.last_kind = "entitlement";
 			account_save(&acct);
 			result = claim_result("unlocked", NULL, product.plan, true, until, true,
 								  (int) (credits_pending_daily_limit - used - 1));
