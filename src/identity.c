@@ -8,68 +8,139 @@
  *     SELECT set_config('request.jwt.claims', '<claims json>', true);
  * after verifying the token's signature.  The user is the `sub` claim.
  * Older PostgREST versions set `request.jwt.claim.sub` instead; both work.
+ *
+ * Reading the claims never raises on its own: the claims are parsed with the
+ * non-throwing JSON parser and the uuid with the same grammar as uuid_in, so
+ * the row-level security policies can ask "who is this, if anyone?" without
+ * turning a malformed token into an error (credits.current_user_id_or_null).
+ * The client functions raise 28000 instead (credits.current_user_id).
+ * No locks, no catalog access.
  */
 #include "credits.h"
 
 #include <ctype.h>
 
-#include "utils/builtins.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
-#include "utils/jsonb.h"
+
+/* Parser state while looking for the root object's "sub" member. */
+typedef struct SubSearch
+{
+	int			depth;			/* nesting of objects and arrays; the root object is 1 */
+	bool		in_sub;			/* inside the root's "sub" member */
+	char	   *sub;			/* its value, when it is a string */
+} SubSearch;
 
 static void
-refuse_unauthenticated(const char *why)
+sub_nest(void *state)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-			 errmsg("no authenticated user"),
-			 errdetail("{\"reason\": \"%s\"}", why),
-			 errhint("Call this function with a user's JWT (PostgREST sets request.jwt.claims), "
-					 "or use the service functions that take a user_id.")));
+	((SubSearch *) state)->depth++;
 }
 
-/* The "sub" member of the claims JSON, or NULL. */
-static char *
-sub_from_claims(const char *claims)
+static void
+sub_unnest(void *state)
 {
-	Jsonb	   *jb;
-	JsonbValue	key;
-	JsonbValue *sub;
-
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
-	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-		return NULL;
-	key.type = jbvString;
-	key.val.string.val = "sub";
-	key.val.string.len = 3;
-	sub = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key);
-	if (sub == NULL || sub->type != jbvString)
-		return NULL;
-	return pnstrdup(sub->val.string.val, sub->val.string.len);
+	((SubSearch *) state)->depth--;
 }
 
-/* 32 hex digits, optionally hyphenated: what uuid_in accepts, checked first so a bad claim is 28000. */
-static bool
-has_uuid_shape(const char *s)
+static void
+sub_field_start(void *state, char *fname, bool isnull)
 {
-	int			hex = 0;
+	SubSearch  *s = (SubSearch *) state;
 
-	for (; *s; s++)
-	{
-		if (isxdigit((unsigned char) *s))
-			hex++;
-		else if (*s != '-' && *s != '{' && *s != '}')
-			return false;
-	}
-	return hex == 32;
+	s->in_sub = (s->depth == 1 && strcmp(fname, "sub") == 0);
+}
+
+static void
+sub_field_end(void *state, char *fname, bool isnull)
+{
+	((SubSearch *) state)->in_sub = false;
+}
+
+static void
+sub_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	SubSearch  *s = (SubSearch *) state;
+
+	/* the last "sub" wins, as in jsonb */
+	if (s->in_sub && s->depth == 1)
+		s->sub = (tokentype == JSON_TOKEN_STRING) ? token : NULL;
 }
 
 /*
- * The calling user's id, from the request's JWT claims; 28000 when there is
- * no authenticated user (no claims, no sub, or a sub that is not a uuid).
+ * The "sub" member of the claims JSON object, or NULL (no such member, not a
+ * string, or the claims are not valid JSON).  Never raises.
  */
-void
-request_user_id(pg_uuid_t *user_id)
+static char *
+sub_from_claims(const char *claims)
+{
+	SubSearch	state = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+
+	sem.semstate = &state;
+	sem.object_start = sub_nest;
+	sem.object_end = sub_unnest;
+	sem.array_start = sub_nest;
+	sem.array_end = sub_unnest;
+	sem.object_field_start = sub_field_start;
+	sem.object_field_end = sub_field_end;
+	sem.scalar = sub_scalar;
+
+	lex = makeJsonLexContextCstringLen(pstrdup(claims), (int) strlen(claims),
+									   GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
+		return NULL;
+	return state.sub;
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	return tolower((unsigned char) c) - 'a' + 10;
+}
+
+/*
+ * Parses a uuid with the grammar uuid_in accepts (32 hex digits, optionally
+ * in braces, a hyphen allowed after any group of four), without raising.
+ */
+static bool
+parse_uuid(const char *s, pg_uuid_t *uuid)
+{
+	bool		braces = false;
+
+	if (*s == '{')
+	{
+		braces = true;
+		s++;
+	}
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (!isxdigit((unsigned char) s[0]) || !isxdigit((unsigned char) s[1]))
+			return false;
+		uuid->data[i] = (unsigned char) (hex_value(s[0]) * 16 + hex_value(s[1]));
+		s += 2;
+		if (s[0] == '-' && (i % 2) == 1 && i < UUID_LEN - 1)
+			s++;
+	}
+	if (braces)
+	{
+		if (*s != '}')
+			return false;
+		s++;
+	}
+	return *s == '\0';
+}
+
+/*
+ * The calling user's id from the request's JWT claims.  Returns NULL and sets
+ * *user_id, or returns why there is no authenticated user.
+ */
+static const char *
+claims_user_id(pg_uuid_t *user_id)
 {
 	const char *claims = GetConfigOption("request.jwt.claims", true, false);
 	char	   *sub = NULL;
@@ -84,11 +155,28 @@ request_user_id(pg_uuid_t *user_id)
 			sub = pstrdup(legacy);
 	}
 	if (sub == NULL)
-		refuse_unauthenticated("no sub claim in request.jwt.claims");
+		return "no sub claim in request.jwt.claims";
+	if (!parse_uuid(sub, user_id))
+		return "the sub claim is not a uuid";
+	return NULL;
+}
 
-	if (!has_uuid_shape(sub))
-		refuse_unauthenticated("the sub claim is not a uuid");
-	*user_id = *DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(sub)));
+/*
+ * The calling user's id, from the request's JWT claims; 28000 when there is
+ * no authenticated user (no claims, no sub, or a sub that is not a uuid).
+ */
+void
+request_user_id(pg_uuid_t *user_id)
+{
+	const char *why = claims_user_id(user_id);
+
+	if (why != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("no authenticated user"),
+				 errdetail("{\"reason\": \"%s\"}", why),
+				 errhint("Call this function with a user's JWT (PostgREST sets request.jwt.claims), "
+						 "or use the service functions that take a user_id.")));
 }
 
 /* credits.current_user_id() returns uuid: the authenticated caller (28000 if none) */
@@ -99,5 +187,21 @@ credits_current_user_id(PG_FUNCTION_ARGS)
 	pg_uuid_t  *user_id = palloc(sizeof(pg_uuid_t));
 
 	request_user_id(user_id);
+	PG_RETURN_UUID_P(user_id);
+}
+
+/*
+ * credits.current_user_id_or_null() returns uuid: the authenticated caller,
+ * or NULL when there is none.  For row-level security policies: a request
+ * without a user sees no rows instead of failing.
+ */
+PG_FUNCTION_INFO_V1(credits_current_user_id_or_null);
+Datum
+credits_current_user_id_or_null(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id = palloc(sizeof(pg_uuid_t));
+
+	if (claims_user_id(user_id) != NULL)
+		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(user_id);
 }

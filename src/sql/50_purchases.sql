@@ -33,6 +33,12 @@ AS 'MODULE_PATHNAME', 'credits_claim_pending_purchase';
 COMMENT ON FUNCTION credits.claim_pending_purchase(text, text) IS
 'Client: unlocks the product''s plan for the calling user for credits.pending_purchase_grace until the store confirms the transaction (packs wait for the store).';
 
-/* A user sees their own entitlements (plan, status, expiry), never another's. */
-CREATE POLICY entitlements_select_own ON credits.entitlements
-    FOR SELECT USING (user_id OPERATOR(pg_catalog.=) credits.current_user_id());
+/*
+ * A user sees their own entitlements (plan, status, expiry), never another's
+ * (grant_roles grants SELECT on every table with a SELECT policy); the
+ * product catalog is public, like plans and operations.  Purchases and store
+ * events stay with the admin.
+ */
+CREATE POLICY own_rows ON credits.entitlements FOR SELECT
+    USING (user_id = (SELECT credits.current_user_id_or_null()));
+CREATE POLICY readable ON credits.products FOR SELECT USING (true);

@@ -2,7 +2,7 @@
 -- entitlements), functions pinned and not callable by PUBLIC, settings'
 -- defaults, and premium bypass switched on and off by webhooks.
 BEGIN;
-SELECT plan(29);
+SELECT plan(35);
 
 SELECT has_table('credits', t, 'table credits.' || t)
   FROM unnest(ARRAY['products', 'purchases', 'entitlements', 'store_events']) t;
@@ -10,8 +10,9 @@ SELECT ok((SELECT bool_and(c.relrowsecurity) FROM pg_class c
             WHERE c.oid IN ('credits.products'::regclass, 'credits.purchases'::regclass,
                             'credits.entitlements'::regclass, 'credits.store_events'::regclass)),
           'row level security is enabled on every purchases table');
-SELECT policies_are('credits', 'entitlements', ARRAY['entitlements_select_own'],
+SELECT policies_are('credits', 'entitlements', ARRAY['own_rows'],
                     'entitlements: one policy, a user selects their own rows');
+SELECT policies_are('credits', 'products', ARRAY['readable'], 'products: readable by everyone, like plans');
 
 SELECT ok(p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'],
           p.proname || ' is SECURITY DEFINER with a pinned search_path')
@@ -53,22 +54,31 @@ SELECT throws_ok(format($$SELECT credits.credits_consume(%L, 'video_second', 10)
                  'back on free: the same operation costs 50 credits it does not have') FROM u;
 SELECT is(credits.daily_available(a), 4::bigint, 'back on free: the daily limit counts today''s operation') FROM u;
 
--- A client role sees its own entitlements only, and cannot write any.
+-- On Supabase: the client (authenticated) sees its own entitlements only, writes none, may
+-- claim a pending purchase, and cannot reach the service functions.
 SELECT is(pg_temp.rc('INITIAL_PURCHASE', 'tap-3', b) ->> 'status', 'applied', 'another user subscribes') FROM u;
-CREATE ROLE tap_client NOLOGIN;
-GRANT USAGE ON SCHEMA credits TO tap_client;
-GRANT SELECT ON credits.entitlements TO tap_client;
-GRANT EXECUTE ON FUNCTION credits.current_user_id() TO tap_client;
-GRANT SELECT ON u TO tap_client;
-DO $$ BEGIN PERFORM set_config('request.jwt.claims', json_build_object('sub', (SELECT a FROM u))::text, true); END $$;
-SET LOCAL ROLE tap_client;
+\ir ../fixtures/supabase.sql
+SELECT credits.grant_roles('authenticated', 'service_role') \gset
+GRANT SELECT ON u TO authenticated;
+SELECT postgrest.as_user(a) AS role FROM u \gset
 SELECT results_eq('SELECT user_id FROM credits.entitlements', 'SELECT a FROM u',
                   'a client sees its own entitlement, not the other user''s');
+SELECT results_eq('SELECT product_id FROM credits.products ORDER BY 1', $$VALUES ('tap_pack'::text), ('tap_pro')$$,
+                  'a client reads the product catalog');
 SELECT throws_ok($$UPDATE credits.entitlements SET expires_at = 'infinity'$$, '42501', NULL,
                  'a client cannot extend its entitlement');
+SELECT throws_ok($$SELECT * FROM credits.purchases$$, '42501', NULL, 'a client cannot read purchases');
 SELECT throws_ok($$SELECT credits.apply_revenuecat_event('{}')$$, '42501', NULL,
                  'a client cannot call the webhook function');
-RESET ROLE;
+SELECT throws_ok($$SELECT credits.apply_purchase(gen_random_uuid(), 'tap_pack', 't', 'x', now())$$, '42501', NULL,
+                 'a client cannot apply a purchase');
+SELECT is(credits.claim_pending_purchase('tap_pro', 'tap-claim-1') ->> 'status', 'unlocked',
+          'a client may claim a pending purchase');
+SELECT postgrest.end_request() AS role \gset
+SELECT postgrest.as_service() AS role \gset
+SELECT is(credits.apply_revenuecat_event('{"api_version": "1.0", "event": {"id": "tap-t", "type": "TEST"}}') ->> 'status',
+          'ignored', 'the service role applies webhooks');
+SELECT postgrest.end_request() AS role \gset
 
 SELECT is_empty('SELECT * FROM credits.reconcile()', 'the books balance');
 
