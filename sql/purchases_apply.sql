@@ -78,6 +78,18 @@ SELECT * FROM test.access_of(:'u5');
 SELECT pg_sleep(1.2);
 SELECT * FROM test.access_of(:'u5');
 SELECT entitlement_plan, entitlement_until FROM credits.accounts WHERE user_id = :'u5';
+-- The plan the account falls back to applies in full from that call on, its limits included:
+-- here a cooldown of a minute between operations, which pro did not have.
+\set u6 'e1000000-0000-0000-0000-000000000006'
+INSERT INTO credits.plans (name, rank, cooldown_ms) VALUES ('plus_cooldown', 5, 60000);
+INSERT INTO credits.products (product_id, plan) VALUES ('plus_cooldown_monthly', 'plus_cooldown');
+SELECT kind FROM credits.apply_purchase(:'u6', 'plus_cooldown_monthly', 'ap-cool-1', 'stripe', now(), now() + interval '30 days');
+SELECT kind FROM credits.apply_purchase(:'u6', 'studio_pro_monthly', 'ap-cool-2', 'stripe', now(), clock_timestamp() + interval '1 second');
+SELECT amount FROM credits.credits_consume(:'u6', 'image');
+SELECT amount FROM credits.credits_consume(:'u6', 'image');
+SELECT pg_sleep(1.2);
+SELECT state, detail->>'reason' AS reason, detail->>'plan' AS plan
+  FROM test.error_of(format($$SELECT credits.credits_consume(%L, 'image')$$, :'u6'));
 
 -- Bad input, each with its field; nothing written.
 \set u9 'e1000000-0000-0000-0000-000000000009'

@@ -37,6 +37,7 @@
 	"       date_trunc('month', now() AT TIME ZONE a.timezone)::date," \
 	"       a.allocation_period, a.next_expiry, a.next_hold_expiry," \
 	"       p.daily_limit, p.monthly_allocation, p.allocation_rollover, p.bypass_credits," \
+	"       p.rate_burst, p.rate_per_second, p.cooldown_ms, a.rate_tat, a.last_operation_at," \
 	"       a.entitlement_plan, a.entitlement_until" \
 	"  FROM credits.accounts a" \
 	"  JOIN credits.plans p ON p.name = CASE" \
@@ -62,9 +63,11 @@ static CachedStatement account_insert = {
 static CachedStatement account_update = {
 	"UPDATE credits.accounts"
 	"   SET balance = $2, day = $3, day_count = $4, allocation_period = $5,"
-	"       next_expiry = $6, next_hold_expiry = $7, updated_at = now()"
+	"       next_expiry = $6, next_hold_expiry = $7, rate_tat = $8,"
+	"       last_operation_at = $9, updated_at = now()"
 	" WHERE user_id = $1",
-	7, {UUIDOID, INT8OID, DATEOID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	9, {UUIDOID, INT8OID, DATEOID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID}
 };
 
 /* End of the current local month, for allocations that do not roll over. */
@@ -77,7 +80,7 @@ static CachedStatement period_end = {
 /* The effective plan's settings, after the cached entitlement changed. */
 static CachedStatement plan_settings = {
 	"SELECT p.name, p.rank, p.daily_limit, p.monthly_allocation, p.allocation_rollover,"
-	"       p.bypass_credits"
+	"       p.bypass_credits, p.rate_burst, p.rate_per_second, p.cooldown_ms"
 	"  FROM credits.plans p WHERE p.name = $1",
 	1, {TEXTOID}
 };
@@ -142,8 +145,20 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 	acct->monthly_allocation = spi_get_int64(0, 13);
 	acct->allocation_rollover = DatumGetBool(spi_get(0, 14, &isnull));
 	acct->bypass_credits = DatumGetBool(spi_get(0, 15, &isnull));
-	acct->entitlement_plan = get_text(16, &isnull);
+	value = spi_get(0, 16, &isnull);
+	acct->has_rate_limit = !isnull;
+	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
 	value = spi_get(0, 17, &isnull);
+	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	acct->cooldown_ms = DatumGetInt32(spi_get(0, 18, &isnull));
+	value = spi_get(0, 19, &isnull);
+	acct->has_rate_tat = !isnull;
+	acct->rate_tat = isnull ? 0 : DatumGetTimestampTz(value);
+	value = spi_get(0, 20, &isnull);
+	acct->has_last_operation_at = !isnull;
+	acct->last_operation_at = isnull ? 0 : DatumGetTimestampTz(value);
+	acct->entitlement_plan = get_text(21, &isnull);
+	value = spi_get(0, 22, &isnull);
 	acct->has_entitlement_until = !isnull;
 	acct->entitlement_until = isnull ? 0 : DatumGetTimestampTz(value);
 	return true;
@@ -347,13 +362,19 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 	acct->monthly_allocation = spi_get_int64(0, 4);
 	acct->allocation_rollover = DatumGetBool(spi_get(0, 5, &isnull));
 	acct->bypass_credits = DatumGetBool(spi_get(0, 6, &isnull));
+	value = spi_get(0, 7, &isnull);
+	acct->has_rate_limit = !isnull;
+	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
+	value = spi_get(0, 8, &isnull);
+	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	acct->cooldown_ms = DatumGetInt32(spi_get(0, 9, &isnull));
 }
 
 void
 account_save(const Account *acct)
 {
-	Datum		args[7];
-	char		nulls[7] = "       ";
+	Datum		args[9];
+	char		nulls[9] = "         ";
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);
@@ -369,6 +390,10 @@ account_save(const Account *acct)
 		nulls[5] = 'n';
 	if (!acct->has_next_hold_expiry)
 		nulls[6] = 'n';
+	args[7] = TimestampTzGetDatum(acct->rate_tat);
+	nulls[7] = acct->has_rate_tat ? ' ' : 'n';
+	args[8] = TimestampTzGetDatum(acct->last_operation_at);
+	nulls[8] = acct->has_last_operation_at ? ' ' : 'n';
 	spi_exec(&account_update, args, nulls);
 	if (credits_notify)
 		notify_change(acct);

@@ -55,8 +55,12 @@ find_operation(text *name, Operation *op)
 
 /*
  * Everything that may refuse an operation, in the contract's order: the
- * operation itself, the plan it needs, the daily limit, then the balance.
- * Returns the charge (0 on a bypass plan) and sets *list_cost.
+ * operation itself, the plan it needs, the daily limit, the balance, then
+ * the plan's rate limit and cooldown (last: a retry_after_ms is only worth
+ * waiting for when nothing else refuses).  Returns the charge (0 on a bypass
+ * plan) and sets *list_cost.  Passing records the operation in the plan's
+ * limiter state on the account (saved by account_save), so call it only when
+ * going ahead.
  */
 int64
 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
@@ -66,6 +70,7 @@ check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
 	int64		charge;
 
 	find_operation(operation, &op);
+	acct->operation = op.name;
 	if (!op.enabled)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -87,6 +92,7 @@ check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
 	charge = acct->bypass_credits ? 0 : *list_cost;
 	if (charge > acct->balance)
 		refuse_insufficient(acct, charge);
+	ratelimit_check_plan(acct, op.name);
 	return charge;
 }
 

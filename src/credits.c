@@ -2,8 +2,9 @@
  * credits.c
  *		Module entry point: settings, and the ledger's append-only guard.
  *
- * Each part of the extension keeps its own code; _PG_init only defines the
- * settings they share.
+ * Each part of the extension keeps its own code; _PG_init defines the
+ * settings they share and calls each part's init (stats_init: the denial
+ * settings, log hook and, when preloaded, shared memory).
  */
 #include "credits.h"
 
@@ -47,6 +48,7 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	stats_init();
 	purchases_init();
 
 #if PG_VERSION_NUM >= 150000

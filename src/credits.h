@@ -80,6 +80,16 @@ typedef struct Account
 	TimestampTz entitlement_until;
 	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
+	/* the plan's limiter (ratelimit.c); rate_tat and last_operation_at are saved */
+	bool		has_rate_limit;
+	int32		rate_burst;
+	float8		rate_per_second;
+	int32		cooldown_ms;
+	bool		has_rate_tat;
+	TimestampTz rate_tat;			/* GCRA theoretical arrival time */
+	bool		has_last_operation_at;
+	TimestampTz last_operation_at;
+	const char *operation;			/* operation being checked, for denial counters */
 } Account;
 
 extern bool account_peek(const pg_uuid_t *user_id, Account *acct);
@@ -173,6 +183,8 @@ extern char *json_quote(const char *s);
 extern void refuse_insufficient(const Account *acct, int64 needed) pg_attribute_noreturn();
 extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
 extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
+extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
+								   const char *operation) pg_attribute_noreturn();
 extern void refuse_plan_required(const char *operation, const char *required_plan,
 								 const char *plan) pg_attribute_noreturn();
 extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
@@ -184,6 +196,32 @@ extern void refuse_purchase_conflict(const char *source, const char *transaction
 									 int64 original_entry_id) pg_attribute_noreturn();
 extern void refuse_claim_taken(const char *transaction_id) pg_attribute_noreturn();
 extern void refuse_claim_limit(int limit, int64 retry_after_ms) pg_attribute_noreturn();
+extern void refuse_rate_limited(const Account *acct, const char *operation,
+								int64 retry_after_ms) pg_attribute_noreturn();
+extern void refuse_cooldown(const Account *acct, const char *operation,
+							int64 retry_after_ms) pg_attribute_noreturn();
+extern bool is_refusal(const ErrorData *edata);
+
+/* ---- ratelimit.c ---- */
+extern void ratelimit_check_plan(Account *acct, const char *operation);
+
+/* ---- stats.c: denial counters and the throttled denial log ---- */
+typedef enum DenialReason
+{
+	DENIAL_INSUFFICIENT,		/* PT402 */
+	DENIAL_DAILY_LIMIT,			/* PT429 */
+	DENIAL_KEY_CONFLICT,		/* PT409 */
+	DENIAL_PLAN_REQUIRED,		/* PT403 */
+	DENIAL_RATE_LIMITED,		/* PT429, the plan's rate limit */
+	DENIAL_COOLDOWN,			/* PT429, the plan's cooldown */
+	DENIAL_THROTTLED,			/* credits.rate_limit() said no (not an error) */
+	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
+	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
+	DENIAL_NREASONS
+} DenialReason;
+extern void stats_init(void);
+extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
+						  const char *operation, const char *detail);
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);

@@ -4,13 +4,16 @@
  *		reports the same SQLSTATE, message, JSON detail and hint.
  *
  * A refusal raises ERROR, so the transaction (including any lazy maintenance
- * done before the check) rolls back and leaves no trace in the tables.
+ * done before the check) rolls back and leaves no trace in the tables.  Just
+ * before raising it, each one is counted and logged (stats.c:
+ * denial_record), outside the transaction.
  */
 #include "credits.h"
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/json.h"
 
 /* Next local midnight of the account, as ISO 8601 in UTC. */
@@ -32,14 +35,42 @@ json_quote(const char *s)
 	return buf.data;
 }
 
+/*
+ * Is this error one of the refusals below?  (For the log hook in stats.c,
+ * which leaves their ERROR lines out of the server log.)
+ */
+bool
+is_refusal(const ErrorData *edata)
+{
+	switch (edata->sqlerrcode)
+	{
+		case ERRCODE_CREDITS_INSUFFICIENT:
+		case ERRCODE_CREDITS_FORBIDDEN:
+		case ERRCODE_CREDITS_CONFLICT:
+		case ERRCODE_CREDITS_TOO_MANY:
+			{
+				/* errfinish() keeps only the file's base name */
+				const char *self = strrchr(__FILE__, '/') ? strrchr(__FILE__, '/') + 1 : __FILE__;
+
+				return edata->filename != NULL && strcmp(edata->filename, self) == 0 &&
+					edata->funcname != NULL && strncmp(edata->funcname, "refuse_", 7) == 0;
+			}
+		default:
+			return false;
+	}
+}
+
 void
 refuse_insufficient(const Account *acct, int64 needed)
 {
+	char	   *detail = psprintf("{\"needed\": " INT64_FORMAT ", \"balance\": " INT64_FORMAT "}",
+								  needed, acct->balance);
+
+	denial_record(DENIAL_INSUFFICIENT, &acct->user_id, acct->operation, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_INSUFFICIENT),
 			 errmsg("not enough credits"),
-			 errdetail("{\"needed\": " INT64_FORMAT ", \"balance\": " INT64_FORMAT "}",
-					   needed, acct->balance),
+			 errdetail("%s", detail),
 			 errhint("Buy a credit pack or upgrade the plan, then retry.")));
 }
 
@@ -49,36 +80,92 @@ refuse_daily_limit(const Account *acct)
 	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->today)};
 	bool		isnull;
 	char	   *resets_at;
+	char	   *detail;
 
 	spi_exec(&next_local_midnight, args, NULL);
 	resets_at = TextDatumGetCString(spi_get(0, 1, &isnull));
+	detail = psprintf("{\"daily_limit\": %d, \"resets_at\": \"%s\"}",
+					  acct->daily_limit, resets_at);
+	denial_record(DENIAL_DAILY_LIMIT, &acct->user_id, acct->operation, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("daily limit reached"),
-			 errdetail("{\"daily_limit\": %d, \"resets_at\": \"%s\"}",
-					   acct->daily_limit, resets_at),
+			 errdetail("%s", detail),
 			 errhint("The limit resets at local midnight; upgrade the plan for more operations per day.")));
 }
 
 void
 refuse_key_conflict(text *key, int64 original_entry_id)
 {
+	refuse_key_conflict_on(NULL, key, original_entry_id, NULL);
+}
+
+/*
+ * The same, counted under the user and the original entry's operation (its
+ * kind when it has none).
+ */
+void
+refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
+					   const char *operation)
+{
+	char	   *detail = psprintf("{\"original_entry_id\": " INT64_FORMAT "}", original_entry_id);
+
+	denial_record(DENIAL_KEY_CONFLICT, acct ? &acct->user_id : NULL, operation, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("idempotency key reused with different parameters"),
-			 errdetail("{\"original_entry_id\": " INT64_FORMAT "}", original_entry_id),
+			 errdetail("%s", detail),
 			 errhint("Send the original parameters to get the first receipt again, or use a new key for a new request.")));
 }
 
 void
 refuse_plan_required(const char *operation, const char *required_plan, const char *plan)
 {
+	char	   *detail = psprintf("{\"required_plan\": %s, \"plan\": %s}",
+								  json_quote(required_plan), json_quote(plan));
+
+	denial_record(DENIAL_PLAN_REQUIRED, NULL, operation, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_FORBIDDEN),
 			 errmsg("operation \"%s\" needs plan \"%s\"", operation, required_plan),
-			 errdetail("{\"required_plan\": %s, \"plan\": %s}",
-					   json_quote(required_plan), json_quote(plan)),
+			 errdetail("%s", detail),
 			 errhint("Upgrade to the required plan to use this operation.")));
+}
+
+/* The plan's rate limit (plans.rate_burst, plans.rate_per_second). */
+void
+refuse_rate_limited(const Account *acct, const char *operation, int64 retry_after_ms)
+{
+	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"reason\": \"rate_limit\", "
+								  "\"burst\": %d, \"per_second\": %s, \"plan\": %s}",
+								  retry_after_ms, acct->rate_burst,
+								  float8out_internal(acct->rate_per_second),
+								  json_quote(acct->plan));
+
+	denial_record(DENIAL_RATE_LIMITED, &acct->user_id, operation, detail);
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("rate limited"),
+			 errdetail("%s", detail),
+			 errhint("Retry after retry_after_ms milliseconds (with the same idempotency key, "
+					 "so that the retry cannot charge twice).")));
+}
+
+/* The plan's cooldown between billable operations (plans.cooldown_ms). */
+void
+refuse_cooldown(const Account *acct, const char *operation, int64 retry_after_ms)
+{
+	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"reason\": \"cooldown\", "
+								  "\"cooldown_ms\": %d, \"plan\": %s}",
+								  retry_after_ms, acct->cooldown_ms, json_quote(acct->plan));
+
+	denial_record(DENIAL_COOLDOWN, &acct->user_id, operation, detail);
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("cooldown"),
+			 errdetail("%s", detail),
+			 errhint("The plan allows one operation every cooldown_ms milliseconds; "
+					 "retry after retry_after_ms.")));
 }
 
 /* capture / release of a hold that is no longer open (or has timed out) */
@@ -86,13 +173,16 @@ void
 refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
 					 int64 settled_entry_id)
 {
+	char	   *detail = has_settled
+		? psprintf("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\", \"settled_entry_id\": " INT64_FORMAT "}",
+				   hold_id, status, settled_entry_id)
+		: psprintf("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\"}", hold_id, status);
+
+	denial_record(DENIAL_HOLD_NOT_OPEN, NULL, NULL, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("the hold is %s, not open", status),
-			 has_settled ?
-			 errdetail("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\", \"settled_entry_id\": " INT64_FORMAT "}",
-					   hold_id, status, settled_entry_id) :
-			 errdetail("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\"}", hold_id, status),
+			 errdetail("%s", detail),
 			 errhint("A hold is captured or released once; a timed-out hold has returned its credits. "
 					 "Reserve again to start a new job.")));
 }
@@ -101,12 +191,15 @@ refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
 void
 refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested, int64 requested)
 {
+	char	   *detail = psprintf("{\"entry_id\": " INT64_FORMAT ", \"refundable\": " INT64_FORMAT ", \"requested\": %s}",
+								  entry_id, refundable,
+								  has_requested ? psprintf(INT64_FORMAT, requested) : "null");
+
+	denial_record(DENIAL_OVER_REFUND, NULL, NULL, detail);
 	ereport(ERROR,
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("refund exceeds what is left to refund of the charge"),
-			 errdetail("{\"entry_id\": " INT64_FORMAT ", \"refundable\": " INT64_FORMAT ", \"requested\": %s}",
-					   entry_id, refundable,
-					   has_requested ? psprintf(INT64_FORMAT, requested) : "null"),
+			 errdetail("%s", detail),
 			 errhint("Refunds of an entry never add up to more than it charged; "
 					 "refund at most the refundable amount, or pass no amount to refund all of it.")));
 }

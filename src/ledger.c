@@ -27,7 +27,8 @@ static CachedStatement ledger_insert = {
 };
 
 static CachedStatement ledger_by_key = {
-	"SELECT id, kind::text, amount, balance_after, daily_remaining, created_at, request_hash"
+	"SELECT id, kind::text, amount, balance_after, daily_remaining, created_at, request_hash,"
+	"       coalesce(operation, kind::text)"
 	"  FROM credits.ledger WHERE user_id = $1 AND idempotency_key = $2",
 	2, {UUIDOID, TEXTOID}
 };
@@ -111,7 +112,8 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 
 	receipt->entry_id = spi_get_int64(0, 1);
 	if (spi_get_int64(0, 7) != request_hash)
-		refuse_key_conflict(key, receipt->entry_id);
+		refuse_key_conflict_on(acct, key, receipt->entry_id,
+							   TextDatumGetCString(spi_get(0, 8, &isnull)));
 
 	receipt->user_id = acct->user_id;
 	kind = TextDatumGetCString(spi_get(0, 2, &isnull));

@@ -43,7 +43,7 @@ check_books() {   # check_books PHASE
     ok "$([[ $rows == 0 ]]; echo $?)" "$phase: no negative balance"
 }
 
-echo "1..10"
+echo "1..16"
 "$PGBIN/dropdb" --if-exists "$DB" && "$PGBIN/createdb" "$DB" || { echo "Bail out! createdb failed"; exit 1; }
 psql_q -f "$HERE/setup.sql" >/dev/null || { echo "Bail out! setup failed"; exit 1; }
 
@@ -70,3 +70,18 @@ check_books "phase 2"
 # The crash reset the statistics: look for deadlocks in the server log instead.
 deadlocks=$(grep -c "deadlock detected" "$PGHOST/postgres.log")
 ok "$([[ $deadlocks == 0 ]]; echo $?)" "phase 2: no deadlock in the server log ($deadlocks)"
+
+# Phase 3: the same load on a server without shared_preload_libraries (the
+# extension must not need it; denial counters are then per backend).
+as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1
+as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGHOST/postgres.log" -w -t 60 \
+    -o "-c shared_preload_libraries=''" start >/dev/null 2>&1 9>&-
+preloaded=$(psql_q -c "SHOW shared_preload_libraries")
+ok "$([[ -z $preloaded ]]; echo $?)" "phase 3: restarted without shared_preload_libraries"
+pgbench_load $((SECONDS_PER_PHASE / 2)) "$PGHOST/load3.log"
+ok "$?" "phase 3: load without preloading, no client aborted on an unexpected error"
+check_books "phase 3"
+# A refusal in this session is counted in this backend's counters.
+scope=$(psql_q -c "SELECT load.try(\$\$SELECT credits.credits_consume(gen_random_uuid(), 'video_second', 60)\$\$)" \
+               -c "SELECT string_agg(DISTINCT scope, ',') FROM credits.stats WHERE reason = 'insufficient_credits'")
+ok "$([[ $scope == $'PT402\nthis backend' ]]; echo $?)" "phase 3: credits.stats counts a denial without preloading (${scope//$'\n'/, })"

@@ -46,6 +46,10 @@ write_cluster_conf() {
         echo "log_min_messages = warning"
         echo "lc_messages = 'C'"
         echo "timezone = 'UTC'"
+        # As recommended in production: denial counters in shared memory
+        # (credits.stats).  The demo runs without it, as a first install does;
+        # test/load/stress.sh also runs a phase without it.
+        if [[ $mode != demo ]]; then echo "shared_preload_libraries = 'credits'"; fi
         if [[ $mode == bench ]]; then
             # Durable like production; synchronous_commit is left to bench/.
             echo "fsync = on"
