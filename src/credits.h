@@ -229,6 +229,23 @@ extern void request_user_id(pg_uuid_t *user_id);
 /* ---- consume.c ---- */
 extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);
 
+/* The arguments of consume and reserve, fingerprinted for replays. */
+typedef struct OperationRequest
+{
+	pg_uuid_t  *user_id;
+	text	   *operation;
+	int64		units;
+	text	   *key;
+	text	   *reference;
+	Jsonb	   *metadata;
+	int64		request_hash;
+} OperationRequest;
+
+extern void operation_request_from_args(FunctionCallInfo fcinfo, const char *kind,
+										OperationRequest *req);
+extern void charge_operation(Account *acct, const OperationRequest *req, const char *kind,
+							 LedgerEntry *entry);
+
 /* ---- purchases.c: store purchases, entitlements, realtime settings ---- */
 extern bool credits_notify;
 extern void purchases_init(void);
