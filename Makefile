@@ -43,3 +43,4 @@ bench:
 	@bash test/scripts/run.sh bench
 
 $(OBJS): src/credits.h
+src/purchases.o src/revenuecat.o: src/purchases.h

@@ -8,8 +8,10 @@
  * that replaces cron jobs: it rolls the day counter over at local midnight,
  * releases holds that timed out, writes `expire` entries for lots that
  * expired, and grants the monthly allocation on the first touch of a
- * period.  Changes are made to the in-memory Account and written back once by
- * account_save().
+ * period; when the cached entitlement has lapsed it recomputes the effective
+ * plan first.  Changes are made to the in-memory Account and written back
+ * once by account_save(), which also sends NOTIFY credits (delivered at
+ * commit) when credits.notify is on.
  *
  * account_peek() reads the row without a lock, for the O(1) read functions;
  * they fall back to account_lock() when maintenance is due.
@@ -17,7 +19,9 @@
 #include "credits.h"
 
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "common/int.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
@@ -33,7 +37,8 @@
 	"       date_trunc('month', now() AT TIME ZONE a.timezone)::date," \
 	"       a.allocation_period, a.next_expiry, a.next_hold_expiry," \
 	"       p.daily_limit, p.monthly_allocation, p.allocation_rollover, p.bypass_credits," \
-	"       p.rate_burst, p.rate_per_second, p.cooldown_ms, a.rate_tat, a.last_operation_at" \
+	"       p.rate_burst, p.rate_per_second, p.cooldown_ms, a.rate_tat, a.last_operation_at," \
+	"       a.entitlement_plan, a.entitlement_until" \
 	"  FROM credits.accounts a" \
 	"  JOIN credits.plans p ON p.name = CASE" \
 	"       WHEN a.entitlement_plan IS NOT NULL" \
@@ -72,6 +77,20 @@ static CachedStatement period_end = {
 	2, {UUIDOID, DATEOID}
 };
 
+/* The effective plan's settings, after the cached entitlement changed. */
+static CachedStatement plan_settings = {
+	"SELECT p.name, p.rank, p.daily_limit, p.monthly_allocation, p.allocation_rollover,"
+	"       p.bypass_credits, p.rate_burst, p.rate_per_second, p.cooldown_ms"
+	"  FROM credits.plans p WHERE p.name = $1",
+	1, {TEXTOID}
+};
+
+static CachedStatement account_set_entitlement_stmt = {
+	"UPDATE credits.accounts SET entitlement_plan = $2, entitlement_until = $3, updated_at = now()"
+	" WHERE user_id = $1",
+	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
+};
+
 static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock);
 static void create_account(const pg_uuid_t *user_id);
 static void grant_signup_bonus(Account *acct);
@@ -79,6 +98,8 @@ static void roll_day_over(Account *acct);
 static bool allocation_due(const Account *acct);
 static void grant_monthly_allocation(Account *acct);
 static bool maintenance_due(const Account *acct);
+static bool entitlement_lapsed(const Account *acct);
+static void notify_change(const Account *acct);
 
 static char *
 get_text(int col, bool *isnull)
@@ -136,6 +157,10 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 	value = spi_get(0, 20, &isnull);
 	acct->has_last_operation_at = !isnull;
 	acct->last_operation_at = isnull ? 0 : DatumGetTimestampTz(value);
+	acct->entitlement_plan = get_text(21, &isnull);
+	value = spi_get(0, 22, &isnull);
+	acct->has_entitlement_until = !isnull;
+	acct->entitlement_until = isnull ? 0 : DatumGetTimestampTz(value);
 	return true;
 }
 
@@ -168,6 +193,9 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 			elog(ERROR, "credits: account vanished right after its creation");
 	}
 
+	/* the plan first: the allocation below depends on it */
+	if (entitlement_lapsed(acct))
+		entitlements_refresh(acct);
 	roll_day_over(acct);
 	/* holds first: credits they return to an expired lot expire just below */
 	if (acct->has_next_hold_expiry &&
@@ -282,7 +310,64 @@ maintenance_due(const Account *acct)
 
 	return (acct->has_next_expiry && acct->next_expiry <= now) ||
 		(acct->has_next_hold_expiry && acct->next_hold_expiry <= now) ||
-		allocation_due(acct);
+		allocation_due(acct) ||
+		entitlement_lapsed(acct);
+}
+
+/* The cached entitlement has ended: another one may still be active. */
+static bool
+entitlement_lapsed(const Account *acct)
+{
+	return acct->entitlement_plan != NULL && acct->has_entitlement_until &&
+		acct->entitlement_until <= GetCurrentTransactionStartTimestamp();
+}
+
+/*
+ * Caches the best active entitlement on the account row (plan NULL: none)
+ * and re-derives the effective plan's settings in memory.
+ */
+void
+account_set_entitlement(Account *acct, const char *plan, bool has_until, TimestampTz until)
+{
+	Datum		args[3];
+	char		nulls[3] = "   ";
+	bool		active;
+	bool		isnull;
+	Datum		value;
+
+	Assert(acct->locked);
+	args[0] = UUIDPGetDatum(&acct->user_id);
+	args[1] = plan ? CStringGetTextDatum(plan) : (Datum) 0;
+	args[2] = TimestampTzGetDatum(until);
+	if (plan == NULL)
+		nulls[1] = 'n';
+	if (plan == NULL || !has_until)
+		nulls[2] = 'n';
+	spi_exec(&account_set_entitlement_stmt, args, nulls);
+
+	acct->entitlement_plan = plan ? pstrdup(plan) : NULL;
+	acct->has_entitlement_until = plan != NULL && has_until;
+	acct->entitlement_until = acct->has_entitlement_until ? until : 0;
+	active = plan != NULL &&
+		(!has_until || until > GetCurrentTransactionStartTimestamp());
+
+	args[0] = CStringGetTextDatum(active ? plan : acct->base_plan);
+	if (spi_exec(&plan_settings, args, NULL) == 0)
+		elog(ERROR, "credits: plan \"%s\" vanished", active ? plan : acct->base_plan);
+	acct->plan = TextDatumGetCString(spi_get(0, 1, &isnull));
+	acct->plan_rank = DatumGetInt32(spi_get(0, 2, &isnull));
+	value = spi_get(0, 3, &isnull);
+	acct->has_daily_limit = !isnull;
+	acct->daily_limit = isnull ? 0 : DatumGetInt32(value);
+	acct->monthly_allocation = spi_get_int64(0, 4);
+	acct->allocation_rollover = DatumGetBool(spi_get(0, 5, &isnull));
+	acct->bypass_credits = DatumGetBool(spi_get(0, 6, &isnull));
+	value = spi_get(0, 7, &isnull);
+	acct->has_rate_limit = !isnull;
+	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
+	value = spi_get(0, 8, &isnull);
+	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	acct->cooldown_ms = DatumGetInt32(spi_get(0, 9, &isnull));
 }
 
 void
@@ -310,6 +395,35 @@ account_save(const Account *acct)
 	args[8] = TimestampTzGetDatum(acct->last_operation_at);
 	nulls[8] = acct->has_last_operation_at ? ' ' : 'n';
 	spi_exec(&account_update, args, nulls);
+	if (credits_notify)
+		notify_change(acct);
+}
+
+/*
+ * NOTIFY credits, '{"user_id": ..., "balance": ..., "daily_remaining": ...,
+ * "plan": ..., "kind": ...}'.  Queued now, delivered when the transaction
+ * commits, and never when it rolls back.  kind is the kind of the last
+ * ledger entry this call wrote, "entitlement" for a plan change without one,
+ * or null.
+ */
+static void
+notify_change(const Account *acct)
+{
+	StringInfoData payload;
+	int64		remaining;
+
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"user_id\": \"%s\", \"balance\": " INT64_FORMAT ", \"daily_remaining\": ",
+					 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&acct->user_id))),
+					 acct->balance);
+	if (account_daily_remaining(acct, &remaining))
+		appendStringInfo(&payload, INT64_FORMAT, remaining);
+	else
+		appendStringInfoString(&payload, "null");
+	appendStringInfo(&payload, ", \"plan\": %s, \"kind\": %s}",
+					 json_quote(acct->plan),
+					 acct->last_kind ? json_quote(acct->last_kind) : "null");
+	Async_Notify("credits", payload.data);
 }
 
 /* Operations left today; false when the plan has no daily limit. */

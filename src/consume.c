@@ -107,6 +107,60 @@ check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
 }
 
 /*
+ * Reads the arguments consume and reserve share: (user_id, operation, units,
+ * idempotency_key, reference, metadata), and fingerprints them for replays.
+ */
+void
+operation_request_from_args(FunctionCallInfo fcinfo, const char *kind, OperationRequest *req)
+{
+	RequestHash rh;
+
+	require_arg(fcinfo, 0, "user_id");
+	req->user_id = PG_GETARG_UUID_P(0);
+	require_arg(fcinfo, 1, "operation");
+	req->operation = optional_text_arg(fcinfo, 1, "operation", CREDITS_MAX_KEY_CHARS);
+	req->units = positive_int64_arg(fcinfo, 2, "units");
+	req->key = optional_key_arg(fcinfo, 3, "idempotency_key");
+	req->reference = optional_text_arg(fcinfo, 4, "reference", CREDITS_MAX_KEY_CHARS);
+	req->metadata = optional_metadata_arg(fcinfo, 5);
+
+	request_hash_init(&rh, kind);
+	request_hash_text(&rh, req->operation);
+	request_hash_int64(&rh, false, req->units);
+	request_hash_text(&rh, req->reference);
+	request_hash_jsonb(&rh, req->metadata);
+	req->request_hash = rh.hash;
+}
+
+/*
+ * Checks the request (check_operation), then takes the charge out of the lots
+ * and counts the operation today, recorded as one ledger entry of `kind`
+ * (consume, or hold for a reservation).  The caller saves the account.
+ */
+void
+charge_operation(Account *acct, const OperationRequest *req, const char *kind, LedgerEntry *entry)
+{
+	int64		charge = check_operation(acct, req->operation, req->units, &entry->list_cost);
+
+	entry->kind = kind;
+	entry->amount = -charge;
+	entry->operation = text_to_cstring(req->operation);
+	entry->has_units = true;
+	entry->units = req->units;
+	entry->has_list_cost = true;
+	entry->day_ops = 1;
+	entry->lot_moves = charge > 0 ? lots_burn(acct, charge) : (Datum) 0;
+	entry->reference = req->reference;
+	entry->idempotency_key = req->key;
+	entry->request_hash = req->request_hash;
+	entry->metadata = req->metadata;
+
+	account_add_balance(acct, -charge);
+	account_count_operation(acct, 1);
+	ledger_append(acct, entry);
+}
+
+/*
  * credits.credits_consume(user_id uuid, operation text, units bigint default 1,
  *     idempotency_key text default null, reference text default null,
  *     metadata jsonb default '{}') returns credits.receipt
@@ -115,54 +169,19 @@ PG_FUNCTION_INFO_V1(credits_consume);
 Datum
 credits_consume(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t  *user_id;
-	text	   *operation;
-	int64		units;
-	text	   *key;
-	text	   *reference;
-	Jsonb	   *metadata;
-	RequestHash rh;
+	OperationRequest req;
 	Account		acct;
 	Receipt		receipt;
 
-	require_arg(fcinfo, 0, "user_id");
-	user_id = PG_GETARG_UUID_P(0);
-	require_arg(fcinfo, 1, "operation");
-	operation = optional_text_arg(fcinfo, 1, "operation", CREDITS_MAX_KEY_CHARS);
-	units = positive_int64_arg(fcinfo, 2, "units");
-	key = optional_key_arg(fcinfo, 3, "idempotency_key");
-	reference = optional_text_arg(fcinfo, 4, "reference", CREDITS_MAX_KEY_CHARS);
-	metadata = optional_metadata_arg(fcinfo, 5);
-
-	request_hash_init(&rh, "consume");
-	request_hash_text(&rh, operation);
-	request_hash_int64(&rh, false, units);
-	request_hash_text(&rh, reference);
-	request_hash_jsonb(&rh, metadata);
+	operation_request_from_args(fcinfo, "consume", &req);
 
 	SPI_connect();
-	account_lock(user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	account_lock(req.user_id, &acct);
+	if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
 	{
 		LedgerEntry entry = {0};
-		int64		charge = check_operation(&acct, operation, units, &entry.list_cost);
 
-		entry.kind = "consume";
-		entry.amount = -charge;
-		entry.operation = text_to_cstring(operation);
-		entry.has_units = true;
-		entry.units = units;
-		entry.has_list_cost = true;
-		entry.day_ops = 1;
-		entry.lot_moves = charge > 0 ? lots_burn(&acct, charge) : (Datum) 0;
-		entry.reference = reference;
-		entry.idempotency_key = key;
-		entry.request_hash = rh.hash;
-		entry.metadata = metadata;
-
-		account_add_balance(&acct, -charge);
-		account_count_operation(&acct, 1);
-		ledger_append(&acct, &entry);
+		charge_operation(&acct, &req, "consume", &entry);
 		account_save(&acct);
 		receipt_from_entry(&acct, &entry, &receipt);
 	}

@@ -49,6 +49,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	stats_init();
+	purchases_init();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("credits");

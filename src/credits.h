@@ -75,6 +75,10 @@ typedef struct Account
 	int64		monthly_allocation;
 	bool		allocation_rollover;
 	bool		bypass_credits;
+	char	   *entitlement_plan;	/* cached best entitlement (purchases.c), or NULL */
+	bool		has_entitlement_until;
+	TimestampTz entitlement_until;
+	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
 	/* the plan's limiter (ratelimit.c); rate_tat and last_operation_at are saved */
 	bool		has_rate_limit;
@@ -91,6 +95,8 @@ typedef struct Account
 extern bool account_peek(const pg_uuid_t *user_id, Account *acct);
 extern void account_lock(const pg_uuid_t *user_id, Account *acct);
 extern void account_save(const Account *acct);
+extern void account_set_entitlement(Account *acct, const char *plan, bool has_until,
+									TimestampTz until);
 extern bool account_daily_remaining(const Account *acct, int64 *remaining);
 extern void account_count_operation(Account *acct, int delta);
 extern void account_add_balance(Account *acct, int64 delta);
@@ -185,6 +191,11 @@ extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_set
 								 int64 settled_entry_id) pg_attribute_noreturn();
 extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested,
 							   int64 requested) pg_attribute_noreturn();
+extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
+									 const char *state, bool has_entry,
+									 int64 original_entry_id) pg_attribute_noreturn();
+extern void refuse_claim_taken(const char *transaction_id) pg_attribute_noreturn();
+extern void refuse_claim_limit(int limit, int64 retry_after_ms) pg_attribute_noreturn();
 extern void refuse_rate_limited(const Account *acct, const char *operation,
 								int64 retry_after_ms) pg_attribute_noreturn();
 extern void refuse_cooldown(const Account *acct, const char *operation,
@@ -217,6 +228,28 @@ extern void request_user_id(pg_uuid_t *user_id);
 
 /* ---- consume.c ---- */
 extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);
+
+/* The arguments of consume and reserve, fingerprinted for replays. */
+typedef struct OperationRequest
+{
+	pg_uuid_t  *user_id;
+	text	   *operation;
+	int64		units;
+	text	   *key;
+	text	   *reference;
+	Jsonb	   *metadata;
+	int64		request_hash;
+} OperationRequest;
+
+extern void operation_request_from_args(FunctionCallInfo fcinfo, const char *kind,
+										OperationRequest *req);
+extern void charge_operation(Account *acct, const OperationRequest *req, const char *kind,
+							 LedgerEntry *entry);
+
+/* ---- purchases.c: store purchases, entitlements, realtime settings ---- */
+extern bool credits_notify;
+extern void purchases_init(void);
+extern void entitlements_refresh(Account *acct);
 
 /* ---- grants.c ---- */
 extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,

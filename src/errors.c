@@ -203,3 +203,43 @@ refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested, int64 r
 			 errhint("Refunds of an entry never add up to more than it charged; "
 					 "refund at most the refundable amount, or pass no amount to refund all of it.")));
 }
+
+/* a store transaction already applied (or refunded) for another user or product */
+void
+refuse_purchase_conflict(const char *source, const char *transaction_id, const char *state,
+						 bool has_entry, int64 original_entry_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("store transaction \"%s\" was already %s", transaction_id, state),
+			 has_entry ?
+			 errdetail("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\", \"original_entry_id\": " INT64_FORMAT "}",
+					   json_quote(source), json_quote(transaction_id), state, original_entry_id) :
+			 errdetail("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\"}",
+					   json_quote(source), json_quote(transaction_id), state),
+			 errhint("A store transaction is applied once, to one user and one product; "
+					 "send the original parameters to get the first receipt again.")));
+}
+
+/* an instant-unlock claim of a transaction that the store confirmed for another user */
+void
+refuse_claim_taken(const char *transaction_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("store transaction \"%s\" belongs to another account", transaction_id),
+			 errdetail("{\"field\": \"transaction_id\"}"),
+			 errhint("Claim the transaction the store sheet returned to this user; restore purchases to move a subscription.")));
+}
+
+/* too many instant-unlock claims in 24 hours */
+void
+refuse_claim_limit(int limit, int64 retry_after_ms)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("too many pending purchases claimed"),
+			 errdetail("{\"limit\": %d, \"retry_after_ms\": " INT64_FORMAT "}",
+					   limit, Max(retry_after_ms, 0)),
+			 errhint("The purchase is unlocked as soon as the store confirms it; no claim is needed for that.")));
+}

@@ -144,6 +144,9 @@ credits_set_plan(PG_FUNCTION_ARGS)
 
 		spi_exec(&account_set_plan, args, NULL);
 	}
+	/* reload with the new plan, so that NOTIFY (account_save) announces it */
+	account_lock(user_id, &acct);
+	account_save(&acct);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

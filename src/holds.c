@@ -397,66 +397,31 @@ PG_FUNCTION_INFO_V1(credits_reserve);
 Datum
 credits_reserve(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t  *user_id;
-	text	   *operation;
-	int64		units;
-	text	   *key;
-	text	   *reference;
-	Jsonb	   *metadata;
-	RequestHash rh;
+	OperationRequest req;
 	Account		acct;
 	Receipt		receipt;
 
-	require_arg(fcinfo, 0, "user_id");
-	user_id = PG_GETARG_UUID_P(0);
-	require_arg(fcinfo, 1, "operation");
-	operation = optional_text_arg(fcinfo, 1, "operation", CREDITS_MAX_KEY_CHARS);
-	units = positive_int64_arg(fcinfo, 2, "units");
-	key = optional_key_arg(fcinfo, 3, "idempotency_key");
-	reference = optional_text_arg(fcinfo, 4, "reference", CREDITS_MAX_KEY_CHARS);
-	metadata = optional_metadata_arg(fcinfo, 5);
-
-	request_hash_init(&rh, "reserve");
-	request_hash_text(&rh, operation);
-	request_hash_int64(&rh, false, units);
-	request_hash_text(&rh, reference);
-	request_hash_jsonb(&rh, metadata);
+	operation_request_from_args(fcinfo, "reserve", &req);
 
 	SPI_connect();
-	account_lock(user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	account_lock(req.user_id, &acct);
+	if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
 	{
 		LedgerEntry entry = {0};
-		int64		charge = check_operation(&acct, operation, units, &entry.list_cost);
 		TimestampTz expires_at = GetCurrentTransactionStartTimestamp() +
 			(int64) credits_hold_timeout_s * USECS_PER_SEC;
 		Datum		args[8];
 
-		entry.kind = "hold";
-		entry.amount = -charge;
-		entry.operation = text_to_cstring(operation);
-		entry.has_units = true;
-		entry.units = units;
-		entry.has_list_cost = true;
-		entry.day_ops = 1;
-		entry.lot_moves = charge > 0 ? lots_burn(&acct, charge) : (Datum) 0;
-		entry.reference = reference;
-		entry.idempotency_key = key;
-		entry.request_hash = rh.hash;
-		entry.metadata = metadata;
-
-		account_add_balance(&acct, -charge);
-		account_count_operation(&acct, 1);
-		ledger_append(&acct, &entry);
+		charge_operation(&acct, &req, "hold", &entry);
 
 		/* charge and list cost are cost x units: the divisions are exact */
 		args[0] = Int64GetDatum(entry.id);
-		args[1] = UUIDPGetDatum(user_id);
-		args[2] = PointerGetDatum(operation);
-		args[3] = Int64GetDatum(units);
-		args[4] = Int64GetDatum(entry.list_cost / units);
-		args[5] = Int64GetDatum(charge / units);
-		args[6] = Int64GetDatum(charge);
+		args[1] = UUIDPGetDatum(req.user_id);
+		args[2] = PointerGetDatum(req.operation);
+		args[3] = Int64GetDatum(req.units);
+		args[4] = Int64GetDatum(entry.list_cost / req.units);
+		args[5] = Int64GetDatum(-entry.amount / req.units);
+		args[6] = Int64GetDatum(-entry.amount);
 		args[7] = TimestampTzGetDatum(expires_at);
 		spi_exec(&hold_insert, args, NULL);
 		if (!acct.has_next_hold_expiry || expires_at < acct.next_hold_expiry)

@@ -89,6 +89,7 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	args[16] = CStringGetTextDatum(current_actor());
 
 	spi_exec(&ledger_insert, args, nulls);
+	acct->last_kind = entry->kind;
 	entry->id = spi_get_int64(0, 1);
 	entry->created_at = DatumGetTimestampTz(spi_get(0, 2, &isnull));
 }

@@ -16,7 +16,9 @@
 /*
  * Burns `amount` credits from the spendable lots in the contract's order:
  * soonest expiry first (no expiry last), then priority (higher first), then
- * oldest first.  One statement: a running total picks the lots to take from.
+ * oldest first.  One statement: a running total picks the lots to take from;
+ * the moves come back in burn order (partial refunds return credits in the
+ * reverse order).
  */
 static CachedStatement burn_in_order = {
 	"WITH spendable AS ("
@@ -27,12 +29,14 @@ static CachedStatement burn_in_order = {
 	"   WHERE user_id = $1 AND remaining > 0"
 	"     AND (expires_at IS NULL OR expires_at > now())"
 	"), taken AS ("
-	"  SELECT id, least(remaining, $2 - before) AS take"
+	"  SELECT id, least(remaining, $2 - before) AS take, before"
 	"    FROM spendable WHERE before < $2"
+	"), burnt AS ("
+	"  UPDATE credits.lots l SET remaining = l.remaining - t.take"
+	"    FROM taken t WHERE l.id = t.id"
+	"  RETURNING l.id, t.take, t.before"
 	")"
-	" UPDATE credits.lots l SET remaining = l.remaining - t.take"
-	"   FROM taken t WHERE l.id = t.id"
-	" RETURNING l.id, t.take",
+	" SELECT id, take FROM burnt ORDER BY before",
 	2, {UUIDOID, INT8OID}
 };
 

@@ -182,6 +182,120 @@ CREATE TRIGGER ledger_append_only
     BEFORE UPDATE OR DELETE OR TRUNCATE ON credits.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION credits.ledger_is_append_only();
 
+/*
+ * Store purchases (src/purchases.c, src/revenuecat.c, src/sql/50_purchases.sql).
+ *
+ * products      what a store product id is worth: a plan (subscription) or a
+ *               pack of credits.  Admin data, like plans and operations.
+ * purchases     one row per store transaction applied, keyed by (source,
+ *               transaction_id): a transaction is credited exactly once,
+ *               whoever reports it first (apply_purchase or a webhook).
+ * entitlements  plan access from a store, keyed by (source,
+ *               original_transaction_id); provisional rows are instant-unlock
+ *               claims waiting for the store's confirmation.
+ * store_events  webhook events already applied, keyed by (source, event_id).
+ *
+ * Invariant, checked by credits.reconcile():
+ *   accounts.entitlement_plan / entitlement_until = the best active
+ *   entitlement (highest plans.rank, then latest expiry), unless the cached
+ *   one has lapsed (the next touch recomputes it).
+ */
+CREATE TABLE credits.products (
+    product_id         text PRIMARY KEY CHECK (product_id <> '' AND length(product_id) <= 255),
+    plan               text REFERENCES credits.plans (name) ON UPDATE CASCADE,  -- subscription: the plan it unlocks
+    credits            bigint CHECK (credits > 0),                              -- pack: the credits it adds
+    pack_expires_after interval CHECK (pack_expires_after > interval '0'),      -- pack credits expire this long after they are credited; NULL = never
+    source             text CHECK (source <> '' AND length(source) <= 64),      -- only purchases from this source; NULL = any
+    description        text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    CHECK ((plan IS NULL) <> (credits IS NULL)),
+    CHECK (pack_expires_after IS NULL OR credits IS NOT NULL)
+);
+
+CREATE TABLE credits.purchases (
+    source           text NOT NULL,
+    transaction_id   text NOT NULL,
+    user_id          uuid NOT NULL,
+    product_id       text NOT NULL,
+    kind             text NOT NULL CHECK (kind IN ('pack', 'subscription')),
+    entry_id         bigint,                  -- pack: the `purchase` entry (its lot holds the credits)
+    entitlement_id   bigint,                  -- subscription: the entitlement it started or extended
+    purchased_at     timestamptz,
+    balance          bigint,                  -- subscription: the first receipt's balance ...
+    daily_remaining  bigint,                  -- ... and daily_remaining, returned again on a replay
+    refund_state     text CHECK (refund_state IN ('refunded', 'reversed')),
+    refund_entry_id  bigint,                  -- the `adjust` entry that clawed the credits back
+    clawed_back      bigint NOT NULL DEFAULT 0 CHECK (clawed_back >= 0),
+    regrant_entry_id bigint,                  -- the `adjust` entry that gave them back (refund reversed)
+    last_event_at    timestamptz,             -- store time of the newest refund event applied
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, transaction_id)
+);
+CREATE INDEX purchases_transaction ON credits.purchases (transaction_id);
+CREATE INDEX purchases_by_user ON credits.purchases (user_id);
+
+/*
+ * Access: active, cancelled (will not renew), billing_issue (in the store's
+ * grace period) and paused (pauses at the end of the period) give the plan
+ * until expires_at; expired, refunded, transferred (moved to a user we do not
+ * know) and confirmed (a provisional claim the store confirmed) do not.
+ */
+CREATE TYPE credits.entitlement_status AS ENUM (
+    'active', 'cancelled', 'billing_issue', 'paused',
+    'expired', 'refunded', 'transferred', 'confirmed'
+);
+
+CREATE TABLE credits.entitlements (
+    id                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id                 uuid NOT NULL,
+    source                  text NOT NULL,          -- revenuecat, stripe, admin, ...; client for a provisional claim
+    product_id              text NOT NULL,
+    plan                    text NOT NULL REFERENCES credits.plans (name) ON UPDATE CASCADE,
+    status                  credits.entitlement_status NOT NULL DEFAULT 'active',
+    provisional             boolean NOT NULL DEFAULT false,
+    expires_at              timestamptz,            -- NULL: no end
+    original_transaction_id text NOT NULL,          -- the subscription at its store
+    transaction_id          text NOT NULL,          -- the latest transaction applied
+    next_product_id         text,                   -- PRODUCT_CHANGE: the product after the next renewal
+    store                   text,                   -- APP_STORE, PLAY_STORE, STRIPE, ...
+    environment             text,                   -- PRODUCTION or SANDBOX
+    period_type             text,                   -- NORMAL, TRIAL, INTRO, ...
+    purchased_at            timestamptz,
+    status_reason           text,                   -- cancel_reason / expiration_reason of the store
+    last_event_id           text,
+    last_event_at           timestamptz NOT NULL,   -- store time of the newest event applied: older ones change nothing
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX entitlements_subscription ON credits.entitlements (source, original_transaction_id)
+    WHERE NOT provisional;
+CREATE UNIQUE INDEX entitlements_claim ON credits.entitlements (user_id, original_transaction_id)
+    WHERE provisional;
+CREATE INDEX entitlements_by_user ON credits.entitlements (user_id);
+CREATE INDEX entitlements_transaction ON credits.entitlements (transaction_id);
+
+CREATE TABLE credits.store_events (
+    source     text NOT NULL,
+    event_id   text NOT NULL,
+    event_type text NOT NULL,
+    user_id    uuid,                      -- the user it was applied to (TRANSFER: the destination)
+    event_at   timestamptz NOT NULL,      -- the store's event_timestamp_ms
+    result     jsonb NOT NULL,            -- what apply_revenuecat_event returned
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, event_id)
+);
+
+ALTER TABLE credits.products ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.purchases ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.entitlements ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credits.store_events ENABLE ROW LEVEL SECURITY;
+
+SELECT pg_catalog.pg_extension_config_dump('credits.products', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.purchases', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.entitlements', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.entitlements_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.store_events', '');
+
 ALTER TABLE credits.plans ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credits.operations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE credits.accounts ENABLE ROW LEVEL SECURITY;

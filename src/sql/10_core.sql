@@ -100,6 +100,10 @@ $$;
  *   lot            one lot's remaining vs its grant plus the moves recorded in the ledger
  *   entry          one entry's amount vs the lot moves it recorded (or the lot it created)
  *   day_count      today's cached count vs the ledger's day_ops of today
+ *   entitlement, entitlement_until
+ *                  the cached entitlement (its plan's rank, its end in epoch
+ *                  microseconds) vs the best active one; skipped while the
+ *                  cached one has lapsed, as the next touch recomputes it
  * Holds and refunds (src/holds.c, src/refunds.c):
  *   hold             a hold's reserved amount vs its `hold` entry
  *   hold_settled     a hold's settled_entry_id vs the entries that settled it: none
@@ -134,6 +138,23 @@ AS $$
     SELECT a.user_id, 'lots', NULL, a.balance,
            (SELECT coalesce(sum(l.remaining), 0)::bigint FROM credits.lots l WHERE l.user_id = a.user_id)
       FROM accts a
+    UNION ALL
+    SELECT a.user_id, x.item, NULL, x.cached, x.derived
+      FROM accts a
+      LEFT JOIN credits.plans cp ON cp.name = a.entitlement_plan
+      LEFT JOIN LATERAL (
+          SELECT p.rank, e.expires_at
+            FROM credits.entitlements e JOIN credits.plans p ON p.name = e.plan
+           WHERE e.user_id = a.user_id
+             AND e.status IN ('active', 'cancelled', 'billing_issue', 'paused')
+             AND (e.expires_at IS NULL OR e.expires_at > now())
+           ORDER BY p.rank DESC, e.expires_at DESC NULLS FIRST, e.id DESC
+           LIMIT 1) b ON true
+      CROSS JOIN LATERAL (VALUES
+          ('entitlement', cp.rank::bigint, b.rank::bigint),
+          ('entitlement_until', (extract(epoch FROM a.entitlement_until) * 1000000)::bigint,
+                                (extract(epoch FROM b.expires_at) * 1000000)::bigint)) AS x (item, cached, derived)
+     WHERE a.entitlement_plan IS NULL OR a.entitlement_until IS NULL OR a.entitlement_until > now()
     UNION ALL
     SELECT l.user_id, 'lot', l.id, l.remaining,
            l.amount + (SELECT coalesce(sum(m.delta), 0)::bigint FROM moves m WHERE m.lot_id = l.id)

@@ -314,6 +314,7 @@ AS $$
         'credits.my_history(integer, bigint)',
         'credits.my_usage(timestamptz)',
         'credits.delete_my_account()',
+        'credits.claim_pending_purchase(text, text)',
         'credits.current_user_id()',
         'credits.current_user_id_or_null()'
     ]::regprocedure[])

@@ -13,7 +13,7 @@ SELECT plan((
                                                                 WHERE lanname IN ('sql', 'plpgsql')))
             + 3 * count(*)                                            -- privileges of the 3 roles
             + 2 * count(*) FILTER (WHERE prorettype <> 'trigger'::regtype)  -- anon / authenticated calls
-            - 9                                                       -- (not the client functions)
+            - 10                                                      -- (not the client functions)
             + 8                                                       -- client list, signatures
             + 9                                                       -- client calls that work
             + 8)::int                                                 -- service_role calls that work
@@ -33,6 +33,7 @@ INSERT INTO client_fns VALUES
     ('credits.my_history(integer, bigint)'),
     ('credits.my_usage(timestamptz)'),
     ('credits.delete_my_account()'),
+    ('credits.claim_pending_purchase(text, text)'),
     ('credits.current_user_id()'),
     ('credits.current_user_id_or_null()');
 -- Setup functions only the owner runs.
@@ -87,7 +88,7 @@ SELECT is(has_function_privilege('service_role', fn, 'EXECUTE'), admin_may,
 -- The client functions: as listed, present, and taking no user id.
 SELECT set_eq('SELECT fn FROM client_fns', 'SELECT credits.client_functions()',
               'credits.client_functions() lists exactly the contract''s client functions');
-SELECT is((SELECT count(*) FROM client_fns)::int, 9, 'nine client functions');
+SELECT is((SELECT count(*) FROM client_fns)::int, 10, 'ten client functions');
 SELECT is((SELECT count(*) FROM owner_fns o JOIN pg_proc p ON p.oid = o.fn)::int, 3, 'three setup functions');
 SELECT is_empty($$
     SELECT c.fn FROM client_fns c JOIN pg_proc p ON p.oid = c.fn
