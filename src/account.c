@@ -186,6 +186,8 @@ account_peek(const pg_uuid_t *user_id, Account *acct)
 void
 account_lock(const pg_uuid_t *user_id, Account *acct)
 {
+	bool		maintained = false;
+
 	if (!load_account(user_id, acct, true))
 	{
 		create_account(user_id);
@@ -200,12 +202,29 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	/* holds first: credits they return to an expired lot expire just below */
 	if (acct->has_next_hold_expiry &&
 		acct->next_hold_expiry <= GetCurrentTransactionStartTimestamp())
+	{
 		holds_release_due(acct);
+		maintained = true;
+	}
 	if (acct->has_next_expiry &&
 		acct->next_expiry <= GetCurrentTransactionStartTimestamp())
+	{
 		lots_expire_due(acct);
+		maintained = true;
+	}
 	if (allocation_due(acct))
+	{
 		grant_monthly_allocation(acct);
+		maintained = true;
+	}
+
+	/*
+	 * The maintenance wrote ledger entries: save the account now, so that a
+	 * caller that writes nothing more (an idempotent replay) leaves the cached
+	 * balance in step with them.  A caller that goes on saves again.
+	 */
+	if (maintained)
+		account_save(acct);
 }
 
 /*

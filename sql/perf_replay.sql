@@ -1,0 +1,38 @@
+-- perf_replay: a retried consume is answered from its ledger entry without
+-- taking the account lock (one index probe, nothing written), and lazy
+-- maintenance done while answering a replay under the lock is saved.
+\set u1 'f0000000-0000-0000-0000-000000000001'
+\set u2 'f0000000-0000-0000-0000-000000000002'
+
+-- A keyed consume, then its replay: the same entry, replayed, charged once.
+SELECT entry_id AS first_id, balance AS first_balance
+  FROM credits.credits_consume(:'u1', 'image', 1, 'perf-1') \gset
+SELECT entry_id = :first_id AS same_entry, balance = :first_balance AS same_balance, replayed
+  FROM credits.credits_consume(:'u1', 'image', 1, 'perf-1');
+SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
+-- The replay wrote nothing: one consume entry, the account row untouched by it.
+SELECT count(*) AS consumes FROM credits.ledger WHERE user_id = :'u1' AND kind = 'consume';
+-- Other parameters under the same key are still a conflict naming the original entry.
+SELECT state, detail->>'original_entry_id' = :'first_id' AS names_original
+  FROM test.error_of($$SELECT credits.credits_consume('f0000000-0000-0000-0000-000000000001', 'image', 2, 'perf-1')$$);
+-- A key never used by this user is a new request (the lookup is per user).
+SELECT kind, amount, replayed FROM credits.credits_consume(:'u1', 'image', 1, 'perf-2');
+
+-- Maintenance during a replay: a lot expires, then a retried grant (which
+-- looks for its key under the account lock) is the next touch.  The `expire`
+-- entry it writes and the cached balance must agree.
+SELECT balance FROM credits.grant_credits(:'u2', 5, 'expires in a second', NULL, now() + interval '1 second');
+SELECT balance FROM credits.grant_credits(:'u2', 3, 'keyed grant', 'perf-grant-1');
+SELECT pg_sleep(1.2);
+SELECT kind, amount, balance, replayed FROM credits.grant_credits(:'u2', 3, 'keyed grant', 'perf-grant-1');
+SELECT kind, amount, balance_after FROM credits.ledger WHERE user_id = :'u2' ORDER BY id;
+SELECT balance FROM credits.accounts WHERE user_id = :'u2';
+SELECT * FROM credits.reconcile(:'u2');
+-- The same for a retried consume after an expiry: answered from its entry; the
+-- next touch expires the lot and saves.
+SELECT balance FROM credits.grant_credits(:'u1', 4, 'expires in a second', NULL, now() + interval '1 second');
+SELECT balance FROM credits.credits_consume(:'u1', 'image', 1, 'perf-3');
+SELECT pg_sleep(1.2);
+SELECT balance, replayed FROM credits.credits_consume(:'u1', 'image', 1, 'perf-3');
+SELECT credits.balance(:'u1') AS balance_after_expiry;
+SELECT * FROM credits.reconcile(:'u1');
