@@ -43,9 +43,11 @@ static CachedStatement burn_in_order = {
 /*
  * The common case of burn_in_order: the first lot in spending order covers
  * the whole amount.  An ordered probe of lots_spend_order (LIMIT 1) and one
- * update by primary key, instead of a window over all the user's spendable
- * lots; it updates nothing (and burn_in_order runs) when the first lot does
- * not cover the amount.
+ * update of that row version (by ctid: no second index probe), instead of a
+ * window over all the user's spendable lots; it updates nothing (and
+ * burn_in_order runs) when the first lot does not cover the amount.  The
+ * account lock keeps every other writer of these lots out, so the version
+ * found is the one updated.
  */
 static CachedStatement burn_first_lot = {
 	"UPDATE credits.lots l SET remaining = l.remaining - $2"
