@@ -22,7 +22,8 @@
 #   BENCH_RUNS=1          repeat the whole matrix; the report shows medians
 #   BENCH_FULL=0          1: every case at clients 1, 8, 32 x synchronous_commit off, on
 #                         (default: see cases() below)
-#   BENCH_USERS=100000    users; BENCH_HISTORY=100 past entries each
+#   BENCH_USERS=100000    users; BENCH_HISTORY=30 past entries each, except every
+#                         BENCH_VETERAN_EVERY=100th user with BENCH_VETERAN_HISTORY=500
 #   BENCH_HOT_USERS=10    hot users, with BENCH_HOT_TODAY=2000 entries today already
 #   BENCH_DEEP_TODAY=100000  entries today of the "deep" user of the O(1) check
 #   BENCH_MEMORY_CALLS=200000  consume calls in one backend for the memory check
@@ -39,7 +40,9 @@ T_SHORT=${BENCH_TIME_SHORT:-5}
 RUNS=${BENCH_RUNS:-1}
 FULL=${BENCH_FULL:-0}
 USERS=${BENCH_USERS:-100000}
-HISTORY=${BENCH_HISTORY:-100}
+HISTORY=${BENCH_HISTORY:-30}
+VETERAN_EVERY=${BENCH_VETERAN_EVERY:-100}
+VETERAN_HISTORY=${BENCH_VETERAN_HISTORY:-500}
 HOT=${BENCH_HOT_USERS:-10}
 HOT_TODAY=${BENCH_HOT_TODAY:-2000}
 DEEP_TODAY=${BENCH_DEEP_TODAY:-100000}
@@ -50,7 +53,7 @@ OUT=${BENCH_OUT:-$(mktemp -d /tmp/credits-bench.XXXXXX)}
 REPLAY_USERS=$((USERS < 1000 ? USERS : 1000))
 SHALLOW=$((USERS + 1))
 DEEP=$((USERS + 2))
-export PGDATABASE=$DB PGAPPNAME=credits-bench
+export PGDATABASE=$DB PGAPPNAME=credits-bench PGOPTIONS="-c client_min_messages=warning"
 
 mkdir -p "$OUT/log"
 chmod 777 "$OUT" "$OUT/log" 2>/dev/null || true
@@ -61,7 +64,7 @@ psql_q() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_at() { "$PGBIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
 say() { printf '== [%4ds] %s\n' $(($(date +%s) - START)) "$*"; }
 
-if ((HISTORY < 6)); then
+if ((HISTORY < 6 || (VETERAN_EVERY > 0 && VETERAN_HISTORY < 6))); then
     echo "BENCH_HISTORY must be at least 6 (every user has spent its signup bonus)" >&2
     exit 2
 fi
@@ -71,8 +74,9 @@ fi
 # ---------------------------------------------------------------------------
 seed() {
     local vars=(-v users="$USERS" -v history="$HISTORY" -v hot_users="$HOT"
-                -v hot_today="$HOT_TODAY" -v deep_today="$DEEP_TODAY")
-    say "seeding $USERS users x $HISTORY past entries (+$HOT hot users with $HOT_TODAY today, one with $DEEP_TODAY today)"
+                -v hot_today="$HOT_TODAY" -v deep_today="$DEEP_TODAY"
+                -v veteran_every="$VETERAN_EVERY" -v veteran_history="$VETERAN_HISTORY")
+    say "seeding $USERS users: $HISTORY past entries each, every ${VETERAN_EVERY}th $VETERAN_HISTORY; $HOT hot users with $HOT_TODAY today; one with $DEEP_TODAY today"
     "$PGBIN/dropdb" --if-exists "$DB"
     "$PGBIN/createdb" "$DB"
     psql_q -c "CREATE EXTENSION credits" -c "SET client_min_messages = warning" -f "$BENCH/baselines.sql"
@@ -149,12 +153,15 @@ HAS_RESERVE=$(psql_at -c "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON 
 # "name clients sync impl run tps avg_ms p99_ms failed" to results.tsv.
 RUN_NO=1
 bench_one() {
-    local impl=$1 script=$BENCH/${1}_$2.pgbench name=$3 lo=$4 hi=$5 clients=$6 sync=$7 secs=$8
+    local impl=$1 script=$BENCH/${1%_quiet}_$2.pgbench name=$3 lo=$4 hi=$5 clients=$6 sync=$7 secs=$8
+    local opts="-c synchronous_commit=$sync"
+    # credits_quiet: credits with its NOTIFY at commit turned off (credits.notify)
+    [[ $impl == *_quiet ]] && opts+=" -c credits.notify=off"
     local id=${name}_c${clients}_${sync}_${impl}_r${RUN_NO}
     local jobs=$((clients < 2 ? clients : 2))
     local rc=0
     rm -f "$OUT/log/$id".*
-    PGOPTIONS="-c synchronous_commit=$sync" \
+    PGOPTIONS="$opts" \
         "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T "$secs" \
         -D lo="$lo" -D hi="$hi" -f "$script" \
         --log --log-prefix="$OUT/log/$id" >"$OUT/$id.out" 2>&1 || rc=$?
@@ -195,14 +202,18 @@ bench_config() {
 # The matrix.  Default: consume (the headline) at clients 1, 8, 32 with
 # synchronous_commit off and 8 (low) / 32 (hot) with it on; the other cases at
 # 8 clients, sync off.  BENCH_FULL=1: everything at 1, 8, 32 x off, on.
+# credits runs with its defaults (credits.notify on: a NOTIFY at every
+# commit); credits_quiet, with credits.notify = off, joins the configurations
+# the targets are read from and the sync-on ones.
 ALL="floor plpgsql credits"
+HEAD="floor plpgsql credits credits_quiet"
 cases() {
     local c s
     if [[ $FULL == 1 ]]; then
         for s in off on; do
             for c in 1 8 32; do
-                bench_config consume_low 1 "$USERS" $c $s "$T" "$ALL"
-                bench_config consume_hot 1 "$HOT" $c $s "$T" "$ALL"
+                bench_config consume_low 1 "$USERS" $c $s "$T" "$HEAD"
+                bench_config consume_hot 1 "$HOT" $c $s "$T" "$HEAD"
                 bench_config grant 1 "$USERS" $c $s "$T_SHORT" "$ALL"
                 bench_config reads 1 "$USERS" $c $s "$T_SHORT" "$ALL"
                 bench_config replay 1 "$REPLAY_USERS" $c $s "$T_SHORT" "$ALL"
@@ -212,14 +223,13 @@ cases() {
             done
         done
     else
-        for c in 1 8 32; do
-            bench_config consume_low 1 "$USERS" $c off "$T" "$ALL"
-        done
-        for c in 8 32; do
-            bench_config consume_hot 1 "$HOT" $c off "$T" "$ALL"
-        done
-        bench_config consume_low 1 "$USERS" 8 on "$T" "$ALL"
-        bench_config consume_hot 1 "$HOT" 32 on "$T" "$ALL"
+        bench_config consume_low 1 "$USERS" 1 off "$T" "$ALL"
+        bench_config consume_low 1 "$USERS" 8 off "$T" "$HEAD"
+        bench_config consume_low 1 "$USERS" 32 off "$T" "$ALL"
+        bench_config consume_hot 1 "$HOT" 8 off "$T" "$ALL"
+        bench_config consume_hot 1 "$HOT" 32 off "$T" "$HEAD"
+        bench_config consume_low 1 "$USERS" 8 on "$T" "$HEAD"
+        bench_config consume_hot 1 "$HOT" 32 on "$T" "$HEAD"
         bench_config grant 1 "$USERS" 8 off "$T_SHORT" "$ALL"
         bench_config reads 1 "$USERS" 8 off "$T_SHORT" "$ALL"
         bench_config replay 1 "$REPLAY_USERS" 8 off "$T_SHORT" "$ALL"
@@ -264,36 +274,35 @@ if [[ memory =~ $ONLY ]]; then
     psql_at -v calls="$MEM_CALLS" -v users="$USERS" >"$MEM" <<'SQL'
 SET synchronous_commit = off;
 CREATE TEMP TABLE mem (at text, rss_kb bigint, anon_kb bigint, contexts_bytes bigint);
--- warm up: plans prepared, caches filled
-DO $$ BEGIN
-    FOR i IN 1..2000 LOOP
-        PERFORM credits.credits_consume(bench.uid(1 + i % 1000), 'image', 1);
-        COMMIT;
-    END LOOP;
-END $$;
-INSERT INTO mem SELECT 'before',
-    substring(pg_read_file('/proc/self/status') from 'VmRSS:\s*(\d+)')::bigint,
-    substring(pg_read_file('/proc/self/status') from 'RssAnon:\s*(\d+)')::bigint,
-    (SELECT sum(total_bytes) FROM pg_backend_memory_contexts);
+CREATE FUNCTION pg_temp.mem_point(label text) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO mem SELECT label,
+        substring(pg_read_file('/proc/self/status') from 'VmRSS:\s*(\d+)')::bigint,
+        substring(pg_read_file('/proc/self/status') from 'RssAnon:\s*(\d+)')::bigint,
+        (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)
+$$;
 SELECT set_config('bench.calls', :'calls', false), set_config('bench.users', :'users', false) \g /dev/null
-DO $$
+-- n consume calls, one transaction each, with a fresh idempotency key each
+CREATE PROCEDURE pg_temp.mem_calls(n int, tag text) LANGUAGE plpgsql AS $$
 DECLARE
-    calls int := current_setting('bench.calls')::int;
     users int := current_setting('bench.users')::int;
 BEGIN
-    FOR i IN 1..calls LOOP
+    FOR i IN 1..n LOOP
         PERFORM credits.credits_consume(bench.uid(1 + (i * 7919) % users), 'image', 1,
-                                        'mem-' || i);
+                                        'mem-' || tag || '-' || i);
         COMMIT;
     END LOOP;
 END $$;
-INSERT INTO mem SELECT 'after',
-    substring(pg_read_file('/proc/self/status') from 'VmRSS:\s*(\d+)')::bigint,
-    substring(pg_read_file('/proc/self/status') from 'RssAnon:\s*(\d+)')::bigint,
-    (SELECT sum(total_bytes) FROM pg_backend_memory_contexts);
-SELECT format('calls=%s rss_before_kb=%s rss_after_kb=%s anon_before_kb=%s anon_after_kb=%s contexts_before=%s contexts_after=%s',
-              :'calls', b.rss_kb, a.rss_kb, b.anon_kb, a.anon_kb, b.contexts_bytes, a.contexts_bytes)
-  FROM mem b, mem a WHERE b.at = 'before' AND a.at = 'after';
+-- warm up the same path first: plans prepared, caches filled
+CALL pg_temp.mem_calls(5000, 'warm');
+SELECT pg_temp.mem_point('before');
+CALL pg_temp.mem_calls(current_setting('bench.calls')::int / 2, 'a');
+SELECT pg_temp.mem_point('half');
+CALL pg_temp.mem_calls(current_setting('bench.calls')::int / 2, 'b');
+SELECT pg_temp.mem_point('after');
+SELECT format('calls=%s rss_before_kb=%s rss_after_kb=%s anon_before_kb=%s anon_half_kb=%s anon_after_kb=%s contexts_before=%s contexts_half=%s contexts_after=%s',
+              :'calls', b.rss_kb, a.rss_kb, b.anon_kb, h.anon_kb, a.anon_kb,
+              b.contexts_bytes, h.contexts_bytes, a.contexts_bytes)
+  FROM mem b, mem h, mem a WHERE b.at = 'before' AND h.at = 'half' AND a.at = 'after';
 SQL
 fi
 
@@ -313,7 +322,10 @@ added AS (
 ),
 classed AS (
     SELECT a.impl, a.n, s.n AS user_no, 2 + s.n_hist + s.n_today AS seeded, s.n_today,
-           CASE WHEN s.n <= :hot THEN 'hot' WHEN s.n <= :users THEN 'low' ELSE 'o1' END AS class
+           CASE WHEN s.n <= :hot THEN 'hot'
+                WHEN s.n > :users THEN 'o1'
+                WHEN s.n_hist > :history THEN 'veteran'
+                ELSE 'low' END AS class
       FROM added a JOIN bench.seed_users s ON s.user_id = a.user_id
 )
 SELECT impl, class, count(*) AS users_touched,
@@ -327,7 +339,7 @@ SQL
 
 {
     echo "# credits bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}')"
-    echo "# users=$USERS history=$HISTORY hot_users=$HOT hot_today=$HOT_TODAY deep_today=$DEEP_TODAY"
+    echo "# users=$USERS history=$HISTORY (every ${VETERAN_EVERY}th: $VETERAN_HISTORY) hot_users=$HOT hot_today=$HOT_TODAY deep_today=$DEEP_TODAY"
     echo "# time=${T}s short=${T_SHORT}s runs=$RUNS full=$FULL load_average_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/meta.txt"
 

@@ -4,6 +4,8 @@
 -- psql variables (bench/run.sh sets them):
 --   users      regular users 1..users (low-contention consume spreads over them)
 --   history    ledger entries each user already has from past days
+--   veteran_every, veteran_history
+--              every veteran_every-th user has veteran_history past entries instead
 --   hot_users  users 1..hot_users are the hot rows (all clients on them)
 --   hot_today  entries the hot users already have TODAY (they are busy)
 --   deep_today entries the "deep" user (users+2) has today; the "shallow"
@@ -37,7 +39,8 @@ SELECT :'part' = 'setup' AS is_setup, :'part' = 'credits' AS is_credits,
 DROP TABLE IF EXISTS bench.seed_users;
 CREATE TABLE bench.seed_users AS
 SELECT n, bench.uid(n) AS user_id,
-       :history::int AS n_hist,
+       CASE WHEN :veteran_every > 0 AND n % :veteran_every = 0 AND n <= :users
+            THEN :veteran_history ELSE :history END::int AS n_hist,
        CASE WHEN n <= :hot_users THEN :hot_today
             WHEN n = :users + 1 THEN 10
             WHEN n = :users + 2 THEN :deep_today
