@@ -176,26 +176,14 @@ credits_consume(PG_FUNCTION_ARGS)
 	operation_request_from_args(fcinfo, "consume", &req);
 
 	SPI_connect();
-
-	/*
-	 * A retried request first, without the account lock: a committed entry
-	 * never changes, so a replay is one index probe and writes nothing.  Not
-	 * found: lock, and look again under the lock (the first request may have
-	 * committed while this one waited for it).
-	 */
-	memset(&acct, 0, sizeof(acct));
-	acct.user_id = *req.user_id;
+	account_lock(req.user_id, &acct);
 	if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
 	{
-		account_lock(req.user_id, &acct);
-		if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
-		{
-			LedgerEntry entry = {0};
+		LedgerEntry entry = {0};
 
-			charge_operation(&acct, &req, "consume", &entry);
-			account_save(&acct);
-			receipt_from_entry(&acct, &entry, &receipt);
-		}
+		charge_operation(&acct, &req, "consume", &entry);
+		account_save(&acct);
+		receipt_from_entry(&acct, &entry, &receipt);
 	}
 	SPI_finish();
 	PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));

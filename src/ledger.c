@@ -98,10 +98,6 @@ ledger_append(Account *acct, LedgerEntry *entry)
  * Looks up an earlier entry of this user with the same idempotency key.
  * Same request: fills in its receipt (replayed) and returns true.  Different
  * parameters under the same key: PT409.  No entry: returns false.
- *
- * Only acct->user_id is read, so it may also run before the account lock
- * (credits_consume does, for a replay that writes nothing): a committed entry
- * never changes, so a hit is final; a miss is looked up again under the lock.
  */
 bool
 ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *receipt)
