@@ -1,6 +1,6 @@
--- perf_replay: a retried consume is answered from its ledger entry without
--- taking the account lock (one index probe, nothing written), and lazy
--- maintenance done while answering a replay under the lock is saved.
+-- perf_replay: a retried request is answered from its ledger entry (charged
+-- once), and lazy maintenance done under the account lock while answering a
+-- replay is saved with the account (the books still balance).
 \set u1 'f0000000-0000-0000-0000-000000000001'
 \set u2 'f0000000-0000-0000-0000-000000000002'
 
@@ -10,7 +10,7 @@ SELECT entry_id AS first_id, balance AS first_balance
 SELECT entry_id = :first_id AS same_entry, balance = :first_balance AS same_balance, replayed
   FROM credits.credits_consume(:'u1', 'image', 1, 'perf-1');
 SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
--- The replay wrote nothing: one consume entry, the account row untouched by it.
+-- The replay wrote no entry: one consume so far.
 SELECT count(*) AS consumes FROM credits.ledger WHERE user_id = :'u1' AND kind = 'consume';
 -- Other parameters under the same key are still a conflict naming the original entry.
 SELECT state, detail->>'original_entry_id' = :'first_id' AS names_original
@@ -28,8 +28,8 @@ SELECT kind, amount, balance, replayed FROM credits.grant_credits(:'u2', 3, 'key
 SELECT kind, amount, balance_after FROM credits.ledger WHERE user_id = :'u2' ORDER BY id;
 SELECT balance FROM credits.accounts WHERE user_id = :'u2';
 SELECT * FROM credits.reconcile(:'u2');
--- The same for a retried consume after an expiry: answered from its entry; the
--- next touch expires the lot and saves.
+-- The same for a retried consume: the first receipt, and the expired credits
+-- are gone from the balance.
 SELECT balance FROM credits.grant_credits(:'u1', 4, 'expires in a second', NULL, now() + interval '1 second');
 SELECT balance FROM credits.credits_consume(:'u1', 'image', 1, 'perf-3');
 SELECT pg_sleep(1.2);
