@@ -53,7 +53,9 @@ static CachedStatement hold_lots = {
 	"  FROM credits.ledger e"
 	" CROSS JOIN LATERAL (SELECT e.lot_moves[i][1] AS lot_id, e.lot_moves[i][2] AS delta"
 	"                       FROM generate_subscripts(e.lot_moves, 1) AS i) m"
-	"  JOIN credits.lots l ON l.id = m.lot_id"
+	/* one lots_pkey probe per move (OFFSET 0 keeps the planner from hashing all lots) */
+	" CROSS JOIN LATERAL (SELECT l.id, l.expires_at, l.priority FROM credits.lots l"
+	"                      WHERE l.id = m.lot_id OFFSET 0) l"
 	" WHERE e.id = $1"
 	" ORDER BY l.expires_at, l.priority DESC, l.id",
 	1, {INT8OID}
