@@ -156,15 +156,25 @@ AS $$
                                 (extract(epoch FROM b.expires_at) * 1000000)::bigint)) AS x (item, cached, derived)
      WHERE a.entitlement_plan IS NULL OR a.entitlement_until IS NULL OR a.entitlement_until > now()
     UNION ALL
+    -- lot and entry: the moves summed once per lot and per entry and joined
+    -- (a correlated sum over `moves` per row was quadratic in the entries)
     SELECT l.user_id, 'lot', l.id, l.remaining,
-           l.amount + (SELECT coalesce(sum(m.delta), 0)::bigint FROM moves m WHERE m.lot_id = l.id)
+           l.amount + coalesce(ml.delta, 0)
       FROM credits.lots l
+      LEFT JOIN (SELECT m.lot_id, sum(m.delta)::bigint AS delta FROM moves m GROUP BY m.lot_id) ml
+        ON ml.lot_id = l.id
      WHERE l.user_id IN (SELECT accts.user_id FROM accts)
     UNION ALL
     SELECT e.user_id, 'entry', e.id, e.amount,
-           (SELECT coalesce(sum(m.delta), 0)::bigint FROM moves m WHERE m.entry_id = e.id)
-           + (SELECT coalesce(sum(l.amount), 0)::bigint FROM credits.lots l WHERE l.entry_id = e.id)
+           coalesce(me.delta, 0) + coalesce(le.amount, 0)
       FROM credits.ledger e
+      LEFT JOIN (SELECT m.entry_id, sum(m.delta)::bigint AS delta FROM moves m GROUP BY m.entry_id) me
+        ON me.entry_id = e.id
+      LEFT JOIN (SELECT l.entry_id, sum(l.amount)::bigint AS amount
+                   FROM credits.lots l
+                  WHERE l.user_id IN (SELECT accts.user_id FROM accts)
+                  GROUP BY l.entry_id) le
+        ON le.entry_id = e.id
      WHERE e.user_id IN (SELECT accts.user_id FROM accts)
     UNION ALL
     SELECT a.user_id, 'day_count', NULL,
