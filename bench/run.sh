@@ -122,10 +122,10 @@ SQL
 
     say "checking credits.reconcile() on a sample of seeded users"
     # One call per user (a constant argument lets the planner use the user's
-    # indexes).  Not the hot and deep users: reconcile() is quadratic in a
-    # user's entries today (20 s for 2,000 entries), see the README.
+    # indexes): a hot user, regular ones, a veteran, the shallow and deep users.
     local bad=0 n rows
-    for n in $((HOT + 1)) $((USERS / 2)) "$USERS" "$SHALLOW"; do
+    for n in 1 $((HOT + 1)) $((USERS / 2)) "$USERS" $((VETERAN_EVERY > 0 ? VETERAN_EVERY * 3 : 2)) \
+             "$SHALLOW" "$DEEP"; do
         rows=$(psql_at -c "SELECT count(*) FROM credits.reconcile(bench.uid($n))")
         bad=$((bad + rows))
     done
