@@ -18,7 +18,8 @@
 #
 # Settings (environment):
 #   BENCH_TIME=8          seconds per pgbench run of the consume cases
-#   BENCH_TIME_SHORT=5    seconds per run of the other cases and the O(1) checks
+#   BENCH_TIME_SHORT=5    seconds per run of the other cases
+#   BENCH_TIME_O1=3       seconds per run of the O(1) checks (3 alternating pairs)
 #   BENCH_RUNS=1          repeat the whole matrix; the report shows medians
 #   BENCH_FULL=0          1: every case at clients 1, 8, 32 x synchronous_commit off, on
 #                         (default: see cases() below)
@@ -37,6 +38,7 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 DB=${BENCH_DB:-credits_bench}
 T=${BENCH_TIME:-8}
 T_SHORT=${BENCH_TIME_SHORT:-5}
+T_O1=${BENCH_TIME_O1:-3}
 RUNS=${BENCH_RUNS:-1}
 FULL=${BENCH_FULL:-0}
 USERS=${BENCH_USERS:-100000}
@@ -255,13 +257,21 @@ O1=$OUT/o1.tsv
 : >"$O1"
 if [[ o1 =~ $ONLY ]]; then
     say "O(1): one client, user with 10 entries today vs one with $DEEP_TODAY today"
-    RUN_NO=1
+    # Alternating short runs (credits: 3 pairs, the report takes medians;
+    # plpgsql, the contrast: 1 pair), so that a burst of other load does not
+    # land on one side only.
     for impl in credits plpgsql; do
-        for what in reads consume; do
-            for who in shallow deep; do
-                u=$SHALLOW
-                [[ $who == deep ]] && u=$DEEP
-                bench_one $impl $what "o1_${what}_$who" $u $u 1 off "$T_SHORT"
+        reps=3
+        [[ $impl == plpgsql ]] && reps=1
+        for ((RUN_NO = 1; RUN_NO <= reps; RUN_NO++)); do
+            for what in reads consume; do
+                order="shallow deep"
+                ((RUN_NO % 2 == 0)) && order="deep shallow"
+                for who in $order; do
+                    u=$SHALLOW
+                    [[ $who == deep ]] && u=$DEEP
+                    bench_one $impl $what "o1_${what}_$who" $u $u 1 off "$T_O1"
+                done
             done
         done
     done
