@@ -24,6 +24,15 @@
 #include "mb/pg_wchar.h"
 #include "utils/guc.h"
 
+/* JSON parser callbacks return an error code from PostgreSQL 16 on. */
+#if PG_VERSION_NUM >= 160000
+typedef JsonParseErrorType json_callback_result;
+#define JSON_CALLBACK_DONE return JSON_SUCCESS
+#else
+typedef void json_callback_result;
+#define JSON_CALLBACK_DONE return
+#endif
+
 /* Parser state while looking for the root object's "sub" member. */
 typedef struct SubSearch
 {
@@ -32,33 +41,37 @@ typedef struct SubSearch
 	char	   *sub;			/* its value, when it is a string */
 } SubSearch;
 
-static void
+static json_callback_result
 sub_nest(void *state)
 {
 	((SubSearch *) state)->depth++;
+	JSON_CALLBACK_DONE;
 }
 
-static void
+static json_callback_result
 sub_unnest(void *state)
 {
 	((SubSearch *) state)->depth--;
+	JSON_CALLBACK_DONE;
 }
 
-static void
+static json_callback_result
 sub_field_start(void *state, char *fname, bool isnull)
 {
 	SubSearch  *s = (SubSearch *) state;
 
 	s->in_sub = (s->depth == 1 && strcmp(fname, "sub") == 0);
+	JSON_CALLBACK_DONE;
 }
 
-static void
+static json_callback_result
 sub_field_end(void *state, char *fname, bool isnull)
 {
 	((SubSearch *) state)->in_sub = false;
+	JSON_CALLBACK_DONE;
 }
 
-static void
+static json_callback_result
 sub_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	SubSearch  *s = (SubSearch *) state;
@@ -66,6 +79,7 @@ sub_scalar(void *state, char *token, JsonTokenType tokentype)
 	/* the last "sub" wins, as in jsonb */
 	if (s->in_sub && s->depth == 1)
 		s->sub = (tokentype == JSON_TOKEN_STRING) ? token : NULL;
+	JSON_CALLBACK_DONE;
 }
 
 /*
@@ -88,8 +102,12 @@ sub_from_claims(const char *claims)
 	sem.object_field_end = sub_field_end;
 	sem.scalar = sub_scalar;
 
+#if PG_VERSION_NUM >= 170000
+	lex = makeJsonLexContextCstringLen(NULL, claims, strlen(claims), GetDatabaseEncoding(), true);
+#else
 	lex = makeJsonLexContextCstringLen(pstrdup(claims), (int) strlen(claims),
 									   GetDatabaseEncoding(), true);
+#endif
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return NULL;
 	return state.sub;
