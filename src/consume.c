@@ -12,55 +12,18 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 
-static CachedStatement operation_by_name = {
-	"SELECT o.cost, o.max_units, o.enabled, o.required_plan"
-	"  FROM credits.operations o WHERE o.name = $1",
-	1, {TEXTOID}
-};
-
-/* Only for the few operations that need a plan (kept out of the hot path). */
-static CachedStatement plan_rank = {
-	"SELECT p.rank FROM credits.plans p WHERE p.name = $1", 1, {TEXTOID}
-};
-
-/* A priced operation from credits.operations. */
-typedef struct Operation
-{
-	const char *name;
-	int64		cost;				/* per unit */
-	int64		max_units;
-	bool		enabled;
-	char	   *required_plan;		/* NULL: any plan */
-	int32		required_rank;
-} Operation;
-
 static void
 find_operation(text *name, Operation *op)
 {
-	Datum		args[1] = {PointerGetDatum(name)};
-	bool		isnull;
-	Datum		value;
+	char	   *cname = text_to_cstring(name);
 
-	op->name = text_to_cstring(name);
-	if (spi_exec(&operation_by_name, args, NULL) == 0)
+	if (!price_list_find(cname, op))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown operation \"%s\"", op->name),
+				 errmsg("unknown operation \"%s\"", cname),
 				 errdetail("{\"field\": \"operation\"}"),
 				 errhint("Pick an operation from credits.operations.")));
-	op->cost = spi_get_int64(0, 1);
-	op->max_units = spi_get_int64(0, 2);
-	op->enabled = DatumGetBool(spi_get(0, 3, &isnull));
-	value = spi_get(0, 4, &isnull);
-	op->required_plan = isnull ? NULL : TextDatumGetCString(value);
-	op->required_rank = 0;
-	if (op->required_plan != NULL)
-	{
-		Datum		plan_arg[1] = {CStringGetTextDatum(op->required_plan)};
-
-		if (spi_exec(&plan_rank, plan_arg, NULL) > 0)
-			op->required_rank = DatumGetInt32(spi_get(0, 1, &isnull));
-	}
+	op->name = cname;
 }
 
 /*
@@ -93,7 +56,7 @@ check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
 				 errmsg("too many units for operation \"%s\"", op.name),
 				 errdetail("{\"field\": \"units\", \"max_units\": " INT64_FORMAT "}", op.max_units),
 				 errhint("Split the work into calls of at most " INT64_FORMAT " units.", op.max_units)));
-	if (op.required_plan != NULL && acct->plan_rank < op.required_rank)
+	if (op.has_required_plan && acct->plan_rank < op.required_rank)
 		refuse_plan_required(op.name, op.required_plan, acct->plan);
 	if (account_daily_remaining(acct, &remaining) && remaining <= 0)
 		refuse_daily_limit(acct);

@@ -226,6 +226,22 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
 
+/* ---- price_list.c ---- */
+
+/* A priced operation from credits.operations. */
+typedef struct Operation
+{
+	const char *name;
+	int64		cost;				/* per unit */
+	int64		max_units;
+	bool		enabled;
+	bool		has_required_plan;
+	char		required_plan[260];	/* plans.name: at most 64 characters */
+	int32		required_rank;		/* that plan's rank */
+} Operation;
+
+extern bool price_list_find(const char *name, Operation *op);
+
 /* ---- consume.c ---- */
 extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);
 

@@ -174,6 +174,20 @@ CREATE TYPE credits.receipt AS (
     created_at      timestamptz
 );
 
+/*
+ * The price list (operations, and the plans they may require) is cached in
+ * each backend; any change to either table invalidates those caches.
+ */
+CREATE FUNCTION credits.price_list_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'credits_price_list_changed';
+
+CREATE TRIGGER price_list_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON credits.operations
+    FOR EACH STATEMENT EXECUTE FUNCTION credits.price_list_changed();
+CREATE TRIGGER price_list_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON credits.plans
+    FOR EACH STATEMENT EXECUTE FUNCTION credits.price_list_changed();
+
 /* Immutability: the ledger refuses UPDATE, DELETE and TRUNCATE. */
 CREATE FUNCTION credits.ledger_is_append_only() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'credits_ledger_is_append_only';

@@ -1,0 +1,151 @@
+/*
+ * price_list.c
+ *		The price list (credits.operations, with the rank of a required plan),
+ *		cached per backend.
+ *
+ * Every consume and reserve looks its operation up; the price list changes
+ * rarely, when an admin edits credits.operations or credits.plans.  Entries
+ * live in a hash table in CacheMemoryContext and are all dropped whenever
+ * either table changes: a statement trigger on both tables
+ * (credits.price_list_changed) registers a relcache invalidation, which
+ * PostgreSQL processes in the changing backend at its next command and in
+ * every other backend when the change commits, no later than the start of
+ * its next transaction.  A DROP EXTENSION invalidates the tables too.
+ * Unknown operations are not cached.  No locks of its own.
+ */
+#include "credits.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+/* operations.name is at most 255 characters, so at most 1020 bytes */
+#define OPERATION_KEY_BYTES 1024
+
+typedef struct PriceListEntry
+{
+	char		name[OPERATION_KEY_BYTES];	/* hash key */
+	Operation	op;
+} PriceListEntry;
+
+static HTAB *price_list = NULL;
+static Oid	operations_relid = InvalidOid;
+static Oid	plans_relid = InvalidOid;
+static bool callback_registered = false;
+
+static CachedStatement operation_by_name = {
+	"SELECT o.cost, o.max_units, o.enabled, o.required_plan, p.rank"
+	"  FROM credits.operations o"
+	"  LEFT JOIN credits.plans p ON p.name = o.required_plan"
+	" WHERE o.name = $1",
+	1, {TEXTOID}
+};
+
+static void
+price_list_reset(Datum arg, Oid relid)
+{
+	if (relid != InvalidOid && relid != operations_relid && relid != plans_relid)
+		return;
+	if (price_list != NULL)
+		hash_destroy(price_list);
+	price_list = NULL;
+	operations_relid = plans_relid = InvalidOid;
+}
+
+static void
+price_list_create(void)
+{
+	HASHCTL		ctl;
+	Oid			schema = get_namespace_oid("credits", false);
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(price_list_reset, (Datum) 0);
+		callback_registered = true;
+	}
+	ctl.keysize = OPERATION_KEY_BYTES;
+	ctl.entrysize = sizeof(PriceListEntry);
+	ctl.hcxt = CacheMemoryContext;
+	price_list = hash_create("credits price list", 64, &ctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	operations_relid = get_relname_relid("operations", schema);
+	plans_relid = get_relname_relid("plans", schema);
+}
+
+/* Reads one operation with SPI; false when there is no such operation. */
+static bool
+read_operation(const char *name, Operation *op)
+{
+	Datum		args[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+	Datum		value;
+
+	if (spi_exec(&operation_by_name, args, NULL) == 0)
+		return false;
+	op->name = NULL;			/* set by the caller */
+	op->cost = spi_get_int64(0, 1);
+	op->max_units = spi_get_int64(0, 2);
+	op->enabled = DatumGetBool(spi_get(0, 3, &isnull));
+	value = spi_get(0, 4, &isnull);
+	op->has_required_plan = !isnull;
+	op->required_plan[0] = '\0';
+	if (!isnull)
+		text_to_cstring_buffer(DatumGetTextPP(value), op->required_plan,
+							   sizeof(op->required_plan));
+	value = spi_get(0, 5, &isnull);
+	op->required_rank = isnull ? 0 : DatumGetInt32(value);
+	return true;
+}
+
+/*
+ * Finds an operation of the price list (name already capped by validation).
+ * Returns false for an unknown operation.  Call inside an SPI connection.
+ */
+bool
+price_list_find(const char *name, Operation *op)
+{
+	PriceListEntry *entry;
+	bool		found;
+
+	if (strlen(name) >= OPERATION_KEY_BYTES)
+		return false;
+	if (price_list != NULL)
+	{
+		entry = hash_search(price_list, name, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			*op = entry->op;
+			return true;
+		}
+	}
+
+	/* the read may process invalidations (and reset the cache): create it after */
+	if (!read_operation(name, op))
+		return false;
+	if (price_list == NULL)
+		price_list_create();
+	entry = hash_search(price_list, name, HASH_ENTER, &found);
+	entry->op = *op;
+	return true;
+}
+
+/*
+ * credits.price_list_changed() trigger, AFTER INSERT OR UPDATE OR DELETE OR
+ * TRUNCATE FOR EACH STATEMENT on credits.operations and credits.plans.
+ */
+PG_FUNCTION_INFO_V1(credits_price_list_changed);
+Datum
+credits_price_list_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "credits: price_list_changed must be called as a trigger");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
+}
