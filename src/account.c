@@ -31,14 +31,18 @@
  * plan, else the base plan.  "today" and "period" are local to the account's
  * time zone.
  */
+/* The plan settings an Account carries, in the order read_plan() reads them. */
+#define PLAN_COLUMNS \
+	"p.name, p.rank, p.daily_limit, p.monthly_allocation, p.allocation_rollover," \
+	" p.bypass_credits, p.rate_burst, p.rate_per_second, p.cooldown_ms"
+
 #define ACCOUNT_SELECT \
-	"SELECT a.plan, p.name, p.rank, a.balance, a.day, a.day_count," \
+	"SELECT a.plan, " PLAN_COLUMNS "," \
+	"       a.balance, a.day, a.day_count," \
 	"       (now() AT TIME ZONE a.timezone)::date," \
 	"       date_trunc('month', now() AT TIME ZONE a.timezone)::date," \
 	"       a.allocation_period, a.next_expiry, a.next_hold_expiry," \
-	"       p.daily_limit, p.monthly_allocation, p.allocation_rollover, p.bypass_credits," \
-	"       p.rate_burst, p.rate_per_second, p.cooldown_ms, a.rate_tat, a.last_operation_at," \
-	"       a.entitlement_plan, a.entitlement_until" \
+	"       a.rate_tat, a.last_operation_at, a.entitlement_plan, a.entitlement_until" \
 	"  FROM credits.accounts a" \
 	"  JOIN credits.plans p ON p.name = CASE" \
 	"       WHEN a.entitlement_plan IS NOT NULL" \
@@ -79,9 +83,7 @@ static CachedStatement period_end = {
 
 /* The effective plan's settings, after the cached entitlement changed. */
 static CachedStatement plan_settings = {
-	"SELECT p.name, p.rank, p.daily_limit, p.monthly_allocation, p.allocation_rollover,"
-	"       p.bypass_credits, p.rate_burst, p.rate_per_second, p.cooldown_ms"
-	"  FROM credits.plans p WHERE p.name = $1",
+	"SELECT " PLAN_COLUMNS " FROM credits.plans p WHERE p.name = $1",
 	1, {TEXTOID}
 };
 
@@ -109,6 +111,40 @@ get_text(int col, bool *isnull)
 	return *isnull ? NULL : TextDatumGetCString(value);
 }
 
+/* A nullable timestamptz column of the current SPI row: false when NULL. */
+static bool
+get_timestamptz(int col, TimestampTz *value)
+{
+	bool		isnull;
+	Datum		datum = spi_get(0, col, &isnull);
+
+	*value = isnull ? 0 : DatumGetTimestampTz(datum);
+	return !isnull;
+}
+
+/* The effective plan's settings: PLAN_COLUMNS from column `first` on. */
+static void
+read_plan(Account *acct, int first)
+{
+	bool		isnull;
+	Datum		value;
+
+	acct->plan = get_text(first, &isnull);
+	acct->plan_rank = DatumGetInt32(spi_get(0, first + 1, &isnull));
+	value = spi_get(0, first + 2, &isnull);
+	acct->has_daily_limit = !isnull;
+	acct->daily_limit = isnull ? 0 : DatumGetInt32(value);
+	acct->monthly_allocation = spi_get_int64(0, first + 3);
+	acct->allocation_rollover = DatumGetBool(spi_get(0, first + 4, &isnull));
+	acct->bypass_credits = DatumGetBool(spi_get(0, first + 5, &isnull));
+	value = spi_get(0, first + 6, &isnull);
+	acct->has_rate_limit = !isnull;
+	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
+	value = spi_get(0, first + 7, &isnull);
+	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	acct->cooldown_ms = DatumGetInt32(spi_get(0, first + 8, &isnull));
+}
+
 static bool
 load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 {
@@ -123,44 +159,21 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 	acct->user_id = *user_id;
 	acct->locked = lock;
 	acct->base_plan = get_text(1, &isnull);
-	acct->plan = get_text(2, &isnull);
-	acct->plan_rank = DatumGetInt32(spi_get(0, 3, &isnull));
-	acct->balance = spi_get_int64(0, 4);
-	acct->day = DatumGetDateADT(spi_get(0, 5, &isnull));
-	acct->day_count = DatumGetInt32(spi_get(0, 6, &isnull));
-	acct->today = DatumGetDateADT(spi_get(0, 7, &isnull));
-	acct->period = DatumGetDateADT(spi_get(0, 8, &isnull));
-	value = spi_get(0, 9, &isnull);
+	read_plan(acct, 2);
+	acct->balance = spi_get_int64(0, 11);
+	acct->day = DatumGetDateADT(spi_get(0, 12, &isnull));
+	acct->day_count = DatumGetInt32(spi_get(0, 13, &isnull));
+	acct->today = DatumGetDateADT(spi_get(0, 14, &isnull));
+	acct->period = DatumGetDateADT(spi_get(0, 15, &isnull));
+	value = spi_get(0, 16, &isnull);
 	acct->has_allocation_period = !isnull;
 	acct->allocation_period = isnull ? 0 : DatumGetDateADT(value);
-	value = spi_get(0, 10, &isnull);
-	acct->has_next_expiry = !isnull;
-	acct->next_expiry = isnull ? 0 : DatumGetTimestampTz(value);
-	value = spi_get(0, 11, &isnull);
-	acct->has_next_hold_expiry = !isnull;
-	acct->next_hold_expiry = isnull ? 0 : DatumGetTimestampTz(value);
-	value = spi_get(0, 12, &isnull);
-	acct->has_daily_limit = !isnull;
-	acct->daily_limit = isnull ? 0 : DatumGetInt32(value);
-	acct->monthly_allocation = spi_get_int64(0, 13);
-	acct->allocation_rollover = DatumGetBool(spi_get(0, 14, &isnull));
-	acct->bypass_credits = DatumGetBool(spi_get(0, 15, &isnull));
-	value = spi_get(0, 16, &isnull);
-	acct->has_rate_limit = !isnull;
-	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
-	value = spi_get(0, 17, &isnull);
-	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
-	acct->cooldown_ms = DatumGetInt32(spi_get(0, 18, &isnull));
-	value = spi_get(0, 19, &isnull);
-	acct->has_rate_tat = !isnull;
-	acct->rate_tat = isnull ? 0 : DatumGetTimestampTz(value);
-	value = spi_get(0, 20, &isnull);
-	acct->has_last_operation_at = !isnull;
-	acct->last_operation_at = isnull ? 0 : DatumGetTimestampTz(value);
+	acct->has_next_expiry = get_timestamptz(17, &acct->next_expiry);
+	acct->has_next_hold_expiry = get_timestamptz(18, &acct->next_hold_expiry);
+	acct->has_rate_tat = get_timestamptz(19, &acct->rate_tat);
+	acct->has_last_operation_at = get_timestamptz(20, &acct->last_operation_at);
 	acct->entitlement_plan = get_text(21, &isnull);
-	value = spi_get(0, 22, &isnull);
-	acct->has_entitlement_until = !isnull;
-	acct->entitlement_until = isnull ? 0 : DatumGetTimestampTz(value);
+	acct->has_entitlement_until = get_timestamptz(22, &acct->entitlement_until);
 	return true;
 }
 
@@ -351,8 +364,6 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 	Datum		args[3];
 	char		nulls[3] = "   ";
 	bool		active;
-	bool		isnull;
-	Datum		value;
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);
@@ -373,20 +384,7 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 	args[0] = CStringGetTextDatum(active ? plan : acct->base_plan);
 	if (spi_exec(&plan_settings, args, NULL) == 0)
 		elog(ERROR, "credits: plan \"%s\" vanished", active ? plan : acct->base_plan);
-	acct->plan = TextDatumGetCString(spi_get(0, 1, &isnull));
-	acct->plan_rank = DatumGetInt32(spi_get(0, 2, &isnull));
-	value = spi_get(0, 3, &isnull);
-	acct->has_daily_limit = !isnull;
-	acct->daily_limit = isnull ? 0 : DatumGetInt32(value);
-	acct->monthly_allocation = spi_get_int64(0, 4);
-	acct->allocation_rollover = DatumGetBool(spi_get(0, 5, &isnull));
-	acct->bypass_credits = DatumGetBool(spi_get(0, 6, &isnull));
-	value = spi_get(0, 7, &isnull);
-	acct->has_rate_limit = !isnull;
-	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
-	value = spi_get(0, 8, &isnull);
-	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
-	acct->cooldown_ms = DatumGetInt32(spi_get(0, 9, &isnull));
+	read_plan(acct, 1);
 }
 
 void
