@@ -18,6 +18,32 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- test.err(sql, ids): like error_of, as text, with the ids given in `ids`
+-- replaced by their names (ids vary between runs); 'no error' when it succeeds.
+CREATE FUNCTION test.err(stmt text, ids jsonb DEFAULT '{}')
+RETURNS TABLE (state text, message text, detail text, hint text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+    v text;
+BEGIN
+    BEGIN
+        EXECUTE stmt;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                                detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+        FOR k, v IN SELECT * FROM jsonb_each_text(ids) LOOP
+            message := regexp_replace(message, '\m' || v || '\M', '<' || k || '>', 'g');
+            detail := regexp_replace(detail, '\m' || v || '\M', '<' || k || '>', 'g');
+        END LOOP;
+        RETURN NEXT;
+        RETURN;
+    END;
+    state := 'no error';
+    RETURN NEXT;
+END
+$$;
+
 -- Rows written for one user, across every credits table: a refused call must leave none.
 CREATE FUNCTION test.rows_of(u uuid) RETURNS bigint LANGUAGE sql AS $$
     SELECT (SELECT count(*) FROM credits.accounts a WHERE a.user_id = u)

@@ -2,32 +2,6 @@
 -- Users 00000000-0000-0000-0003-0000000000NN belong to this file.
 \pset null '(null)'
 
--- Runs a statement that must fail; shows SQLSTATE, message, detail and hint,
--- with the ids given in `ids` replaced by their names (ids vary between runs).
-CREATE FUNCTION pg_temp.err(stmt text, ids jsonb DEFAULT '{}')
-RETURNS TABLE (state text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    k text;
-    v text;
-BEGIN
-    BEGIN
-        EXECUTE stmt;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                                detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-        FOR k, v IN SELECT * FROM jsonb_each_text(ids) LOOP
-            message := regexp_replace(message, '\m' || v || '\M', '<' || k || '>', 'g');
-            detail := regexp_replace(detail, '\m' || v || '\M', '<' || k || '>', 'g');
-        END LOOP;
-        RETURN NEXT;
-        RETURN;
-    END;
-    state := 'no error';
-    RETURN NEXT;
-END
-$$;
-
 -- The user's ledger, ids relative to the user's first entry.
 CREATE FUNCTION pg_temp.history(u uuid)
 RETURNS TABLE (n bigint, kind text, amount bigint, balance_after bigint, operation text,
@@ -78,11 +52,11 @@ SELECT entry_id = :h1 AS same_hold, kind, amount, balance, replayed
   FROM credits.reserve(:'u1', 'image', 3, idempotency_key => 'r-1');
 SELECT count(*) AS holds FROM credits.holds WHERE user_id = :'u1';
 -- the same key with other parameters: PT409 with the original entry id
-SELECT state, message, detail FROM pg_temp.err(
+SELECT state, message, detail FROM test.err(
     format($$SELECT credits.reserve(%L, 'image', 2, idempotency_key => 'r-1')$$, :'u1'),
     jsonb_build_object('h1', :h1));
 -- held credits are not spendable: 0 left after two holds of 3
-SELECT state, message, detail FROM pg_temp.err(
+SELECT state, message, detail FROM test.err(
     format($$SELECT credits.credits_consume(%L, 'image', 1)$$, :'u1'));
 
 -- ==== 2. capture fewer units than reserved: the rest returns, the operation counted once
@@ -94,9 +68,9 @@ SELECT status, settled_entry_id = (SELECT max(id) FROM credits.ledger WHERE user
 SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
 
 -- ==== 3. a captured hold cannot be captured or released again (never charged twice)
-SELECT state, message, detail, hint FROM pg_temp.err(format('SELECT credits.capture(%s)', :h1),
+SELECT state, message, detail, hint FROM test.err(format('SELECT credits.capture(%s)', :h1),
     jsonb_build_object('h1', :h1, 'capture', (SELECT max(id) FROM credits.ledger WHERE user_id = :'u1')));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.release(%s)', :h1),
+SELECT state, message, detail FROM test.err(format('SELECT credits.release(%s)', :h1),
     jsonb_build_object('h1', :h1, 'capture', (SELECT max(id) FROM credits.ledger WHERE user_id = :'u1')));
 SELECT credits.balance(:'u1') AS balance_unchanged;
 
@@ -116,42 +90,42 @@ SELECT status, settled_entry_id = (SELECT max(id) FROM credits.ledger WHERE user
   FROM credits.holds WHERE id = :h3;
 SELECT next_hold_expiry FROM credits.accounts WHERE user_id = :'u3';
 -- released: no capture, no second release
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s)', :h3),
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s)', :h3),
     jsonb_build_object('h3', :h3, 'release', (SELECT max(id) FROM credits.ledger WHERE user_id = :'u3')));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.release(%s)', :h3),
+SELECT state, message, detail FROM test.err(format('SELECT credits.release(%s)', :h3),
     jsonb_build_object('h3', :h3, 'release', (SELECT max(id) FROM credits.ledger WHERE user_id = :'u3')));
 
 -- ==== 6. bad input
 SELECT entry_id AS h4 FROM credits.reserve(:'u4', 'holds_clip', 2) \gset
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s, 3)', :h4));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s, 0)', :h4));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s, -1)', :h4));
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.capture(NULL)');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.release(NULL)');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.capture(-5)');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.release(9223372036854775807)');
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s, 3)', :h4));
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s, 0)', :h4));
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s, -1)', :h4));
+SELECT state, message, detail FROM test.err('SELECT credits.capture(NULL)');
+SELECT state, message, detail FROM test.err('SELECT credits.release(NULL)');
+SELECT state, message, detail FROM test.err('SELECT credits.capture(-5)');
+SELECT state, message, detail FROM test.err('SELECT credits.release(9223372036854775807)');
 -- a ledger entry id that is not a hold (u4's signup bonus)
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s)',
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s)',
     (SELECT min(id) FROM credits.ledger WHERE user_id = :'u4')));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'no_such_op')$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 0)$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 11)$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', NULL)$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.reserve(NULL, ''image'')');
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 1, reference => repeat('x', 256))$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 1, idempotency_key => E'a\tb')$$, :'u4'));
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 1, metadata => '[1]')$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'no_such_op')$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', 0)$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', 11)$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', NULL)$$, :'u4'));
+SELECT state, message, detail FROM test.err('SELECT credits.reserve(NULL, ''image'')');
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', 1, reference => repeat('x', 256))$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', 1, idempotency_key => E'a\tb')$$, :'u4'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'image', 1, metadata => '[1]')$$, :'u4'));
 -- nothing of the refused calls was written, and the hold is still open and capturable
 SELECT count(*) AS entries FROM credits.ledger WHERE user_id = :'u4';
 SELECT kind, amount, balance FROM credits.capture(:h4, 1);
 
 -- ==== 7. not enough credits to reserve: PT402, nothing written
-SELECT state, message, detail FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'holds_clip', 3)$$, :'u5'));
+SELECT state, message, detail FROM test.err(format($$SELECT credits.reserve(%L, 'holds_clip', 3)$$, :'u5'));
 SELECT test.rows_of(:'u5') AS rows_written;
 
 -- ==== 8. daily limit (free plan: 5 a day): reserves count, a release gives one back
 SELECT i, (credits.reserve(:'u6', 'image', 1)).daily_remaining FROM generate_series(1, 5) i;
-SELECT state, message FROM pg_temp.err(format($$SELECT credits.reserve(%L, 'image', 1)$$, :'u6'));
+SELECT state, message FROM test.err(format($$SELECT credits.reserve(%L, 'image', 1)$$, :'u6'));
 SELECT kind, amount, daily_remaining FROM credits.release(
     (SELECT min(id) FROM credits.holds WHERE user_id = :'u6'));
 SELECT kind, amount, daily_remaining FROM credits.reserve(:'u6', 'image', 1);
@@ -191,9 +165,9 @@ SELECT entry_id AS h10 FROM credits.reserve(:'u10', 'holds_clip', 2, reference =
 SELECT h.expires_at = e.created_at + interval '1 second' AS expires_in_1s
   FROM credits.holds h JOIN credits.ledger e ON e.id = h.id WHERE h.id = :h10;
 SELECT pg_sleep(1.1);
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s)', :h10),
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s)', :h10),
     jsonb_build_object('h10', :h10));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.release(%s)', :h10),
+SELECT state, message, detail FROM test.err(format('SELECT credits.release(%s)', :h10),
     jsonb_build_object('h10', :h10));
 -- the refused calls rolled back; the next touch (here a balance read) releases it lazily
 SELECT status FROM credits.holds WHERE id = :h10;
@@ -203,7 +177,7 @@ SELECT status, settled_entry_id = (SELECT max(id) FROM credits.ledger WHERE user
   FROM credits.holds WHERE id = :h10;
 SELECT next_hold_expiry FROM credits.accounts WHERE user_id = :'u10';
 -- and it stays expired
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.capture(%s)', :h10),
+SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s)', :h10),
     jsonb_build_object('h10', :h10, 'release', (SELECT max(id) FROM credits.ledger WHERE user_id = :'u10')));
 
 -- ==== 13. credits.expire_holds(): the sweep for an admin or pg_cron

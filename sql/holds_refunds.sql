@@ -2,30 +2,6 @@
 -- Users 00000000-0000-0000-0003-0000000001NN belong to this file.
 \pset null '(null)'
 
-CREATE FUNCTION pg_temp.err(stmt text, ids jsonb DEFAULT '{}')
-RETURNS TABLE (state text, message text, detail text, hint text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    k text;
-    v text;
-BEGIN
-    BEGIN
-        EXECUTE stmt;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
-                                detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-        FOR k, v IN SELECT * FROM jsonb_each_text(ids) LOOP
-            message := regexp_replace(message, '\m' || v || '\M', '<' || k || '>', 'g');
-            detail := regexp_replace(detail, '\m' || v || '\M', '<' || k || '>', 'g');
-        END LOOP;
-        RETURN NEXT;
-        RETURN;
-    END;
-    state := 'no error';
-    RETURN NEXT;
-END
-$$;
-
 CREATE FUNCTION pg_temp.history(u uuid)
 RETURNS TABLE (n bigint, kind text, amount bigint, balance_after bigint, operation text,
                day_ops smallint, ref_n bigint, lot_moves text, reference text, reason text)
@@ -65,45 +41,45 @@ SELECT kind, amount, balance, daily_remaining, replayed
 SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
 SELECT * FROM pg_temp.history(:'u1');
 -- nothing is left to refund: PT409, with or without an amount
-SELECT state, message, detail, hint FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :c1),
+SELECT state, message, detail, hint FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')', :c1),
     jsonb_build_object('c1', :c1));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1, ''test'')', :c1),
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 1, ''test'')', :c1),
     jsonb_build_object('c1', :c1));
 
 -- ==== 2. partial refunds up to the full charge; only the last gives the operation back
 SELECT entry_id AS c2 FROM credits.credits_consume(:'u2', 'refunds_clip', 3) \gset
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 4, 'two of three clips failed');
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 2, 'one clip failed');
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 4, ''test'')', :c2),
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 4, ''test'')', :c2),
     jsonb_build_object('c2', :c2));
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:c2, 3, 'the last clip failed too');
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1, ''test'')', :c2),
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 1, ''test'')', :c2),
     jsonb_build_object('c2', :c2));
 SELECT * FROM pg_temp.history(:'u2');
 
 -- ==== 3. bad input
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, -1, ''test'')', :c2));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 0, ''test'')', :c2));
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(NULL)');
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 1)', :c2));
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(-7, reason => ''test'')');
-SELECT state, message, detail FROM pg_temp.err('SELECT credits.refund(9223372036854775807, 1, ''test'')');
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => repeat(''r'', 1001))', :c2));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'', idempotency_key => '''')', :c2));
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, -1, ''test'')', :c2));
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 0, ''test'')', :c2));
+SELECT state, message, detail FROM test.err('SELECT credits.refund(NULL)');
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 1)', :c2));
+SELECT state, message, detail FROM test.err('SELECT credits.refund(-7, reason => ''test'')');
+SELECT state, message, detail FROM test.err('SELECT credits.refund(9223372036854775807, 1, ''test'')');
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => repeat(''r'', 1001))', :c2));
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'', idempotency_key => '''')', :c2));
 -- only charges are refundable: a grant, a hold, a release, a refund, an expire
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT min(id) FROM credits.ledger WHERE user_id = :'u2')));
 SELECT entry_id AS h3 FROM credits.reserve(:'u3', 'refunds_clip', 2) \gset
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :h3));
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')', :h3));
 SELECT kind FROM credits.release(:h3);
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT max(id) FROM credits.ledger WHERE user_id = :'u3')));
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')',
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')',
     (SELECT max(id) FROM credits.ledger WHERE user_id = :'u2')));
 -- a consume that charged nothing (bypass plan)
 SELECT credits.set_plan(:'u4', 'pro');
 SELECT entry_id AS c4 FROM credits.credits_consume(:'u4', 'refunds_clip', 1) \gset
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, reason => ''test'')', :c4));
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, reason => ''test'')', :c4));
 -- none of the refused calls wrote anything
 SELECT count(*) AS u2_entries FROM credits.ledger WHERE user_id = :'u2';
 
@@ -115,13 +91,13 @@ SELECT :'r5_kind' AS kind, :r5_amount AS amount, :r5_balance AS balance, :'r5_re
 SELECT entry_id = :r5_r5 AS same_entry, kind, amount, balance, replayed
   FROM credits.refund(:c5, 2, 'partial', 'refund-5a');
 -- the key with other parameters: PT409 naming the original refund
-SELECT state, message, detail FROM pg_temp.err(
+SELECT state, message, detail FROM test.err(
     format($$SELECT credits.refund(%s, 3, 'partial', 'refund-5a')$$, :c5),
     jsonb_build_object('r5', :r5_r5));
-SELECT state, message, detail FROM pg_temp.err(
+SELECT state, message, detail FROM test.err(
     format($$SELECT credits.refund(%s, 2, 'other reason', 'refund-5a')$$, :c5),
     jsonb_build_object('r5', :r5_r5));
-SELECT state, message, detail FROM pg_temp.err(
+SELECT state, message, detail FROM test.err(
     format($$SELECT credits.refund(%s, NULL, 'partial', 'refund-5a')$$, :c5),
     jsonb_build_object('r5', :r5_r5));
 -- refund everything that is left, then replay that: still the first receipt, not PT409
@@ -136,7 +112,7 @@ SELECT count(*) AS refunds_of_c5 FROM credits.ledger WHERE ref_id = :c5 AND kind
 SELECT entry_id AS h6 FROM credits.reserve(:'u6', 'refunds_clip', 3, reference => 'video-6') \gset
 SELECT entry_id AS cap6, kind, amount, balance, daily_remaining FROM credits.capture(:h6, 2) \gset cap6_
 SELECT :cap6_amount AS capture_amount, :cap6_balance AS balance, :cap6_daily_remaining AS daily_remaining;
-SELECT state, message, detail FROM pg_temp.err(format('SELECT credits.refund(%s, 7, ''test'')', :cap6_cap6),
+SELECT state, message, detail FROM test.err(format('SELECT credits.refund(%s, 7, ''test'')', :cap6_cap6),
     jsonb_build_object('cap6', :cap6_cap6));
 SELECT kind, amount, balance, daily_remaining FROM credits.refund(:cap6_cap6, reason => 'upscale failed');
 SELECT * FROM pg_temp.history(:'u6');
