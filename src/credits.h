@@ -132,6 +132,7 @@ typedef struct LedgerEntry
 /* A receipt: the contract's credits.receipt. */
 typedef struct Receipt
 {
+	bool		no_entry;			/* no ledger entry: entry_id is NULL */
 	int64		entry_id;
 	pg_uuid_t	user_id;
 	const char *kind;

@@ -110,6 +110,7 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 	if (spi_exec(&ledger_by_key, args, NULL) == 0)
 		return false;
 
+	receipt->no_entry = false;
 	receipt->entry_id = spi_get_int64(0, 1);
 	if (spi_get_int64(0, 7) != request_hash)
 		refuse_key_conflict_on(acct, key, receipt->entry_id,
@@ -132,6 +133,7 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 void
 receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt)
 {
+	receipt->no_entry = false;
 	receipt->entry_id = entry->id;
 	receipt->user_id = acct->user_id;
 	receipt->kind = entry->kind;
@@ -161,6 +163,7 @@ receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 
 	*user_id = receipt->user_id;
 	values[0] = Int64GetDatum(receipt->entry_id);
+	nulls[0] = receipt->no_entry;
 	values[1] = UUIDPGetDatum(user_id);
 	values[2] = CStringGetTextDatum(receipt->kind);
 	values[3] = Int64GetDatum(receipt->amount);

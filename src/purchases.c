@@ -879,33 +879,19 @@ entitlements_refresh(Account *acct)
 
 /*
  * credits.receipt of a subscription: no ledger entry (entry_id NULL), kind
- * 'entitlement', amount 0, and the balance and daily_remaining right after
- * the plan changed.
+ * 'entitlement', amount 0; the caller has set the balance and daily_remaining
+ * right after the plan changed.
  */
-static Datum
-entitlement_receipt_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id, int64 balance,
-						  bool has_daily_remaining, int64 daily_remaining, bool replayed,
-						  TimestampTz created_at)
+static void
+entitlement_receipt(Receipt *receipt, const pg_uuid_t *user_id, bool replayed,
+					TimestampTz created_at)
 {
-	TupleDesc	tupdesc;
-	Datum		values[8];
-	bool		nulls[8] = {false};
-	pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "credits: function must return credits.receipt");
-	tupdesc = BlessTupleDesc(tupdesc);
-	*uid = *user_id;
-	nulls[0] = true;
-	values[1] = UUIDPGetDatum(uid);
-	values[2] = CStringGetTextDatum("entitlement");
-	values[3] = Int64GetDatum(0);
-	values[4] = Int64GetDatum(balance);
-	values[5] = Int64GetDatum(daily_remaining);
-	nulls[5] = !has_daily_remaining;
-	values[6] = BoolGetDatum(replayed);
-	values[7] = TimestampTzGetDatum(created_at);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	receipt->no_entry = true;
+	receipt->user_id = *user_id;
+	receipt->kind = "entitlement";
+	receipt->amount = 0;
+	receipt->replayed = replayed;
+	receipt->created_at = created_at;
 }
 
 /* The first result of an applied transaction, again (replayed). */
@@ -1108,9 +1094,7 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	if (subscription_receipt)
-		PG_RETURN_DATUM(entitlement_receipt_datum(fcinfo, user_id, receipt.balance,
-												  receipt.has_daily_remaining,
-												  receipt.daily_remaining, replayed, created_at));
+		entitlement_receipt(&receipt, user_id, replayed, created_at);
 	PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
 }
 
