@@ -3,7 +3,8 @@
  *		Loading, locking, lazily creating and maintaining an account row.
  *
  * account_lock() is the one entry point for every write: it takes the
- * account row lock (SELECT ... FOR UPDATE), creating the account with its
+ * account row lock (FOR UPDATE, through the primary key: rows.c), creating
+ * the account with its
  * plan's signup bonus on first touch, and then does the lazy maintenance
  * that replaces cron jobs: it rolls the day counter over at local midnight,
  * releases holds that timed out, writes `expire` entries for lots that
@@ -14,10 +15,12 @@
  * commit) when credits.notify is on.
  *
  * account_peek() reads the row without a lock, for the O(1) read functions;
- * they fall back to account_lock() when maintenance is due.
+ * they fall back to account_lock() when maintenance is due.  The effective
+ * plan's settings come from the backend's plan cache (price_list.c).
  */
 #include "credits.h"
 
+#include "access/table.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "common/int.h"
@@ -26,35 +29,19 @@
 #include "utils/date.h"
 #include "utils/datetime.h"
 
-/*
- * The account row joined with its effective plan: an active entitlement's
- * plan, else the base plan.  "today" and "period" are local to the account's
- * time zone.
- */
-/* The plan settings an Account carries, in the order read_plan() reads them. */
-#define PLAN_COLUMNS \
-	"p.name, p.rank, p.daily_limit, p.monthly_allocation, p.allocation_rollover," \
-	" p.bypass_credits, p.rate_burst, p.rate_per_second, p.cooldown_ms"
+/* The columns of credits.accounts the C code reads or writes. */
+enum
+{
+	ACC_USER_ID, ACC_PLAN, ACC_TIMEZONE, ACC_BALANCE, ACC_DAY, ACC_DAY_COUNT,
+	ACC_ALLOCATION_PERIOD, ACC_NEXT_EXPIRY, ACC_NEXT_HOLD_EXPIRY, ACC_ENTITLEMENT_PLAN,
+	ACC_ENTITLEMENT_UNTIL, ACC_RATE_TAT, ACC_LAST_OPERATION_AT, ACC_UPDATED_AT
+};
 
-#define ACCOUNT_SELECT \
-	"SELECT a.plan, " PLAN_COLUMNS "," \
-	"       a.balance, a.day, a.day_count," \
-	"       (now() AT TIME ZONE a.timezone)::date," \
-	"       date_trunc('month', now() AT TIME ZONE a.timezone)::date," \
-	"       a.allocation_period, a.next_expiry, a.next_hold_expiry," \
-	"       a.rate_tat, a.last_operation_at, a.entitlement_plan, a.entitlement_until" \
-	"  FROM credits.accounts a" \
-	"  JOIN credits.plans p ON p.name = CASE" \
-	"       WHEN a.entitlement_plan IS NOT NULL" \
-	"        AND (a.entitlement_until IS NULL OR a.entitlement_until > now())" \
-	"       THEN a.entitlement_plan ELSE a.plan END" \
-	" WHERE a.user_id = $1"
-
-static CachedStatement account_select_locked = {ACCOUNT_SELECT " FOR UPDATE OF a", 1, {UUIDOID}};
-static CachedStatement account_select = {ACCOUNT_SELECT, 1, {UUIDOID}};
-
-static CachedStatement plan_signup_bonus = {
-	"SELECT signup_bonus FROM credits.plans WHERE name = $1", 1, {TEXTOID}
+static CreditsTable accounts_table = {
+	"accounts", 14,
+	{"user_id", "plan", "timezone", "balance", "day", "day_count", "allocation_period",
+		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
+	"rate_tat", "last_operation_at", "updated_at"}
 };
 
 static CachedStatement account_insert = {
@@ -64,27 +51,11 @@ static CachedStatement account_insert = {
 	2, {UUIDOID, TEXTOID}
 };
 
-static CachedStatement account_update = {
-	"UPDATE credits.accounts"
-	"   SET balance = $2, day = $3, day_count = $4, allocation_period = $5,"
-	"       next_expiry = $6, next_hold_expiry = $7, rate_tat = $8,"
-	"       last_operation_at = $9, updated_at = now()"
-	" WHERE user_id = $1",
-	9, {UUIDOID, INT8OID, DATEOID, INT4OID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID}
-};
-
 /* End of the current local month, for allocations that do not roll over. */
 static CachedStatement period_end = {
 	"SELECT (($2::date + interval '1 month')::timestamp AT TIME ZONE a.timezone)"
 	"  FROM credits.accounts a WHERE a.user_id = $1",
 	2, {UUIDOID, DATEOID}
-};
-
-/* The effective plan's settings, after the cached entitlement changed. */
-static CachedStatement plan_settings = {
-	"SELECT " PLAN_COLUMNS " FROM credits.plans p WHERE p.name = $1",
-	1, {TEXTOID}
 };
 
 static CachedStatement account_set_entitlement_stmt = {
@@ -103,78 +74,122 @@ static bool maintenance_due(const Account *acct);
 static bool entitlement_lapsed(const Account *acct);
 static void notify_change(const Account *acct);
 
+/* A nullable text column of an accounts row. */
 static char *
-get_text(int col, bool *isnull)
-{
-	Datum		value = spi_get(0, col, isnull);
-
-	return *isnull ? NULL : TextDatumGetCString(value);
-}
-
-/* A nullable timestamptz column of the current SPI row: false when NULL. */
-static bool
-get_timestamptz(int col, TimestampTz *value)
+get_text(TupleTableSlot *row, int col)
 {
 	bool		isnull;
-	Datum		datum = spi_get(0, col, &isnull);
+	Datum		value = row_get(&accounts_table, row, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+/* A nullable timestamptz column of an accounts row: false when NULL. */
+static bool
+get_timestamptz(TupleTableSlot *row, int col, TimestampTz *value)
+{
+	bool		isnull;
+	Datum		datum = row_get(&accounts_table, row, col, &isnull);
 
 	*value = isnull ? 0 : DatumGetTimestampTz(datum);
 	return !isnull;
 }
 
-/* The effective plan's settings: PLAN_COLUMNS from column `first` on. */
+/* Sets the account's effective plan and that plan's settings. */
 static void
-read_plan(Account *acct, int first)
+use_plan(Account *acct, const char *name)
 {
-	bool		isnull;
-	Datum		value;
+	PlanSettings plan;
 
-	acct->plan = get_text(first, &isnull);
-	acct->plan_rank = DatumGetInt32(spi_get(0, first + 1, &isnull));
-	value = spi_get(0, first + 2, &isnull);
-	acct->has_daily_limit = !isnull;
-	acct->daily_limit = isnull ? 0 : DatumGetInt32(value);
-	acct->monthly_allocation = spi_get_int64(0, first + 3);
-	acct->allocation_rollover = DatumGetBool(spi_get(0, first + 4, &isnull));
-	acct->bypass_credits = DatumGetBool(spi_get(0, first + 5, &isnull));
-	value = spi_get(0, first + 6, &isnull);
-	acct->has_rate_limit = !isnull;
-	acct->rate_burst = isnull ? 0 : DatumGetInt32(value);
-	value = spi_get(0, first + 7, &isnull);
-	acct->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
-	acct->cooldown_ms = DatumGetInt32(spi_get(0, first + 8, &isnull));
+	if (!plan_find(name, &plan))
+		elog(ERROR, "credits: plan \"%s\" of an account does not exist", name);
+	acct->plan = pstrdup(plan.name);
+	acct->plan_rank = plan.rank;
+	acct->has_daily_limit = plan.has_daily_limit;
+	acct->daily_limit = plan.daily_limit;
+	acct->monthly_allocation = plan.monthly_allocation;
+	acct->allocation_rollover = plan.allocation_rollover;
+	acct->bypass_credits = plan.bypass_credits;
+	acct->has_rate_limit = plan.has_rate_limit;
+	acct->rate_burst = plan.rate_burst;
+	acct->rate_per_second = plan.rate_per_second;
+	acct->cooldown_ms = plan.cooldown_ms;
 }
 
-static bool
-load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
+/* An active entitlement's plan, else the base plan. */
+static const char *
+effective_plan(const Account *acct)
 {
-	Datum		args[1] = {UUIDPGetDatum(user_id)};
+	if (acct->entitlement_plan != NULL &&
+		(!acct->has_entitlement_until ||
+		 acct->entitlement_until > GetCurrentTransactionStartTimestamp()))
+		return acct->entitlement_plan;
+	return acct->base_plan;
+}
+
+/* Today and the first day of this month, in the account's time zone. */
+static void
+set_local_dates(Account *acct, Datum timezone)
+{
+	Datum		local_now = DirectFunctionCall2(timestamptz_zone, timezone,
+												TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+	int			year,
+				month,
+				mday;
+
+	acct->today = DatumGetDateADT(DirectFunctionCall1(timestamp_date, local_now));
+	j2date(acct->today + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
+	acct->period = date2j(year, month, 1) - POSTGRES_EPOCH_JDATE;
+}
+
+static void
+read_account(const pg_uuid_t *user_id, TupleTableSlot *row, Account *acct, bool lock)
+{
 	bool		isnull;
 	Datum		value;
-
-	if (spi_exec(lock ? &account_select_locked : &account_select, args, NULL) == 0)
-		return false;
 
 	memset(acct, 0, sizeof(*acct));
 	acct->user_id = *user_id;
 	acct->locked = lock;
-	acct->base_plan = get_text(1, &isnull);
-	read_plan(acct, 2);
-	acct->balance = spi_get_int64(0, 11);
-	acct->day = DatumGetDateADT(spi_get(0, 12, &isnull));
-	acct->day_count = DatumGetInt32(spi_get(0, 13, &isnull));
-	acct->today = DatumGetDateADT(spi_get(0, 14, &isnull));
-	acct->period = DatumGetDateADT(spi_get(0, 15, &isnull));
-	value = spi_get(0, 16, &isnull);
+	acct->base_plan = get_text(row, ACC_PLAN);
+	acct->balance = DatumGetInt64(row_get(&accounts_table, row, ACC_BALANCE, &isnull));
+	acct->day = DatumGetDateADT(row_get(&accounts_table, row, ACC_DAY, &isnull));
+	acct->day_count = DatumGetInt32(row_get(&accounts_table, row, ACC_DAY_COUNT, &isnull));
+	set_local_dates(acct, row_get(&accounts_table, row, ACC_TIMEZONE, &isnull));
+	value = row_get(&accounts_table, row, ACC_ALLOCATION_PERIOD, &isnull);
 	acct->has_allocation_period = !isnull;
 	acct->allocation_period = isnull ? 0 : DatumGetDateADT(value);
-	acct->has_next_expiry = get_timestamptz(17, &acct->next_expiry);
-	acct->has_next_hold_expiry = get_timestamptz(18, &acct->next_hold_expiry);
-	acct->has_rate_tat = get_timestamptz(19, &acct->rate_tat);
-	acct->has_last_operation_at = get_timestamptz(20, &acct->last_operation_at);
-	acct->entitlement_plan = get_text(21, &isnull);
-	acct->has_entitlement_until = get_timestamptz(22, &acct->entitlement_until);
-	return true;
+	acct->has_next_expiry = get_timestamptz(row, ACC_NEXT_EXPIRY, &acct->next_expiry);
+	acct->has_next_hold_expiry = get_timestamptz(row, ACC_NEXT_HOLD_EXPIRY,
+												 &acct->next_hold_expiry);
+	acct->has_rate_tat = get_timestamptz(row, ACC_RATE_TAT, &acct->rate_tat);
+	acct->has_last_operation_at = get_timestamptz(row, ACC_LAST_OPERATION_AT,
+												  &acct->last_operation_at);
+	acct->entitlement_plan = get_text(row, ACC_ENTITLEMENT_PLAN);
+	acct->has_entitlement_until = get_timestamptz(row, ACC_ENTITLEMENT_UNTIL,
+												  &acct->entitlement_until);
+	use_plan(acct, effective_plan(acct));
+}
+
+/*
+ * Reads the account row through its primary key, locked FOR UPDATE when
+ * `lock`.  False when there is no such account (or, locking, it was deleted
+ * meanwhile).
+ */
+static bool
+load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
+{
+	Relation	rel = credits_table_open(&accounts_table, lock ? RowShareLock : AccessShareLock);
+	RowScan		scan;
+	bool		found;
+
+	row_scan_begin(&scan, rel, "accounts_pkey", user_id, NULL);
+	found = row_scan_next(&scan) && (!lock || row_lock(&scan));
+	if (found)
+		read_account(user_id, scan.slot, acct, lock);
+	row_scan_end(&scan);
+	table_close(rel, NoLock);
+	return found;
 }
 
 /*
@@ -248,11 +263,12 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 static void
 create_account(const pg_uuid_t *user_id)
 {
-	Datum		plan_arg[1] = {CStringGetTextDatum(credits_default_plan)};
-	Datum		insert_args[2] = {UUIDPGetDatum(user_id), plan_arg[0]};
+	Datum		insert_args[2] = {UUIDPGetDatum(user_id),
+	CStringGetTextDatum(credits_default_plan)};
 	Account		acct;
+	PlanSettings plan;
 
-	if (spi_exec(&plan_signup_bonus, plan_arg, NULL) == 0)
+	if (!plan_find(credits_default_plan, &plan))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("default plan \"%s\" does not exist", credits_default_plan),
@@ -271,18 +287,17 @@ create_account(const pg_uuid_t *user_id)
 static void
 grant_signup_bonus(Account *acct)
 {
-	Datum		plan_arg[1] = {CStringGetTextDatum(acct->base_plan)};
-	int64		bonus;
+	PlanSettings plan;
 	LedgerEntry entry = {0};
 
-	spi_exec(&plan_signup_bonus, plan_arg, NULL);
-	bonus = spi_get_int64(0, 1);
-	if (bonus <= 0)
+	if (!plan_find(acct->base_plan, &plan))
+		elog(ERROR, "credits: plan \"%s\" of an account does not exist", acct->base_plan);
+	if (plan.signup_bonus <= 0)
 		return;
 
 	entry.kind = "grant";
 	entry.reason = cstring_to_text("signup bonus");
-	grant_lot(acct, &entry, bonus, false, 0, 0);
+	grant_lot(acct, &entry, plan.signup_bonus, false, 0, 0);
 }
 
 static void
@@ -363,7 +378,6 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 {
 	Datum		args[3];
 	char		nulls[3] = "   ";
-	bool		active;
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);
@@ -378,40 +392,52 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 	acct->entitlement_plan = plan ? pstrdup(plan) : NULL;
 	acct->has_entitlement_until = plan != NULL && has_until;
 	acct->entitlement_until = acct->has_entitlement_until ? until : 0;
-	active = plan != NULL &&
-		(!has_until || until > GetCurrentTransactionStartTimestamp());
-
-	args[0] = CStringGetTextDatum(active ? plan : acct->base_plan);
-	if (spi_exec(&plan_settings, args, NULL) == 0)
-		elog(ERROR, "credits: plan \"%s\" vanished", active ? plan : acct->base_plan);
-	read_plan(acct, 1);
+	use_plan(acct, effective_plan(acct));
 }
 
+static Datum
+nullable(bool has_value, Datum value, bool *isnull)
+{
+	*isnull = !has_value;
+	return has_value ? value : (Datum) 0;
+}
+
+/*
+ * Writes the account's cached state back to its row (locked by this
+ * transaction, so the version found is the newest).
+ */
 void
 account_save(const Account *acct)
 {
-	Datum		args[9];
-	char		nulls[9] = "         ";
+	RowWriter	writer;
+	RowScan		scan;
+	Datum		value;
+	bool		isnull;
 
 	Assert(acct->locked);
-	args[0] = UUIDPGetDatum(&acct->user_id);
-	args[1] = Int64GetDatum(acct->balance);
-	args[2] = DateADTGetDatum(acct->day);
-	args[3] = Int32GetDatum(acct->day_count);
-	args[4] = DateADTGetDatum(acct->allocation_period);
-	args[5] = TimestampTzGetDatum(acct->next_expiry);
-	args[6] = TimestampTzGetDatum(acct->next_hold_expiry);
-	if (!acct->has_allocation_period)
-		nulls[4] = 'n';
-	if (!acct->has_next_expiry)
-		nulls[5] = 'n';
-	if (!acct->has_next_hold_expiry)
-		nulls[6] = 'n';
-	args[7] = TimestampTzGetDatum(acct->rate_tat);
-	nulls[7] = acct->has_rate_tat ? ' ' : 'n';
-	args[8] = TimestampTzGetDatum(acct->last_operation_at);
-	nulls[8] = acct->has_last_operation_at ? ' ' : 'n';
-	spi_exec(&account_update, args, nulls);
+	row_writer_open(&writer, &accounts_table);
+	row_scan_begin(&scan, writer.rel, "accounts_pkey", &acct->user_id, NULL);
+	if (!row_scan_next(&scan))
+		elog(ERROR, "credits: a locked account vanished");
+	row_writer_copy(&writer, scan.slot);
+	row_writer_set(&writer, ACC_BALANCE, Int64GetDatum(acct->balance), false);
+	row_writer_set(&writer, ACC_DAY, DateADTGetDatum(acct->day), false);
+	row_writer_set(&writer, ACC_DAY_COUNT, Int32GetDatum(acct->day_count), false);
+	value = nullable(acct->has_allocation_period, DateADTGetDatum(acct->allocation_period), &isnull);
+	row_writer_set(&writer, ACC_ALLOCATION_PERIOD, value, isnull);
+	value = nullable(acct->has_next_expiry, TimestampTzGetDatum(acct->next_expiry), &isnull);
+	row_writer_set(&writer, ACC_NEXT_EXPIRY, value, isnull);
+	value = nullable(acct->has_next_hold_expiry, TimestampTzGetDatum(acct->next_hold_expiry), &isnull);
+	row_writer_set(&writer, ACC_NEXT_HOLD_EXPIRY, value, isnull);
+	value = nullable(acct->has_rate_tat, TimestampTzGetDatum(acct->rate_tat), &isnull);
+	row_writer_set(&writer, ACC_RATE_TAT, value, isnull);
+	value = nullable(acct->has_last_operation_at, TimestampTzGetDatum(acct->last_operation_at), &isnull);
+	row_writer_set(&writer, ACC_LAST_OPERATION_AT, value, isnull);
+	row_writer_set(&writer, ACC_UPDATED_AT,
+				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	row_writer_update(&writer, scan.slot);
+	row_scan_end(&scan);
+	row_writer_close(&writer);
 	if (credits_notify)
 		notify_change(acct);
 }

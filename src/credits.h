@@ -13,8 +13,11 @@
 
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "nodes/execnodes.h"
+#include "storage/lockdefs.h"
 #include "utils/date.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -49,6 +52,66 @@ typedef struct CachedStatement
 extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
 extern Datum spi_get(int row, int col, bool *isnull);
 extern int64 spi_get_int64(int row, int col);
+
+/* ---- rows.c: direct row access on the hot path (see rows.c) ---- */
+#define CREDITS_TABLE_MAX_COLUMNS 20
+
+/* A table of the extension and the columns the C code reads or writes. */
+typedef struct CreditsTable
+{
+	const char *name;
+	int			ncolumns;
+	const char *columns[CREDITS_TABLE_MAX_COLUMNS];
+	/* cached per backend (rows.c) */
+	Oid			resolved_relid;	/* what follows is valid for this relation */
+	AttrNumber	attnum[CREDITS_TABLE_MAX_COLUMNS];
+	MemoryContext checks_cxt;	/* holds the compiled expressions */
+	ExprState **checks;			/* CHECK constraints, in the relcache's order */
+	int			nchecks;
+	ExprState **generated;		/* per attribute: its generation expression, or NULL */
+	int			ngenerated;
+	bool		registered;		/* known to the invalidation callback */
+} CreditsTable;
+
+/* An ordered index scan of one user's rows. */
+typedef struct RowScan
+{
+	Relation	rel;
+	Relation	index;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+} RowScan;
+
+/* Writes to one table through the executor's simple-relation routines. */
+typedef struct RowWriter
+{
+	CreditsTable *table;
+	Relation	rel;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epq;
+	TupleTableSlot *slot;		/* the row to insert, or the new version */
+} RowWriter;
+
+extern Oid	credits_relid(const char *name);
+extern Relation credits_table_open(CreditsTable *table, LOCKMODE lockmode);
+extern void row_scan_begin(RowScan *scan, Relation rel, const char *index,
+						   const pg_uuid_t *user_id, text *key);
+extern bool row_scan_next(RowScan *scan);
+extern bool row_lock(RowScan *scan);
+extern void row_scan_end(RowScan *scan);
+extern void row_writer_open(RowWriter *writer, CreditsTable *table);
+extern void row_writer_clear(RowWriter *writer);
+extern void row_writer_copy(RowWriter *writer, TupleTableSlot *old);
+extern void row_writer_set(RowWriter *writer, int col, Datum value, bool isnull);
+extern void row_writer_insert(RowWriter *writer);
+extern void row_writer_update(RowWriter *writer, TupleTableSlot *old);
+extern void row_writer_close(RowWriter *writer);
+
+/* Column `col` (an index into table->columns) of a row read from the table. */
+#define row_get(table, slot, col, isnull) \
+	slot_getattr((slot), (table)->attnum[(col)], (isnull))
 
 /* ---- account.c ---- */
 
@@ -229,6 +292,9 @@ extern void request_user_id(pg_uuid_t *user_id);
 
 /* ---- price_list.c ---- */
 
+/* plans.name is at most 64 characters, so at most 256 bytes */
+#define PLAN_NAME_BYTES 260
+
 /* A priced operation from credits.operations. */
 typedef struct Operation
 {
@@ -237,11 +303,30 @@ typedef struct Operation
 	int64		max_units;
 	bool		enabled;
 	bool		has_required_plan;
-	char		required_plan[260];	/* plans.name: at most 64 characters */
+	char		required_plan[PLAN_NAME_BYTES];
 	int32		required_rank;		/* that plan's rank */
 } Operation;
 
 extern bool price_list_find(const char *name, Operation *op);
+
+/* A plan's settings from credits.plans. */
+typedef struct PlanSettings
+{
+	char		name[PLAN_NAME_BYTES];
+	int32		rank;
+	bool		has_daily_limit;
+	int32		daily_limit;
+	int64		monthly_allocation;
+	bool		allocation_rollover;
+	bool		bypass_credits;
+	bool		has_rate_limit;
+	int32		rate_burst;
+	float8		rate_per_second;
+	int32		cooldown_ms;
+	int64		signup_bonus;
+} PlanSettings;
+
+extern bool plan_find(const char *name, PlanSettings *plan);
 
 /* ---- consume.c ---- */
 extern int64 check_operation(Account *acct, text *operation, int64 units, int64 *list_cost);

@@ -10,88 +10,101 @@
  */
 #include "credits.h"
 
+#include "access/table.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
 
-static CachedStatement ledger_insert = {
-	"INSERT INTO credits.ledger (user_id, kind, amount, balance_after, daily_remaining,"
-	"  operation, units, list_cost, day_ops, ref_id, lot_moves, reference,"
-	"  idempotency_key, request_hash, reason, metadata, actor)"
-	" VALUES ($1, $2::text::credits.entry_kind, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-	"  $12, $13, $14, $15, $16, $17)"
-	" RETURNING id, created_at",
-	17, {UUIDOID, TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID, INT8OID,
-	INT2OID, INT8OID, INT8ARRAYOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, JSONBOID, TEXTOID}
-};
-
-static CachedStatement ledger_by_key = {
-	"SELECT id, kind::text, amount, balance_after, daily_remaining, created_at, request_hash,"
-	"       coalesce(operation, kind::text)"
-	"  FROM credits.ledger WHERE user_id = $1 AND idempotency_key = $2",
-	2, {UUIDOID, TEXTOID}
-};
-
-static Datum
-text_or_null(const char *value, char *null)
+/* The columns of credits.ledger the C code writes or reads back. */
+enum
 {
-	*null = value ? ' ' : 'n';
-	return value ? CStringGetTextDatum(value) : (Datum) 0;
+	LED_ID, LED_USER_ID, LED_KIND, LED_AMOUNT, LED_BALANCE_AFTER, LED_DAILY_REMAINING,
+	LED_OPERATION, LED_UNITS, LED_LIST_COST, LED_DAY_OPS, LED_REF_ID, LED_LOT_MOVES,
+	LED_REFERENCE, LED_IDEMPOTENCY_KEY, LED_REQUEST_HASH, LED_REASON, LED_METADATA,
+	LED_ACTOR, LED_CREATED_AT
+};
+
+static CreditsTable ledger_table = {
+	"ledger", 19,
+	{"id", "user_id", "kind", "amount", "balance_after", "daily_remaining", "operation",
+		"units", "list_cost", "day_ops", "ref_id", "lot_moves", "reference",
+		"idempotency_key", "request_hash", "reason", "metadata", "actor",
+	"created_at"}
+};
+
+static void
+set_text(RowWriter *writer, int col, const char *value)
+{
+	row_writer_set(writer, col, value ? CStringGetTextDatum(value) : (Datum) 0, value == NULL);
 }
 
-static Datum
-ptr_or_null(const void *value, char *null)
+static void
+set_pointer(RowWriter *writer, int col, const void *value)
 {
-	*null = value ? ' ' : 'n';
-	return PointerGetDatum(value);
+	row_writer_set(writer, col, PointerGetDatum(value), value == NULL);
 }
 
 /*
  * Writes the entry.  The caller has already applied entry->amount to
  * acct->balance (and counted the operation), so balance_after and
- * daily_remaining are read from the account.
+ * daily_remaining are read from the account.  The id comes from the
+ * ledger's identity sequence and created_at is now(), as the column
+ * defaults would give.
  */
 void
 ledger_append(Account *acct, LedgerEntry *entry)
 {
-	Datum		args[17];
-	char		nulls[17];
-	bool		isnull;
+	RowWriter	writer;
+	Oid			kind_type;
 
-	memset(nulls, ' ', sizeof(nulls));
 	entry->balance_after = acct->balance;
 	entry->has_daily_remaining = account_daily_remaining(acct, &entry->daily_remaining);
 
-	args[0] = UUIDPGetDatum(&acct->user_id);
-	args[1] = CStringGetTextDatum(entry->kind);
-	args[2] = Int64GetDatum(entry->amount);
-	args[3] = Int64GetDatum(entry->balance_after);
-	args[4] = Int64GetDatum(entry->daily_remaining);
-	nulls[4] = entry->has_daily_remaining ? ' ' : 'n';
-	args[5] = text_or_null(entry->operation, &nulls[5]);
-	args[6] = Int64GetDatum(entry->units);
-	nulls[6] = entry->has_units ? ' ' : 'n';
-	args[7] = Int64GetDatum(entry->list_cost);
-	nulls[7] = entry->has_list_cost ? ' ' : 'n';
-	args[8] = Int16GetDatum(entry->day_ops);
-	nulls[8] = entry->day_ops != 0 ? ' ' : 'n';
-	args[9] = Int64GetDatum(entry->ref_id);
-	nulls[9] = entry->has_ref_id ? ' ' : 'n';
-	args[10] = entry->lot_moves;
-	nulls[10] = entry->lot_moves != (Datum) 0 ? ' ' : 'n';
-	args[11] = ptr_or_null(entry->reference, &nulls[11]);
-	args[12] = ptr_or_null(entry->idempotency_key, &nulls[12]);
-	args[13] = Int64GetDatum(entry->request_hash);
-	nulls[13] = entry->idempotency_key ? ' ' : 'n';
-	args[14] = ptr_or_null(entry->reason, &nulls[14]);
-	args[15] = ptr_or_null(entry->metadata, &nulls[15]);
-	args[16] = CStringGetTextDatum(current_actor());
+	row_writer_open(&writer, &ledger_table);
+	entry->id = nextval_internal(credits_relid("ledger_id_seq"), false);
+	entry->created_at = GetCurrentTransactionStartTimestamp();
+	kind_type = TupleDescAttr(RelationGetDescr(writer.rel), ledger_table.attnum[LED_KIND] - 1)->atttypid;
 
-	spi_exec(&ledger_insert, args, nulls);
+	row_writer_clear(&writer);
+	row_writer_set(&writer, LED_ID, Int64GetDatum(entry->id), false);
+	row_writer_set(&writer, LED_USER_ID, UUIDPGetDatum(&acct->user_id), false);
+	row_writer_set(&writer, LED_KIND,
+				   DirectFunctionCall2(enum_in, CStringGetDatum(entry->kind),
+									   ObjectIdGetDatum(kind_type)), false);
+	row_writer_set(&writer, LED_AMOUNT, Int64GetDatum(entry->amount), false);
+	row_writer_set(&writer, LED_BALANCE_AFTER, Int64GetDatum(entry->balance_after), false);
+	row_writer_set(&writer, LED_DAILY_REMAINING, Int64GetDatum(entry->daily_remaining),
+				   !entry->has_daily_remaining);
+	set_text(&writer, LED_OPERATION, entry->operation);
+	row_writer_set(&writer, LED_UNITS, Int64GetDatum(entry->units), !entry->has_units);
+	row_writer_set(&writer, LED_LIST_COST, Int64GetDatum(entry->list_cost), !entry->has_list_cost);
+	row_writer_set(&writer, LED_DAY_OPS, Int16GetDatum(entry->day_ops), entry->day_ops == 0);
+	row_writer_set(&writer, LED_REF_ID, Int64GetDatum(entry->ref_id), !entry->has_ref_id);
+	row_writer_set(&writer, LED_LOT_MOVES, entry->lot_moves, entry->lot_moves == (Datum) 0);
+	set_pointer(&writer, LED_REFERENCE, entry->reference);
+	set_pointer(&writer, LED_IDEMPOTENCY_KEY, entry->idempotency_key);
+	row_writer_set(&writer, LED_REQUEST_HASH, Int64GetDatum(entry->request_hash),
+				   entry->idempotency_key == NULL);
+	set_pointer(&writer, LED_REASON, entry->reason);
+	set_pointer(&writer, LED_METADATA, entry->metadata);
+	set_text(&writer, LED_ACTOR, current_actor());
+	row_writer_set(&writer, LED_CREATED_AT, TimestampTzGetDatum(entry->created_at), false);
+	row_writer_insert(&writer);
+	row_writer_close(&writer);
 	acct->last_kind = entry->kind;
-	entry->id = spi_get_int64(0, 1);
-	entry->created_at = DatumGetTimestampTz(spi_get(0, 2, &isnull));
+}
+
+/* The kind of a ledger row, as text. */
+static char *
+entry_kind_name(TupleTableSlot *row)
+{
+	bool		isnull;
+
+	return DatumGetCString(DirectFunctionCall1(enum_out,
+											   row_get(&ledger_table, row, LED_KIND, &isnull)));
 }
 
 /*
@@ -102,32 +115,42 @@ ledger_append(Account *acct, LedgerEntry *entry)
 bool
 ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *receipt)
 {
-	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), PointerGetDatum(key)};
+	Relation	rel = credits_table_open(&ledger_table, AccessShareLock);
+	RowScan		scan;
+	TupleTableSlot *row;
+	bool		found;
 	bool		isnull;
 	Datum		value;
 	char	   *kind;
 
-	if (spi_exec(&ledger_by_key, args, NULL) == 0)
-		return false;
-
-	receipt->no_entry = false;
-	receipt->entry_id = spi_get_int64(0, 1);
-	if (spi_get_int64(0, 7) != request_hash)
-		refuse_key_conflict_on(acct, key, receipt->entry_id,
-							   TextDatumGetCString(spi_get(0, 8, &isnull)));
-
-	receipt->user_id = acct->user_id;
-	kind = TextDatumGetCString(spi_get(0, 2, &isnull));
-	/* copied out of SPI's memory: the receipt is built after SPI_finish() */
-	receipt->kind = strcpy(SPI_palloc(strlen(kind) + 1), kind);
-	receipt->amount = spi_get_int64(0, 3);
-	receipt->balance = spi_get_int64(0, 4);
-	value = spi_get(0, 5, &isnull);
-	receipt->has_daily_remaining = !isnull;
-	receipt->daily_remaining = isnull ? 0 : DatumGetInt64(value);
-	receipt->created_at = DatumGetTimestampTz(spi_get(0, 6, &isnull));
-	receipt->replayed = true;
-	return true;
+	row_scan_begin(&scan, rel, "ledger_idempotency", &acct->user_id, key);
+	found = row_scan_next(&scan);
+	if (found)
+	{
+		row = scan.slot;
+		receipt->no_entry = false;
+		receipt->entry_id = DatumGetInt64(row_get(&ledger_table, row, LED_ID, &isnull));
+		if (DatumGetInt64(row_get(&ledger_table, row, LED_REQUEST_HASH, &isnull)) != request_hash)
+		{
+			value = row_get(&ledger_table, row, LED_OPERATION, &isnull);
+			refuse_key_conflict_on(acct, key, receipt->entry_id,
+								   isnull ? entry_kind_name(row) : TextDatumGetCString(value));
+		}
+		receipt->user_id = acct->user_id;
+		/* allocated in the caller's context: the receipt is built after SPI_finish() */
+		kind = entry_kind_name(row);
+		receipt->kind = strcpy(SPI_palloc(strlen(kind) + 1), kind);
+		receipt->amount = DatumGetInt64(row_get(&ledger_table, row, LED_AMOUNT, &isnull));
+		receipt->balance = DatumGetInt64(row_get(&ledger_table, row, LED_BALANCE_AFTER, &isnull));
+		value = row_get(&ledger_table, row, LED_DAILY_REMAINING, &isnull);
+		receipt->has_daily_remaining = !isnull;
+		receipt->daily_remaining = isnull ? 0 : DatumGetInt64(value);
+		receipt->created_at = DatumGetTimestampTz(row_get(&ledger_table, row, LED_CREATED_AT, &isnull));
+		receipt->replayed = true;
+	}
+	row_scan_end(&scan);
+	table_close(rel, NoLock);
+	return found;
 }
 
 void

@@ -21,16 +21,16 @@
  * reverse order).
  */
 static CachedStatement burn_in_order = {
-	"WITH spendable AS ("
+	"WITH usable AS ("
 	"  SELECT id, remaining,"
 	"         (sum(remaining) OVER (ORDER BY expires_at, priority DESC, id))::bigint"
 	"           - remaining AS before"
 	"    FROM credits.lots"
-	"   WHERE user_id = $1 AND remaining > 0"
+	"   WHERE user_id = $1 AND spendable"
 	"     AND (expires_at IS NULL OR expires_at > now())"
 	"), taken AS ("
 	"  SELECT id, least(remaining, $2 - before) AS take, before"
-	"    FROM spendable WHERE before < $2"
+	"    FROM usable WHERE before < $2"
 	"), burnt AS ("
 	"  UPDATE credits.lots l SET remaining = l.remaining - t.take"
 	"    FROM taken t WHERE l.id = t.id"
@@ -40,25 +40,60 @@ static CachedStatement burn_in_order = {
 	2, {UUIDOID, INT8OID}
 };
 
+/* The columns of credits.lots the fast path reads and writes. */
+enum
+{
+	LOT_ID, LOT_REMAINING, LOT_EXPIRES_AT
+};
+
+static CreditsTable lots_table = {
+	"lots", 3, {"id", "remaining", "expires_at"}
+};
+
 /*
  * The common case of burn_in_order: the first lot in spending order covers
- * the whole amount.  An ordered probe of lots_spend_order (LIMIT 1) and one
- * update of that row version (by ctid: no second index probe), instead of a
- * window over all the user's spendable lots; it updates nothing (and
- * burn_in_order runs) when the first lot does not cover the amount.  The
- * account lock keeps every other writer of these lots out, so the version
- * found is the one updated.
+ * the whole amount.  Reads lots_spend_order in order up to the first
+ * spendable lot and takes the amount from it; returns false (and
+ * burn_in_order runs) when that lot does not cover it.  Unless the lot is
+ * emptied, its generated spendable column stays true and the update is HOT
+ * (no index references remaining).  The account lock keeps every other
+ * writer of these lots out, so the version read is the one updated.
  */
-static CachedStatement burn_first_lot = {
-	"UPDATE credits.lots l SET remaining = l.remaining - $2"
-	" WHERE l.ctid = (SELECT f.ctid FROM credits.lots f"
-	"                WHERE f.user_id = $1 AND f.remaining > 0"
-	"                  AND (f.expires_at IS NULL OR f.expires_at > now())"
-	"                ORDER BY f.expires_at, f.priority DESC, f.id LIMIT 1)"
-	"   AND l.remaining >= $2"
-	" RETURNING l.id",
-	2, {UUIDOID, INT8OID}
-};
+static bool
+burn_first_lot(Account *acct, int64 amount, int64 *lot_id)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	RowWriter	writer;
+	RowScan		scan;
+	bool		covered = false;
+
+	row_writer_open(&writer, &lots_table);
+	row_scan_begin(&scan, writer.rel, "lots_spend_order", &acct->user_id, NULL);
+	while (row_scan_next(&scan))
+	{
+		bool		isnull;
+		Datum		expires_at = row_get(&lots_table, scan.slot, LOT_EXPIRES_AT, &isnull);
+		int64		remaining;
+
+		if (!isnull && DatumGetTimestampTz(expires_at) <= now)
+			continue;			/* expired, not written off yet */
+		remaining = DatumGetInt64(row_get(&lots_table, scan.slot, LOT_REMAINING, &isnull));
+		if (remaining <= 0)
+			continue;
+		if (remaining >= amount)
+		{
+			*lot_id = DatumGetInt64(row_get(&lots_table, scan.slot, LOT_ID, &isnull));
+			row_writer_copy(&writer, scan.slot);
+			row_writer_set(&writer, LOT_REMAINING, Int64GetDatum(remaining - amount), false);
+			row_writer_update(&writer, scan.slot);
+			covered = true;
+		}
+		break;
+	}
+	row_scan_end(&scan);
+	row_writer_close(&writer);
+	return covered;
+}
 
 static CachedStatement lot_insert = {
 	"INSERT INTO credits.lots (user_id, entry_id, amount, remaining, expires_at, priority)"
@@ -69,7 +104,7 @@ static CachedStatement lot_insert = {
 static CachedStatement expire_due = {
 	"WITH due AS ("
 	"  SELECT id, remaining FROM credits.lots"
-	"   WHERE user_id = $1 AND remaining > 0 AND expires_at <= now()"
+	"   WHERE user_id = $1 AND spendable AND expires_at <= now()"
 	")"
 	" UPDATE credits.lots l SET remaining = 0 FROM due WHERE l.id = due.id"
 	" RETURNING l.id, due.remaining",
@@ -78,7 +113,7 @@ static CachedStatement expire_due = {
 
 static CachedStatement earliest_expiry = {
 	"SELECT min(expires_at) FROM credits.lots"
-	" WHERE user_id = $1 AND remaining > 0 AND expires_at IS NOT NULL",
+	" WHERE user_id = $1 AND spendable AND expires_at IS NOT NULL",
 	1, {UUIDOID}
 };
 
@@ -113,12 +148,13 @@ lots_burn(Account *acct, int64 amount)
 	int64	   *deltas;
 	int64		burnt = 0;
 
-	if (spi_exec(&burn_first_lot, args, NULL) == 1)
+	int64		first_lot;
+
+	if (burn_first_lot(acct, amount, &first_lot))
 	{
-		int64		lot_id = spi_get_int64(0, 1);
 		int64		delta = -amount;
 
-		return lot_moves_array(1, &lot_id, &delta);
+		return lot_moves_array(1, &first_lot, &delta);
 	}
 
 	nmoves = spi_exec(&burn_in_order, args, NULL);

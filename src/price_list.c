@@ -1,17 +1,18 @@
 /*
  * price_list.c
- *		The price list (credits.operations, with the rank of a required plan),
- *		cached per backend.
+ *		The price list (credits.operations, with the rank of a required plan)
+ *		and the plans' settings, cached per backend.
  *
- * Every consume and reserve looks its operation up; the price list changes
- * rarely, when an admin edits credits.operations or credits.plans.  Entries
- * live in a hash table in CacheMemoryContext and are all dropped whenever
+ * Every consume and reserve looks its operation and the account's plan up;
+ * both change rarely, when an admin edits credits.operations or
+ * credits.plans.  Entries live in two hash tables in CacheMemoryContext and
+ * are all dropped whenever
  * either table changes: a statement trigger on both tables
  * (credits.price_list_changed) registers a relcache invalidation, which
  * PostgreSQL processes in the changing backend at its next command and in
  * every other backend when the change commits, no later than the start of
  * its next transaction.  A DROP EXTENSION invalidates the tables too.
- * Unknown operations are not cached.  No locks of its own.
+ * Unknown operations and plans are not cached.  No locks of its own.
  */
 #include "credits.h"
 
@@ -33,7 +34,15 @@ typedef struct PriceListEntry
 	Operation	op;
 } PriceListEntry;
 
+/* plans.name is at most 64 characters */
+typedef struct PlanEntry
+{
+	char		name[PLAN_NAME_BYTES];	/* hash key */
+	PlanSettings plan;
+} PlanEntry;
+
 static HTAB *price_list = NULL;
+static HTAB *plan_list = NULL;
 static Oid	operations_relid = InvalidOid;
 static Oid	plans_relid = InvalidOid;
 static bool callback_registered = false;
@@ -53,10 +62,13 @@ price_list_reset(Datum arg, Oid relid)
 		return;
 	if (price_list != NULL)
 		hash_destroy(price_list);
-	price_list = NULL;
+	if (plan_list != NULL)
+		hash_destroy(plan_list);
+	price_list = plan_list = NULL;
 	operations_relid = plans_relid = InvalidOid;
 }
 
+/* Creates both caches (they are dropped together). */
 static void
 price_list_create(void)
 {
@@ -73,6 +85,10 @@ price_list_create(void)
 	ctl.hcxt = CacheMemoryContext;
 	price_list = hash_create("credits price list", 64, &ctl,
 							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ctl.keysize = PLAN_NAME_BYTES;
+	ctl.entrysize = sizeof(PlanEntry);
+	plan_list = hash_create("credits plans", 16, &ctl,
+							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	operations_relid = get_relname_relid("operations", schema);
 	plans_relid = get_relname_relid("plans", schema);
 }
@@ -131,6 +147,74 @@ price_list_find(const char *name, Operation *op)
 		price_list_create();
 	entry = hash_search(price_list, name, HASH_ENTER, &found);
 	entry->op = *op;
+	return true;
+}
+
+static CachedStatement plan_by_name = {
+	"SELECT name, rank, daily_limit, monthly_allocation, allocation_rollover, bypass_credits,"
+	"       rate_burst, rate_per_second, cooldown_ms, signup_bonus"
+	"  FROM credits.plans WHERE name = $1",
+	1, {TEXTOID}
+};
+
+/* Reads one plan with SPI; false when there is no such plan. */
+static bool
+read_plan(const char *name, PlanSettings *plan)
+{
+	Datum		args[1] = {CStringGetTextDatum(name)};
+	bool		isnull;
+	Datum		value;
+
+	if (spi_exec(&plan_by_name, args, NULL) == 0)
+		return false;
+	text_to_cstring_buffer(DatumGetTextPP(spi_get(0, 1, &isnull)), plan->name,
+						   sizeof(plan->name));
+	plan->rank = DatumGetInt32(spi_get(0, 2, &isnull));
+	value = spi_get(0, 3, &isnull);
+	plan->has_daily_limit = !isnull;
+	plan->daily_limit = isnull ? 0 : DatumGetInt32(value);
+	plan->monthly_allocation = spi_get_int64(0, 4);
+	plan->allocation_rollover = DatumGetBool(spi_get(0, 5, &isnull));
+	plan->bypass_credits = DatumGetBool(spi_get(0, 6, &isnull));
+	value = spi_get(0, 7, &isnull);
+	plan->has_rate_limit = !isnull;
+	plan->rate_burst = isnull ? 0 : DatumGetInt32(value);
+	value = spi_get(0, 8, &isnull);
+	plan->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
+	plan->cooldown_ms = DatumGetInt32(spi_get(0, 9, &isnull));
+	plan->signup_bonus = spi_get_int64(0, 10);
+	return true;
+}
+
+/*
+ * Finds a plan's settings.  Returns false for an unknown plan.  Call inside
+ * an SPI connection.
+ */
+bool
+plan_find(const char *name, PlanSettings *plan)
+{
+	PlanEntry  *entry;
+	bool		found;
+
+	if (strlen(name) >= PLAN_NAME_BYTES)
+		return false;
+	if (plan_list != NULL)
+	{
+		entry = hash_search(plan_list, name, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			*plan = entry->plan;
+			return true;
+		}
+	}
+
+	/* as in price_list_find: create the cache after the read */
+	if (!read_plan(name, plan))
+		return false;
+	if (plan_list == NULL)
+		price_list_create();
+	entry = hash_search(plan_list, name, HASH_ENTER, &found);
+	entry->plan = *plan;
 	return true;
 }
 

@@ -112,10 +112,13 @@ CREATE TABLE credits.lots (
     remaining  bigint NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
     expires_at timestamptz,
     priority   integer NOT NULL DEFAULT 0,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Derived, so that spending a lot (remaining changes, spendable stays
+    -- true) is a HOT update: no index references remaining.
+    spendable  boolean GENERATED ALWAYS AS (remaining > 0) STORED
 );
 CREATE INDEX lots_spend_order ON credits.lots (user_id, expires_at, priority DESC, id)
-    WHERE remaining > 0;
+    WHERE spendable;
 
 /*
  * Holds (src/holds.c, src/sql/20_holds.sql): reservations made by

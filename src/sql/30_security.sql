@@ -115,7 +115,7 @@ SELECT a.user_id,
         - coalesce((SELECT sum(l.remaining)
                       FROM credits.lots l
                      WHERE l.user_id = a.user_id
-                       AND l.remaining > 0
+                       AND l.spendable
                        AND l.expires_at <= now()), 0)
         + coalesce((SELECT sum(h.amount)
                       FROM credits.holds h

@@ -187,7 +187,7 @@ BEGIN
     used := CASE WHEN a.day = today THEN a.day_count ELSE 0 END;
     SELECT coalesce(sum(l.remaining), 0) INTO spendable
       FROM credits.lots l
-     WHERE l.user_id = a.user_id AND l.remaining > 0
+     WHERE l.user_id = a.user_id AND l.spendable
        AND (l.expires_at IS NULL OR l.expires_at > now());
 
     lines := lines || format('account      %s (time zone %s, since %s)',
@@ -219,7 +219,7 @@ BEGIN
         SELECT l.id, l.amount, l.remaining, l.expires_at, e.kind, e.reason
           FROM credits.lots l
           LEFT JOIN credits.ledger e ON e.id = l.entry_id
-         WHERE l.user_id = a.user_id AND l.remaining > 0
+         WHERE l.user_id = a.user_id AND l.spendable
          ORDER BY l.expires_at NULLS LAST, l.priority DESC, l.id
     LOOP
         lines := lines || format('  lot %s: %s of %s left, %s, %s%s', r.id, r.remaining, r.amount,
