@@ -12,7 +12,7 @@
  * period; when the cached entitlement has lapsed it recomputes the effective
  * plan first.  Changes are made to the in-memory Account and written back
  * once by account_save(), which also sends NOTIFY credits (delivered at
- * commit) when credits.notify is on.
+ * commit; notify.c).
  *
  * account_peek() reads the row without a lock, for the O(1) read functions;
  * they fall back to account_lock() when maintenance is due.  The effective
@@ -22,9 +22,7 @@
 
 #include "access/table.h"
 #include "catalog/pg_type.h"
-#include "commands/async.h"
 #include "common/int.h"
-#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/datetime.h"
@@ -72,7 +70,6 @@ static bool allocation_due(const Account *acct);
 static void grant_monthly_allocation(Account *acct);
 static bool maintenance_due(const Account *acct);
 static bool entitlement_lapsed(const Account *acct);
-static void notify_change(const Account *acct);
 
 /* A nullable text column of an accounts row. */
 static char *
@@ -438,35 +435,7 @@ account_save(const Account *acct)
 	row_writer_update(&writer, scan.slot);
 	row_scan_end(&scan);
 	row_writer_close(&writer);
-	if (credits_notify)
-		notify_change(acct);
-}
-
-/*
- * NOTIFY credits, '{"user_id": ..., "balance": ..., "daily_remaining": ...,
- * "plan": ..., "kind": ...}'.  Queued now, delivered when the transaction
- * commits, and never when it rolls back.  kind is the kind of the last
- * ledger entry this call wrote, "entitlement" for a plan change without one,
- * or null.
- */
-static void
-notify_change(const Account *acct)
-{
-	StringInfoData payload;
-	int64		remaining;
-
-	initStringInfo(&payload);
-	appendStringInfo(&payload, "{\"user_id\": \"%s\", \"balance\": " INT64_FORMAT ", \"daily_remaining\": ",
-					 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&acct->user_id))),
-					 acct->balance);
-	if (account_daily_remaining(acct, &remaining))
-		appendStringInfo(&payload, INT64_FORMAT, remaining);
-	else
-		appendStringInfoString(&payload, "null");
-	appendStringInfo(&payload, ", \"plan\": %s, \"kind\": %s}",
-					 json_quote(acct->plan),
-					 acct->last_kind ? json_quote(acct->last_kind) : "null");
-	Async_Notify("credits", payload.data);
+	notify_account_change(acct);
 }
 
 /* Operations left today; false when the plan has no daily limit. */

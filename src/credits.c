@@ -4,7 +4,8 @@
  *
  * Each part of the extension keeps its own code; _PG_init defines the
  * settings they share and calls each part's init (stats_init: the denial
- * settings, log hook and, when preloaded, shared memory).
+ * settings, log hook and, when preloaded, shared memory; notify_init: the
+ * listener count, when preloaded).
  */
 #include "credits.h"
 
@@ -50,6 +51,7 @@ _PG_init(void)
 
 	stats_init();
 	purchases_init();
+	notify_init();
 
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("credits");

@@ -266,6 +266,10 @@ extern void refuse_cooldown(const Account *acct, const char *operation,
 							int64 retry_after_ms) pg_attribute_noreturn();
 extern bool is_refusal(const ErrorData *edata);
 
+/* ---- notify.c ---- */
+extern void notify_init(void);
+extern void notify_account_change(const Account *acct);
+
 /* ---- ratelimit.c ---- */
 extern void ratelimit_check_plan(Account *acct, const char *operation);
 
