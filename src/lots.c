@@ -11,6 +11,7 @@
 #include "credits.h"
 
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "utils/array.h"
 
 /*
@@ -40,14 +41,16 @@ static CachedStatement burn_in_order = {
 	2, {UUIDOID, INT8OID}
 };
 
-/* The columns of credits.lots the fast path reads and writes. */
+/* The columns of credits.lots the C code reads and writes. */
 enum
 {
-	LOT_ID, LOT_REMAINING, LOT_EXPIRES_AT
+	LOT_ID, LOT_USER_ID, LOT_ENTRY_ID, LOT_AMOUNT, LOT_REMAINING, LOT_EXPIRES_AT,
+	LOT_PRIORITY, LOT_CREATED_AT
 };
 
 static CreditsTable lots_table = {
-	"lots", 3, {"id", "remaining", "expires_at"}
+	"lots", 8,
+	{"id", "user_id", "entry_id", "amount", "remaining", "expires_at", "priority", "created_at"}
 };
 
 /*
@@ -94,12 +97,6 @@ burn_first_lot(Account *acct, int64 amount, int64 *lot_id)
 	row_writer_close(&writer);
 	return covered;
 }
-
-static CachedStatement lot_insert = {
-	"INSERT INTO credits.lots (user_id, entry_id, amount, remaining, expires_at, priority)"
-	" VALUES ($1, $2, $3, $3, $4, $5)",
-	5, {UUIDOID, INT8OID, INT8OID, TIMESTAMPTZOID, INT4OID}
-};
 
 static CachedStatement expire_due = {
 	"WITH due AS ("
@@ -177,22 +174,31 @@ lots_burn(Account *acct, int64 amount)
 	return lot_moves_array((int) nmoves, lot_ids, deltas);
 }
 
-/* Creates the lot that a grant-like entry (already appended) brought in. */
+/*
+ * Creates the lot that a grant-like entry (already appended) brought in.  The
+ * id comes from the lots' identity sequence and created_at is now(), as the
+ * column defaults would give.
+ */
 void
 lots_create(Account *acct, const LedgerEntry *entry, bool has_expiry,
 			TimestampTz expires_at, int32 priority)
 {
-	Datum		args[5];
-	char		nulls[5] = "     ";
+	RowWriter	writer;
 
-	args[0] = UUIDPGetDatum(&acct->user_id);
-	args[1] = Int64GetDatum(entry->id);
-	args[2] = Int64GetDatum(entry->amount);
-	args[3] = TimestampTzGetDatum(expires_at);
-	args[4] = Int32GetDatum(priority);
-	if (!has_expiry)
-		nulls[3] = 'n';
-	spi_exec(&lot_insert, args, nulls);
+	row_writer_open(&writer, &lots_table);
+	row_writer_clear(&writer);
+	row_writer_set(&writer, LOT_ID, Int64GetDatum(nextval_internal(credits_relid("lots_id_seq"), false)),
+				   false);
+	row_writer_set(&writer, LOT_USER_ID, UUIDPGetDatum(&acct->user_id), false);
+	row_writer_set(&writer, LOT_ENTRY_ID, Int64GetDatum(entry->id), false);
+	row_writer_set(&writer, LOT_AMOUNT, Int64GetDatum(entry->amount), false);
+	row_writer_set(&writer, LOT_REMAINING, Int64GetDatum(entry->amount), false);
+	row_writer_set(&writer, LOT_EXPIRES_AT, TimestampTzGetDatum(expires_at), !has_expiry);
+	row_writer_set(&writer, LOT_PRIORITY, Int32GetDatum(priority), false);
+	row_writer_set(&writer, LOT_CREATED_AT,
+				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
+	row_writer_insert(&writer);
+	row_writer_close(&writer);
 
 	if (has_expiry && (!acct->has_next_expiry || expires_at < acct->next_expiry))
 	{
