@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh: the credits benchmark against its two baselines.
 #
-# `make bench` runs it in a throwaway durable cluster (fsync on,
-# shared_buffers=256MB) with PGHOST/PGPORT/PGUSER (a superuser) and PGBIN set;
+# `make bench` runs it in a throwaway durable cluster (fsync on, credits
+# preloaded, shared_buffers a quarter of the memory up to 6 GB) with
+# PGHOST/PGPORT/PGUSER (a superuser) and PGBIN set;
 # it can also be pointed at any scratch cluster with credits installed.
 #
 # What it does, in one database (default credits_bench, recreated):
@@ -155,18 +156,27 @@ HAS_RESERVE=$(psql_at -c "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON 
 # "name clients sync impl run tps avg_ms p99_ms failed" to results.tsv.
 RUN_NO=1
 bench_one() {
-    local impl=$1 script=$BENCH/${1%_quiet}_$2.pgbench name=$3 lo=$4 hi=$5 clients=$6 sync=$7 secs=$8
+    local impl=$1 script=$BENCH/${1%_heard}_$2.pgbench name=$3 lo=$4 hi=$5 clients=$6 sync=$7 secs=$8
     local opts="-c synchronous_commit=$sync"
-    # credits_quiet: credits with its NOTIFY at commit turned off (credits.notify)
-    [[ $impl == *_quiet ]] && opts+=" -c credits.notify=off"
     local id=${name}_c${clients}_${sync}_${impl}_r${RUN_NO}
     local jobs=$((clients < 2 ? clients : 2))
-    local rc=0
+    local rc=0 listener=
     rm -f "$OUT/log/$id".*
+    # credits_heard: credits while a session has run LISTEN credits, so that
+    # every commit sends its NOTIFY (without a listener, none is sent)
+    if [[ $impl == *_heard ]]; then
+        "$PGBIN/psql" -X -q -c "LISTEN credits" -c "SELECT pg_sleep($secs + 5)" >/dev/null 2>&1 &
+        listener=$!
+        sleep 1
+    fi
     PGOPTIONS="$opts" \
         "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$jobs" -T "$secs" \
         -D lo="$lo" -D hi="$hi" -f "$script" \
         --log --log-prefix="$OUT/log/$id" >"$OUT/$id.out" 2>&1 || rc=$?
+    if [[ -n $listener ]]; then
+        kill "$listener" 2>/dev/null || true
+        wait "$listener" 2>/dev/null || true
+    fi
     local tps avg p99 failed
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/$id.out")
     avg=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$OUT/$id.out")
@@ -204,11 +214,12 @@ bench_config() {
 # The matrix.  Default: consume (the headline) at clients 1, 8, 32 with
 # synchronous_commit off and 8 (low) / 32 (hot) with it on; the other cases at
 # 8 clients, sync off.  BENCH_FULL=1: everything at 1, 8, 32 x off, on.
-# credits runs with its defaults (credits.notify on: a NOTIFY at every
-# commit); credits_quiet, with credits.notify = off, joins the configurations
-# the targets are read from and the sync-on ones.
+# credits runs with its defaults and nobody listening (preloaded, it sends no
+# NOTIFY then); credits_heard, with a LISTEN credits session connected (a
+# NOTIFY at every commit), joins the configurations the targets are read from
+# and the sync-on ones.
 ALL="floor plpgsql credits"
-HEAD="floor plpgsql credits credits_quiet"
+HEAD="floor plpgsql credits credits_heard"
 cases() {
     local c s
     if [[ $FULL == 1 ]]; then

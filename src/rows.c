@@ -86,6 +86,8 @@ relcache_changed(Datum arg, Oid relid)
 
 	for (int i = 0; i < ncached_relids && !ours; i++)
 		ours = cached_relids[i].relid == relid;
+	for (int i = 0; i < nopened_tables && !ours; i++)
+		ours = opened_tables[i]->resolved_relid == relid;
 	if (!ours)
 		return;
 	ncached_relids = 0;
