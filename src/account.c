@@ -27,17 +27,18 @@
 #include "utils/date.h"
 #include "utils/datetime.h"
 
-/* The columns of credits.accounts the C code reads or writes. */
+/* The columns of credits.accounts the C code reads or writes, in the order of the names below. */
 enum
 {
-	ACC_USER_ID, ACC_PLAN, ACC_TIMEZONE, ACC_BALANCE, ACC_DAY, ACC_DAY_COUNT,
+	ACC_PLAN, ACC_TIMEZONE, ACC_BALANCE, ACC_DAY, ACC_DAY_COUNT,
 	ACC_ALLOCATION_PERIOD, ACC_NEXT_EXPIRY, ACC_NEXT_HOLD_EXPIRY, ACC_ENTITLEMENT_PLAN,
-	ACC_ENTITLEMENT_UNTIL, ACC_RATE_TAT, ACC_LAST_OPERATION_AT, ACC_UPDATED_AT
+	ACC_ENTITLEMENT_UNTIL, ACC_RATE_TAT, ACC_LAST_OPERATION_AT, ACC_UPDATED_AT,
+	ACC_NCOLUMNS
 };
 
 static CreditsTable accounts_table = {
-	"accounts", 14,
-	{"user_id", "plan", "timezone", "balance", "day", "day_count", "allocation_period",
+	"accounts", ACC_NCOLUMNS,
+	{"plan", "timezone", "balance", "day", "day_count", "allocation_period",
 		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
 	"rate_tat", "last_operation_at", "updated_at"}
 };

@@ -18,17 +18,17 @@
 #include "utils/builtins.h"
 #include "utils/rel.h"
 
-/* The columns of credits.ledger the C code writes or reads back. */
+/* The columns of credits.ledger the C code writes or reads back, in the order of the names below. */
 enum
 {
 	LED_ID, LED_USER_ID, LED_KIND, LED_AMOUNT, LED_BALANCE_AFTER, LED_DAILY_REMAINING,
 	LED_OPERATION, LED_UNITS, LED_LIST_COST, LED_DAY_OPS, LED_REF_ID, LED_LOT_MOVES,
 	LED_REFERENCE, LED_IDEMPOTENCY_KEY, LED_REQUEST_HASH, LED_REASON, LED_METADATA,
-	LED_ACTOR, LED_CREATED_AT
+	LED_ACTOR, LED_CREATED_AT, LED_NCOLUMNS
 };
 
 static CreditsTable ledger_table = {
-	"ledger", 19,
+	"ledger", LED_NCOLUMNS,
 	{"id", "user_id", "kind", "amount", "balance_after", "daily_remaining", "operation",
 		"units", "list_cost", "day_ops", "ref_id", "lot_moves", "reference",
 		"idempotency_key", "request_hash", "reason", "metadata", "actor",

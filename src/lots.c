@@ -41,15 +41,15 @@ static CachedStatement burn_in_order = {
 	2, {UUIDOID, INT8OID}
 };
 
-/* The columns of credits.lots the C code reads and writes. */
+/* The columns of credits.lots the C code reads and writes, in the order of the names below. */
 enum
 {
 	LOT_ID, LOT_USER_ID, LOT_ENTRY_ID, LOT_AMOUNT, LOT_REMAINING, LOT_EXPIRES_AT,
-	LOT_PRIORITY, LOT_CREATED_AT
+	LOT_PRIORITY, LOT_CREATED_AT, LOT_NCOLUMNS
 };
 
 static CreditsTable lots_table = {
-	"lots", 8,
+	"lots", LOT_NCOLUMNS,
 	{"id", "user_id", "entry_id", "amount", "remaining", "expires_at", "priority", "created_at"}
 };
 
