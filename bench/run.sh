@@ -290,9 +290,14 @@ fi
 
 MEM=$OUT/memory.txt
 : >"$MEM"
-if [[ memory =~ $ONLY ]]; then
-    say "memory: $MEM_CALLS consume calls (one transaction each) in one backend"
-    psql_at -v calls="$MEM_CALLS" -v users="$USERS" >"$MEM" <<'SQL'
+# The calls run in chunks of MEM_CHUNK, one CALL each: a PL/pgSQL procedure
+# that COMMITs in a loop keeps a few bytes per iteration until the CALL ends
+# (the floor's statement in the same loop grows alike), which would hide what
+# a credits call leaves behind.
+MEM_CHUNK=10000
+mem_calls_script() {
+    local chunks=$(((MEM_CALLS + MEM_CHUNK - 1) / MEM_CHUNK)) k
+    cat <<'SQL'
 SET synchronous_commit = off;
 CREATE TEMP TABLE mem (at text, rss_kb bigint, anon_kb bigint, contexts_bytes bigint);
 CREATE FUNCTION pg_temp.mem_point(label text) RETURNS void LANGUAGE sql AS $$
@@ -301,14 +306,14 @@ CREATE FUNCTION pg_temp.mem_point(label text) RETURNS void LANGUAGE sql AS $$
         substring(pg_read_file('/proc/self/status') from 'RssAnon:\s*(\d+)')::bigint,
         (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)
 $$;
-SELECT set_config('bench.calls', :'calls', false), set_config('bench.users', :'users', false) \g /dev/null
+SELECT set_config('bench.users', :'users', false) \g /dev/null
 -- n consume calls, one transaction each, with a fresh idempotency key each
 CREATE PROCEDURE pg_temp.mem_calls(n int, tag text) LANGUAGE plpgsql AS $$
 DECLARE
     users int := current_setting('bench.users')::int;
 BEGIN
     FOR i IN 1..n LOOP
-        PERFORM credits.credits_consume(bench.uid(1 + (i * 7919) % users), 'image', 1,
+        PERFORM credits.credits_consume(bench.uid(1 + (i::bigint * 7919) % users), 'image', 1,
                                         'mem-' || tag || '-' || i);
         COMMIT;
     END LOOP;
@@ -316,15 +321,24 @@ END $$;
 -- warm up the same path first: plans prepared, caches filled
 CALL pg_temp.mem_calls(5000, 'warm');
 SELECT pg_temp.mem_point('before');
-CALL pg_temp.mem_calls(current_setting('bench.calls')::int / 2, 'a');
-SELECT pg_temp.mem_point('half');
-CALL pg_temp.mem_calls(current_setting('bench.calls')::int / 2, 'b');
+SQL
+    for ((k = 1; k <= chunks; k++)); do
+        echo "CALL pg_temp.mem_calls($MEM_CHUNK, 'c$k');"
+        ((k == chunks / 2)) && echo "SELECT pg_temp.mem_point('half');"
+    done
+    cat <<'SQL'
 SELECT pg_temp.mem_point('after');
 SELECT format('calls=%s rss_before_kb=%s rss_after_kb=%s anon_before_kb=%s anon_half_kb=%s anon_after_kb=%s contexts_before=%s contexts_half=%s contexts_after=%s',
               :'calls', b.rss_kb, a.rss_kb, b.anon_kb, h.anon_kb, a.anon_kb,
               b.contexts_bytes, h.contexts_bytes, a.contexts_bytes)
   FROM mem b, mem h, mem a WHERE b.at = 'before' AND h.at = 'half' AND a.at = 'after';
 SQL
+}
+if [[ memory =~ $ONLY ]]; then
+    MEM_CALLS=$(((MEM_CALLS + MEM_CHUNK - 1) / MEM_CHUNK * MEM_CHUNK))
+    ((MEM_CALLS >= 2 * MEM_CHUNK)) || MEM_CALLS=$((2 * MEM_CHUNK))
+    say "memory: $MEM_CALLS consume calls (one transaction each) in one backend"
+    mem_calls_script | psql_at -v calls="$MEM_CALLS" -v users="$USERS" >"$MEM"
 fi
 
 # ---------------------------------------------------------------------------
