@@ -21,6 +21,7 @@
 #include "credits.h"
 
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "utils/builtins.h"
@@ -184,7 +185,10 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 	row_scan_begin(&scan, rel, "accounts_pkey", user_id, NULL);
 	found = row_scan_next(&scan) && (!lock || row_lock(&scan));
 	if (found)
+	{
 		read_account(user_id, scan.slot, acct, lock);
+		acct->row_tid = scan.slot->tts_tid;
+	}
 	row_scan_end(&scan);
 	table_close(rel, NoLock);
 	return found;
@@ -401,23 +405,35 @@ nullable(bool has_value, Datum value, bool *isnull)
 }
 
 /*
- * Writes the account's cached state back to its row (locked by this
- * transaction, so the version found is the newest).
+ * Writes the account's cached state back to its row, locked by this
+ * transaction.  The version locked is fetched by its TID; when this
+ * transaction has changed the row since (an earlier save, an SPI update),
+ * that version is no longer visible and the newest one is found through the
+ * primary key.
  */
 void
 account_save(const Account *acct)
 {
 	RowWriter	writer;
 	RowScan		scan;
+	TupleTableSlot *row;
+	bool		scanned = false;
 	Datum		value;
 	bool		isnull;
 
 	Assert(acct->locked);
 	row_writer_open(&writer, &accounts_table);
-	row_scan_begin(&scan, writer.rel, "accounts_pkey", &acct->user_id, NULL);
-	if (!row_scan_next(&scan))
-		elog(ERROR, "credits: a locked account vanished");
-	row_writer_copy(&writer, scan.slot);
+	row = table_slot_create(writer.rel, &writer.estate->es_tupleTable);
+	if (!table_tuple_fetch_row_version(writer.rel, (ItemPointer) &acct->row_tid,
+									   writer.estate->es_snapshot, row))
+	{
+		row_scan_begin(&scan, writer.rel, "accounts_pkey", &acct->user_id, NULL);
+		if (!row_scan_next(&scan))
+			elog(ERROR, "credits: a locked account vanished");
+		row = scan.slot;
+		scanned = true;
+	}
+	row_writer_copy(&writer, row);
 	row_writer_set(&writer, ACC_BALANCE, Int64GetDatum(acct->balance), false);
 	row_writer_set(&writer, ACC_DAY, DateADTGetDatum(acct->day), false);
 	row_writer_set(&writer, ACC_DAY_COUNT, Int32GetDatum(acct->day_count), false);
@@ -433,8 +449,9 @@ account_save(const Account *acct)
 	row_writer_set(&writer, ACC_LAST_OPERATION_AT, value, isnull);
 	row_writer_set(&writer, ACC_UPDATED_AT,
 				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
-	row_writer_update(&writer, scan.slot);
-	row_scan_end(&scan);
+	row_writer_update(&writer, row);
+	if (scanned)
+		row_scan_end(&scan);
 	row_writer_close(&writer);
 	notify_account_change(acct);
 }

@@ -143,6 +143,7 @@ typedef struct Account
 	TimestampTz entitlement_until;
 	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
+	ItemPointerData row_tid;		/* the row version locked (account_save's first guess) */
 	/* the plan's limiter (ratelimit.c); rate_tat and last_operation_at are saved */
 	bool		has_rate_limit;
 	int32		rate_burst;
