@@ -397,13 +397,6 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 	use_plan(acct, effective_plan(acct));
 }
 
-static Datum
-nullable(bool has_value, Datum value, bool *isnull)
-{
-	*isnull = !has_value;
-	return has_value ? value : (Datum) 0;
-}
-
 /*
  * Writes the account's cached state back to its row, locked by this
  * transaction.  The version locked is fetched by its TID; when this
@@ -418,8 +411,6 @@ account_save(const Account *acct)
 	RowScan		scan;
 	TupleTableSlot *row;
 	bool		scanned = false;
-	Datum		value;
-	bool		isnull;
 
 	Assert(acct->locked);
 	row_writer_open(&writer, &accounts_table);
@@ -427,7 +418,7 @@ account_save(const Account *acct)
 	if (!table_tuple_fetch_row_version(writer.rel, (ItemPointer) &acct->row_tid,
 									   writer.estate->es_snapshot, row))
 	{
-		row_scan_begin(&scan, writer.rel, "accounts_pkey", &acct->user_id, NULL);
+		row_writer_scan(&writer, &scan, "accounts_pkey", &acct->user_id);
 		if (!row_scan_next(&scan))
 			elog(ERROR, "credits: a locked account vanished");
 		row = scan.slot;
@@ -437,16 +428,15 @@ account_save(const Account *acct)
 	row_writer_set(&writer, ACC_BALANCE, Int64GetDatum(acct->balance), false);
 	row_writer_set(&writer, ACC_DAY, DateADTGetDatum(acct->day), false);
 	row_writer_set(&writer, ACC_DAY_COUNT, Int32GetDatum(acct->day_count), false);
-	value = nullable(acct->has_allocation_period, DateADTGetDatum(acct->allocation_period), &isnull);
-	row_writer_set(&writer, ACC_ALLOCATION_PERIOD, value, isnull);
-	value = nullable(acct->has_next_expiry, TimestampTzGetDatum(acct->next_expiry), &isnull);
-	row_writer_set(&writer, ACC_NEXT_EXPIRY, value, isnull);
-	value = nullable(acct->has_next_hold_expiry, TimestampTzGetDatum(acct->next_hold_expiry), &isnull);
-	row_writer_set(&writer, ACC_NEXT_HOLD_EXPIRY, value, isnull);
-	value = nullable(acct->has_rate_tat, TimestampTzGetDatum(acct->rate_tat), &isnull);
-	row_writer_set(&writer, ACC_RATE_TAT, value, isnull);
-	value = nullable(acct->has_last_operation_at, TimestampTzGetDatum(acct->last_operation_at), &isnull);
-	row_writer_set(&writer, ACC_LAST_OPERATION_AT, value, isnull);
+	row_writer_set(&writer, ACC_ALLOCATION_PERIOD, DateADTGetDatum(acct->allocation_period),
+				   !acct->has_allocation_period);
+	row_writer_set(&writer, ACC_NEXT_EXPIRY, TimestampTzGetDatum(acct->next_expiry),
+				   !acct->has_next_expiry);
+	row_writer_set(&writer, ACC_NEXT_HOLD_EXPIRY, TimestampTzGetDatum(acct->next_hold_expiry),
+				   !acct->has_next_hold_expiry);
+	row_writer_set(&writer, ACC_RATE_TAT, TimestampTzGetDatum(acct->rate_tat), !acct->has_rate_tat);
+	row_writer_set(&writer, ACC_LAST_OPERATION_AT, TimestampTzGetDatum(acct->last_operation_at),
+				   !acct->has_last_operation_at);
 	row_writer_set(&writer, ACC_UPDATED_AT,
 				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 	row_writer_update(&writer, row);

@@ -4,8 +4,8 @@
  *
  * Each part of the extension keeps its own code; _PG_init defines the
  * settings they share and calls each part's init (stats_init: the denial
- * settings, log hook and, when preloaded, shared memory; notify_init: the
- * listener count, when preloaded).
+ * settings, log hook and, when preloaded, shared memory; notify_init:
+ * credits.notify and, when preloaded, the listener count).
  */
 #include "credits.h"
 

@@ -102,6 +102,8 @@ extern bool row_scan_next(RowScan *scan);
 extern bool row_lock(RowScan *scan);
 extern void row_scan_end(RowScan *scan);
 extern void row_writer_open(RowWriter *writer, CreditsTable *table);
+extern void row_writer_scan(RowWriter *writer, RowScan *scan, const char *index,
+							const pg_uuid_t *user_id);
 extern void row_writer_clear(RowWriter *writer);
 extern void row_writer_copy(RowWriter *writer, TupleTableSlot *old);
 extern void row_writer_set(RowWriter *writer, int col, Datum value, bool isnull);
@@ -353,8 +355,7 @@ extern void operation_request_from_args(FunctionCallInfo fcinfo, const char *kin
 extern void charge_operation(Account *acct, const OperationRequest *req, const char *kind,
 							 LedgerEntry *entry);
 
-/* ---- purchases.c: store purchases, entitlements, realtime settings ---- */
-extern bool credits_notify;
+/* ---- purchases.c: store purchases and entitlements ---- */
 extern void purchases_init(void);
 extern void entitlements_refresh(Account *acct);
 

@@ -71,7 +71,7 @@ burn_first_lot(Account *acct, int64 amount, int64 *lot_id)
 	bool		covered = false;
 
 	row_writer_open(&writer, &lots_table);
-	row_scan_begin(&scan, writer.rel, "lots_spend_order", &acct->user_id, NULL);
+	row_writer_scan(&writer, &scan, "lots_spend_order", &acct->user_id);
 	while (row_scan_next(&scan))
 	{
 		bool		isnull;

@@ -33,6 +33,7 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #define NOTIFY_CHANNEL "credits"
@@ -42,6 +43,7 @@ typedef struct ListenerCount
 	pg_atomic_uint32 backends;	/* backends that ran LISTEN credits and live */
 } ListenerCount;
 
+static bool credits_notify = true;	/* credits.notify */
 static ListenerCount *listeners = NULL;
 static bool counted = false;	/* this backend is in listeners->backends */
 
@@ -127,10 +129,19 @@ credits_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOn
 		count_listener();
 }
 
-/* Called from _PG_init. */
+/* The setting, and when preloaded the listener count.  Called from _PG_init. */
 void
 notify_init(void)
 {
+	DefineCustomBoolVariable("credits.notify",
+							 "Send NOTIFY credits with a JSON payload on every account change.",
+							 "Delivered at commit; turn off to measure or avoid its cost.",
+							 &credits_notify,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 #if PG_VERSION_NUM >= 150000

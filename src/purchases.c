@@ -34,7 +34,6 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 
-bool		credits_notify = true;
 bool		credits_accept_sandbox = false;
 int			credits_pending_grace_s = 600;
 int			credits_pending_daily_limit = 3;
@@ -242,15 +241,6 @@ static CachedStatement claim_insert = {
 void
 purchases_init(void)
 {
-	DefineCustomBoolVariable("credits.notify",
-							 "Send NOTIFY credits with a JSON payload on every account change.",
-							 "Delivered at commit; turn off to measure or avoid its cost.",
-							 &credits_notify,
-							 true,
-							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
-
 	DefineCustomBoolVariable("credits.accept_sandbox",
 							 "Apply store webhook events from the SANDBOX environment.",
 							 "Off in production: sandbox purchases are acknowledged and ignored.",

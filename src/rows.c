@@ -240,20 +240,21 @@ statement_snapshot(void)
 }
 
 /*
- * Starts an ordered scan of `index` (of credits.<table>) with the statement
- * snapshot, for the rows whose first index column is the user and, when
- * `key` is given, whose second one equals that text.
+ * Starts an ordered scan of `index` (of credits.<table>) with `snapshot`
+ * (registered, the scan's to unregister), for the rows whose first index
+ * column is the user and, when `key` is given, whose second one equals that
+ * text.
  */
-void
-row_scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user_id,
-			   text *key)
+static void
+scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user_id,
+		   text *key, Snapshot snapshot)
 {
 	ScanKeyData keys[2];
 	int			nkeys = key ? 2 : 1;
 
 	scan->rel = rel;
 	scan->index = index_open(credits_relid(index), AccessShareLock);
-	scan->snapshot = statement_snapshot();
+	scan->snapshot = snapshot;
 	scan->slot = table_slot_create(rel, NULL);
 	scan->scan = index_beginscan(rel, scan->index, scan->snapshot, nkeys, 0);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(user_id));
@@ -263,6 +264,22 @@ row_scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *
 		keys[1].sk_collation = scan->index->rd_indcollation[1];
 	}
 	index_rescan(scan->scan, keys, nkeys, NULL, 0);
+}
+
+/* Starts a scan (see scan_begin) with the snapshot a statement run now would use. */
+void
+row_scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user_id,
+			   text *key)
+{
+	scan_begin(scan, rel, index, user_id, key, statement_snapshot());
+}
+
+/* Starts a scan of the writer's table for the user, with the writer's snapshot. */
+void
+row_writer_scan(RowWriter *writer, RowScan *scan, const char *index, const pg_uuid_t *user_id)
+{
+	scan_begin(scan, writer->rel, index, user_id, NULL,
+			   RegisterSnapshot(writer->estate->es_snapshot));
 }
 
 /* The next row in index order, in scan->slot; false at the end. */
