@@ -7,9 +7,11 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 PGFILEDESC = "credits - usage credits ledger"
 
 EXTENSION = credits
-# The 1.0 install script is assembled from one file per concern in src/sql/.
-DATA_built = credits--1.0.sql
-DATA = $(sort $(wildcard credits--*--*.sql))
+# credits--1.0.sql is the script released as 1.0 (git tag v1.0): it never
+# changes.  Every later schema change is an upgrade script credits--A--B.sql;
+# CREATE EXTENSION of the default version runs 1.0 and then each step, so a
+# fresh install and an ALTER EXTENSION UPDATE run the same statements.
+DATA = credits--1.0.sql $(sort $(wildcard credits--*--*.sql))
 
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --load-extension=credits
@@ -30,9 +32,6 @@ else
 all:
 	@echo "pg_config not found: run 'make demo' or 'make test' to install the build dependencies" >&2; exit 1
 endif
-
-credits--1.0.sql: $(sort $(wildcard src/sql/*.sql))
-	cat $^ > $@
 
 .PHONY: demo test bench
 demo:
