@@ -3,7 +3,8 @@
 \set u2 'c0000000-0000-0000-0000-000000000002'
 \set u3 'c0000000-0000-0000-0000-000000000003'
 
--- A first touch creates the account on plan free with its signup bonus (6) and 5 operations a day.
+-- A new user reads as the first write will create the account: plan free, its signup
+-- bonus (6) and 5 operations a day.  Reads write nothing: no account, no entry yet.
 SELECT credits.balance(:'u1') AS balance, credits.daily_available(:'u1') AS daily_available;
 SELECT plan, balance, day_count, timezone FROM credits.accounts WHERE user_id = :'u1';
 SELECT kind, amount, balance_after, reason FROM credits.ledger WHERE user_id = :'u1';

@@ -42,7 +42,8 @@ SELECT state, message, detail->>'field' AS field FROM test.error_of($$SELECT cre
 SELECT credits.balance(:'u2') AS balance_at_max;
 SELECT state FROM test.error_of($$SELECT credits.grant_credits('c1000000-0000-0000-0000-000000000002', 9223372036854775807, 'way too many')$$);
 
--- Expiry: credits stop counting the moment they expire; the expire entry is written on the next touch.
+-- Expiry: credits stop counting the moment they expire; the expire entry is written by the
+-- next write (reads write nothing).
 SELECT credits.grant_credits(:'u3', 4, 'flash sale', expires_at => clock_timestamp() + interval '1 second') IS NOT NULL;
 SELECT credits.balance(:'u3') AS before_expiry;
 SELECT pg_sleep(1.2);

@@ -169,9 +169,11 @@ SELECT state, message, detail FROM test.err(format('SELECT credits.capture(%s)',
     jsonb_build_object('h10', :h10));
 SELECT state, message, detail FROM test.err(format('SELECT credits.release(%s)', :h10),
     jsonb_build_object('h10', :h10));
--- the refused calls rolled back; the next touch (here a balance read) releases it lazily
+-- the refused calls rolled back; a read already counts it released (and writes nothing),
+-- the next write (here open_account) releases it lazily
+SELECT credits.balance(:'u10') AS balance, credits.daily_available(:'u10') AS daily_available;
 SELECT status FROM credits.holds WHERE id = :h10;
-SELECT credits.balance(:'u10') AS balance;
+SELECT credits.open_account(:'u10') AS created;
 SELECT * FROM pg_temp.history(:'u10');
 SELECT status, settled_entry_id = (SELECT max(id) FROM credits.ledger WHERE user_id = :'u10') AS settled
   FROM credits.holds WHERE id = :h10;

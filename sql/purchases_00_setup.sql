@@ -93,9 +93,6 @@ LANGUAGE plpgsql AS $$
 BEGIN
     daily_available := credits.daily_available(u);
     balance := credits.balance(u);
-    SELECT CASE WHEN a.entitlement_plan IS NOT NULL
-                 AND (a.entitlement_until IS NULL OR a.entitlement_until > now())
-                THEN a.entitlement_plan ELSE a.plan END
-      INTO plan FROM credits.accounts a WHERE a.user_id = u;
+    plan := (credits.account_status(u)).plan;
 END
 $$;

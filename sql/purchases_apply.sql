@@ -62,13 +62,15 @@ SELECT * FROM test.access_of(:'u3');
 SELECT entitlement_plan, entitlement_until FROM credits.accounts WHERE user_id = :'u3';
 
 -- The best active entitlement wins: highest rank, then the latest end.  When
--- it lapses, the next touch falls back to the next best one (lazily, no cron).
+-- it lapses, reads fall back to the next best one at once, and the next write
+-- caches it on the account (lazily, no cron).
 SELECT kind FROM credits.apply_purchase(:'u4', 'studio_plus_monthly', 'ap-best-1', 'stripe', now(), now() + interval '30 days');
 SELECT kind FROM credits.apply_purchase(:'u4', 'studio_pro_monthly', 'ap-best-2', 'stripe', now(), clock_timestamp() + interval '1 second');
 SELECT * FROM test.access_of(:'u4');
 SELECT pg_sleep(1.2);
 SELECT entitlement_plan, entitlement_until < now() AS lapsed FROM credits.accounts WHERE user_id = :'u4';
 SELECT * FROM test.access_of(:'u4');
+SELECT credits.open_account(:'u4') AS created;
 SELECT entitlement_plan, entitlement_until > now() + interval '29 days' AS until_plus_ends
   FROM credits.accounts WHERE user_id = :'u4';
 SELECT * FROM credits.reconcile(:'u4');
@@ -77,6 +79,7 @@ SELECT kind FROM credits.apply_purchase(:'u5', 'studio_pro_monthly', 'ap-short-1
 SELECT * FROM test.access_of(:'u5');
 SELECT pg_sleep(1.2);
 SELECT * FROM test.access_of(:'u5');
+SELECT credits.open_account(:'u5') AS created;
 SELECT entitlement_plan, entitlement_until FROM credits.accounts WHERE user_id = :'u5';
 -- The plan the account falls back to applies in full from that call on, its limits included:
 -- here a cooldown of a minute between operations, which pro did not have.

@@ -142,7 +142,8 @@ SELECT kind, amount, operation, units, reason FROM credits.my_history(7);
 SELECT credits.my_balance(), credits.my_daily_available();
 SELECT balance, daily_remaining FROM credits.my_account;
 
--- Bob sees only his own account and history.
+-- Bob sees only his own account and history (his signup hook opened the account).
+SELECT credits.open_account(:'bob') AS created;
 SET request.jwt.claims = '{"sub": "5ec0b0b0-0000-4000-8000-000000000002", "role": "authenticated"}';
 SELECT credits.my_balance();
 SELECT kind, amount, reason FROM credits.my_history();

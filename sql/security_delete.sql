@@ -50,7 +50,7 @@ SELECT count(*) = :tombstones AS no_new_tombstone FROM credits.deleted_accounts;
 SELECT deleted, tombstone_id, entries FROM credits.delete_account(:'ghost');
 SELECT * FROM credits.delete_account(NULL);
 
--- Dana comes back: a fresh start, with a new signup bonus and an empty history.
+-- Dana comes back: reads show a fresh start (a new signup bonus), the history is empty.
 SELECT credits.my_balance(), credits.my_daily_available();
 SELECT kind, amount, reason FROM credits.my_history();
 SELECT timezone FROM credits.my_account;
@@ -59,7 +59,7 @@ RESET request.jwt.claims;
 
 -- The ledger is still append-only for everyone else: the exception was
 -- only for the DELETE inside delete_account.
-SELECT credits.balance(:'erin');
+SELECT credits.open_account(:'erin') AS created;
 DELETE FROM credits.ledger WHERE user_id = :'erin';
 UPDATE credits.ledger SET amount = 1000 WHERE user_id = :'erin';
 TRUNCATE credits.ledger;

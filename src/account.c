@@ -14,13 +14,16 @@
  * once by account_save(), which also sends NOTIFY credits (delivered at
  * commit; notify.c).
  *
- * account_peek() reads the row without a lock, for the O(1) read functions;
- * they fall back to account_lock() when maintenance is due.  The effective
- * plan's settings come from the backend's plan cache (price_list.c).
+ * account_read() never writes: it reads the row without a lock and computes
+ * what a first touch or the maintenance due would change, for the read
+ * functions (READ ONLY transactions, hot standbys).  The effective plan's
+ * settings come from the backend's plan cache (price_list.c).
  */
 #include "credits.h"
 
 #include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
@@ -64,8 +67,42 @@ static CachedStatement account_set_entitlement_stmt = {
 	3, {UUIDOID, TEXTOID, TIMESTAMPTZOID}
 };
 
+/*
+ * What account_lock()'s maintenance would change, read without writing:
+ * the credits that timed-out holds give back, less those of expired lots
+ * (with what those holds return to them), and the operations of today that
+ * the holds give back.  Holds return credits to the lots they came from
+ * (holds.c), and the day rule is the one holds.c counts operations by.
+ */
+static CachedStatement maintenance_effect = {
+	"WITH due_holds AS ("
+	"  SELECT h.amount, e.lot_moves,"
+	"         e.created_at >= ((now() AT TIME ZONE a.timezone)::date::timestamp"
+	"                          AT TIME ZONE a.timezone) AS counted_today"
+	"    FROM credits.holds h"
+	"    JOIN credits.ledger e ON e.id = h.id"
+	"    JOIN credits.accounts a ON a.user_id = h.user_id"
+	"   WHERE h.user_id = $1 AND h.status = 'open' AND h.expires_at <= now()"
+	"), returned AS ("
+	"  SELECT d.lot_moves[i][1] AS lot_id, sum(-d.lot_moves[i][2]) AS amount"
+	"    FROM due_holds d CROSS JOIN LATERAL generate_subscripts(d.lot_moves, 1) AS i"
+	"   GROUP BY 1"
+	")"
+	" SELECT (coalesce((SELECT sum(amount) FROM due_holds), 0)"
+	"         - coalesce((SELECT sum(l.remaining + coalesce(r.amount, 0))"
+	"                       FROM credits.lots l LEFT JOIN returned r ON r.lot_id = l.id"
+	"                      WHERE l.user_id = $1 AND l.expires_at <= now()"
+	"                        AND (l.spendable OR r.amount IS NOT NULL)), 0))::bigint,"
+	"        (SELECT count(*) FROM due_holds WHERE counted_today)::integer",
+	1, {UUIDOID}
+};
+
 static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock);
-static void create_account(const pg_uuid_t *user_id);
+static void read_new_account(const pg_uuid_t *user_id, Account *acct);
+static void read_maintained(Account *acct);
+static void default_plan(PlanSettings *plan);
+static void require_read_write(void);
+static bool create_account(const pg_uuid_t *user_id);
 static void grant_signup_bonus(Account *acct);
 static void roll_day_over(Account *acct);
 static bool allocation_due(const Account *acct);
@@ -195,18 +232,69 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 }
 
 /*
- * Reads the account without locking it.  Returns false when the account does
- * not exist yet or has maintenance due; the caller then takes the lock.
+ * The account as the next write would leave it, without writing anything:
+ * the read functions answer from it, in READ ONLY transactions and on hot
+ * standbys alike.  An account not created yet reads as its first touch
+ * would create it; one with maintenance due reads as account_lock() would
+ * maintain it.  The usual case (an account up to date) costs one index probe.
  */
-bool
-account_peek(const pg_uuid_t *user_id, Account *acct)
+void
+account_read(const pg_uuid_t *user_id, Account *acct)
 {
 	if (!load_account(user_id, acct, false))
-		return false;
-	if (maintenance_due(acct))
-		return false;
+	{
+		read_new_account(user_id, acct);
+		return;
+	}
 	roll_day_over(acct);
-	return true;
+	if (maintenance_due(acct))
+		read_maintained(acct);
+}
+
+/* An account that does not exist yet, as create_account() would make it. */
+static void
+read_new_account(const pg_uuid_t *user_id, Account *acct)
+{
+	PlanSettings plan;
+
+	default_plan(&plan);
+	memset(acct, 0, sizeof(*acct));
+	acct->user_id = *user_id;
+	acct->base_plan = pstrdup(plan.name);
+	set_local_dates(acct, CStringGetTextDatum("UTC"));	/* the column's default */
+	acct->day = acct->today;
+	use_plan(acct, acct->base_plan);
+	if (plan.signup_bonus > 0)
+		account_add_balance(acct, plan.signup_bonus);
+	if (allocation_due(acct))
+		account_add_balance(acct, acct->monthly_allocation);
+}
+
+/*
+ * The effect of account_lock()'s maintenance, computed in memory: the best
+ * entitlement replaces a lapsed one, holds that timed out give their
+ * credits and the day's operation back (credits that go back to an expired
+ * lot expire with it), expired lots stop counting, and this month's
+ * allocation is granted.
+ */
+static void
+read_maintained(Account *acct)
+{
+	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
+	bool		isnull;
+
+	if (entitlement_lapsed(acct))
+	{
+		if (!entitlements_best(&acct->user_id, &acct->entitlement_plan,
+							   &acct->has_entitlement_until, &acct->entitlement_until))
+			acct->entitlement_plan = NULL;
+		use_plan(acct, effective_plan(acct));
+	}
+	spi_exec(&maintenance_effect, args, NULL);
+	account_add_balance(acct, DatumGetInt64(spi_get(0, 1, &isnull)));
+	account_count_operation(acct, -DatumGetInt32(spi_get(0, 2, &isnull)));
+	if (allocation_due(acct))
+		account_add_balance(acct, acct->monthly_allocation);
 }
 
 /*
@@ -218,12 +306,16 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 {
 	bool		maintained = false;
 
+	bool		created = false;
+
+	require_read_write();
 	if (!load_account(user_id, acct, true))
 	{
-		create_account(user_id);
+		created = create_account(user_id);
 		if (!load_account(user_id, acct, true))
 			elog(ERROR, "credits: account vanished right after its creation");
 	}
+	acct->created = created;
 
 	/* the plan first: the allocation below depends on it */
 	if (entitlement_lapsed(acct))
@@ -257,12 +349,49 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 		account_save(acct);
 }
 
+/* The plan of a new account (credits.default_plan). */
+static void
+default_plan(PlanSettings *plan)
+{
+	if (!plan_find(credits_default_plan, plan))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("default plan \"%s\" does not exist", credits_default_plan),
+				 errdetail("{\"setting\": \"credits.default_plan\"}"),
+				 errhint("Set credits.default_plan to a plan in credits.plans.")));
+}
+
 /*
- * Inserts the account on its default plan.  ON CONFLICT DO NOTHING makes two
- * first touches at once safe: the second waits for the first to commit and
- * inserts nothing, so the signup bonus is granted exactly once.
+ * Every change of credits starts with the account lock: refuse it here, with
+ * the reason, in a transaction that cannot write (READ ONLY, a hot standby),
+ * rather than fail later on a row lock or a transaction id.
  */
 static void
+require_read_write(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change credits on a hot standby"),
+				 errdetail("{\"read_only\": \"recovery\"}"),
+				 errhint("Send writes (consume, grants, holds, purchases) to the primary; "
+						 "the read functions work here.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change credits in a read-only transaction"),
+				 errdetail("{\"read_only\": \"transaction\"}"),
+				 errhint("Call it in a read-write transaction (in PostgREST, a POST request, not GET); "
+						 "the read functions work in read-only transactions.")));
+}
+
+/*
+ * Inserts the account on its default plan; false when another transaction
+ * did.  ON CONFLICT DO NOTHING makes two first touches at once safe: the
+ * second waits for the first to commit and inserts nothing, so the signup
+ * bonus is granted exactly once.
+ */
+static bool
 create_account(const pg_uuid_t *user_id)
 {
 	Datum		insert_args[2] = {UUIDPGetDatum(user_id),
@@ -270,20 +399,15 @@ create_account(const pg_uuid_t *user_id)
 	Account		acct;
 	PlanSettings plan;
 
-	if (!plan_find(credits_default_plan, &plan))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("default plan \"%s\" does not exist", credits_default_plan),
-				 errdetail("{\"setting\": \"credits.default_plan\"}"),
-				 errhint("Set credits.default_plan to a plan in credits.plans.")));
-
+	default_plan(&plan);
 	if (spi_exec(&account_insert, insert_args, NULL) == 0)
-		return;					/* created concurrently: that call granted the bonus */
+		return false;			/* created concurrently: that call granted the bonus */
 
 	if (!load_account(user_id, &acct, true))
 		elog(ERROR, "credits: account vanished right after its creation");
 	grant_signup_bonus(&acct);
 	account_save(&acct);
+	return true;
 }
 
 static void

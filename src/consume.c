@@ -4,12 +4,14 @@
  *		daily_available.
  *
  * Locks: credits_consume takes the account row lock (account_lock) and then
- * burns the user's lots.  The reads take no lock unless lazy maintenance is
- * due (expired lots, a new allocation period, a first touch).
+ * burns the user's lots.  The reads take no lock and never write, not even
+ * when lazy maintenance is due (account_read): they work in READ ONLY
+ * transactions and on hot standbys.
  */
 #include "credits.h"
 
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 
 static void
@@ -152,17 +154,6 @@ credits_consume(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
 }
 
-/* The account as of now: peeked when up to date, else locked and maintained. */
-static void
-current_account(const pg_uuid_t *user_id, Account *acct)
-{
-	if (!account_peek(user_id, acct))
-	{
-		account_lock(user_id, acct);
-		account_save(acct);
-	}
-}
-
 /* credits.balance(user_id uuid) returns bigint */
 PG_FUNCTION_INFO_V1(credits_balance);
 Datum
@@ -172,9 +163,48 @@ credits_balance(PG_FUNCTION_ARGS)
 
 	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
-	current_account(PG_GETARG_UUID_P(0), &acct);
+	account_read(PG_GETARG_UUID_P(0), &acct);
 	SPI_finish();
 	PG_RETURN_INT64(acct.balance);
+}
+
+/*
+ * credits.account_status(user_id uuid, OUT plan text, OUT base_plan text,
+ *     OUT balance bigint, OUT daily_limit integer, OUT daily_remaining bigint,
+ *     OUT plan_until timestamptz)
+ * The account as the read functions see it; credits.my_account shows the
+ * caller's.  plan_until: when the entitlement that lifts the plan ends.
+ */
+PG_FUNCTION_INFO_V1(credits_account_status);
+Datum
+credits_account_status(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	TupleDesc	desc;
+	Account		acct;
+	Datum		values[6] = {0};
+	bool		nulls[6] = {0};
+	int64		remaining = 0;
+
+	require_arg(fcinfo, 0, "user_id");
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "credits: account_status must return a composite type");
+	SPI_connect();
+	account_read(PG_GETARG_UUID_P(0), &acct);
+
+	/* the plan names live in SPI's memory: copy them out before SPI_finish */
+	MemoryContextSwitchTo(caller);
+	values[0] = CStringGetTextDatum(acct.plan);
+	values[1] = CStringGetTextDatum(acct.base_plan);
+	values[2] = Int64GetDatum(acct.balance);
+	values[3] = Int32GetDatum(acct.daily_limit);
+	nulls[3] = !acct.has_daily_limit;
+	nulls[4] = !account_daily_remaining(&acct, &remaining);
+	values[4] = Int64GetDatum(remaining);
+	values[5] = TimestampTzGetDatum(acct.entitlement_until);
+	nulls[5] = strcmp(acct.plan, acct.base_plan) == 0 || !acct.has_entitlement_until;
+	SPI_finish();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /* credits.daily_available(user_id uuid) returns bigint; NULL without a daily limit */
@@ -188,7 +218,7 @@ credits_daily_available(PG_FUNCTION_ARGS)
 
 	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
-	current_account(PG_GETARG_UUID_P(0), &acct);
+	account_read(PG_GETARG_UUID_P(0), &acct);
 	limited = account_daily_remaining(&acct, &remaining);
 	SPI_finish();
 	if (!limited)

@@ -145,6 +145,7 @@ typedef struct Account
 	TimestampTz entitlement_until;
 	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
+	bool		created;			/* account_lock() created the account */
 	ItemPointerData row_tid;		/* the row version locked (account_save's first guess) */
 	/* the plan's limiter (ratelimit.c); rate_tat and last_operation_at are saved */
 	bool		has_rate_limit;
@@ -158,7 +159,7 @@ typedef struct Account
 	const char *operation;			/* operation being checked, for denial counters */
 } Account;
 
-extern bool account_peek(const pg_uuid_t *user_id, Account *acct);
+extern void account_read(const pg_uuid_t *user_id, Account *acct);
 extern void account_lock(const pg_uuid_t *user_id, Account *acct);
 extern void account_save(const Account *acct);
 extern void account_set_entitlement(Account *acct, const char *plan, bool has_until,
@@ -358,6 +359,8 @@ extern void charge_operation(Account *acct, const OperationRequest *req, const c
 /* ---- purchases.c: store purchases and entitlements ---- */
 extern void purchases_init(void);
 extern void entitlements_refresh(Account *acct);
+extern bool entitlements_best(const pg_uuid_t *user_id, char **plan, bool *has_until,
+							  TimestampTz *until);
 
 /* ---- grants.c ---- */
 extern void grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,

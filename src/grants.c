@@ -152,6 +152,25 @@ credits_set_plan(PG_FUNCTION_ARGS)
 }
 
 /*
+ * credits.open_account(user_id uuid) returns boolean
+ * Creates the account with its plan's signup bonus (and allocation), as the
+ * first write would; true when this call created it.  For signup hooks: a
+ * retried hook finds the account and grants nothing twice.
+ */
+PG_FUNCTION_INFO_V1(credits_open_account);
+Datum
+credits_open_account(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+
+	require_arg(fcinfo, 0, "user_id");
+	SPI_connect();
+	account_lock(PG_GETARG_UUID_P(0), &acct);
+	SPI_finish();
+	PG_RETURN_BOOL(acct.created);
+}
+
+/*
  * credits.set_timezone(user_id uuid, tz text) returns void
  * Moves the day boundary of the daily limit; today's count is re-derived
  * from the ledger for the new local day.

@@ -848,21 +848,33 @@ claims_confirm(const pg_uuid_t *user_id, const StoreTxn *txn)
 void
 entitlements_refresh(Account *acct)
 {
-	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
+	char	   *plan;
+	bool		has_until;
+	TimestampTz until;
 
-	if (spi_exec(&best_entitlement, args, NULL) == 0)
-		account_set_entitlement(acct, NULL, false, 0);
-	else
-	{
-		char	   *plan = get_cstring(0, 1);
-		TimestampTz until;
-		bool		has_until = get_time(0, 2, &until);
-
+	if (entitlements_best(&acct->user_id, &plan, &has_until, &until))
 		account_set_entitlement(acct, plan, has_until, until);
-	}
+	else
+		account_set_entitlement(acct, NULL, false, 0);
 	/* announced as such unless a ledger entry of this call says more */
 	if (acct->last_kind == NULL)
 		acct->last_kind = "entitlement";
+}
+
+/*
+ * The user's best active entitlement: its plan and end (has_until false: no
+ * end).  False when the user has none.  Reads only.
+ */
+bool
+entitlements_best(const pg_uuid_t *user_id, char **plan, bool *has_until, TimestampTz *until)
+{
+	Datum		args[1] = {UUIDPGetDatum(user_id)};
+
+	if (spi_exec(&best_entitlement, args, NULL) == 0)
+		return false;
+	*plan = get_cstring(0, 1);
+	*has_until = get_time(0, 2, until);
+	return true;
 }
 
 /* ---- receipts without a ledger entry ---- */

@@ -13,9 +13,9 @@ SELECT plan((
                                                                 WHERE lanname IN ('sql', 'plpgsql')))
             + 3 * count(*)                                            -- privileges of the 3 roles
             + 2 * count(*) FILTER (WHERE prorettype <> 'trigger'::regtype)  -- anon / authenticated calls
-            - 10                                                      -- (not the client functions)
+            - 11                                                      -- (not the client functions)
             + 8                                                       -- client list, signatures
-            + 9                                                       -- client calls that work
+            + 10                                                      -- client calls that work
             + 8)::int                                                 -- service_role calls that work
       FROM pg_proc WHERE pronamespace = 'credits'::regnamespace));
 
@@ -29,6 +29,7 @@ INSERT INTO client_fns VALUES
     ('credits.consume(text, bigint, text, text, jsonb)'),
     ('credits.my_balance()'),
     ('credits.my_daily_available()'),
+    ('credits.my_account_status()'),
     ('credits.set_my_timezone(text)'),
     ('credits.my_history(integer, bigint)'),
     ('credits.my_usage(timestamptz)'),
@@ -88,15 +89,18 @@ SELECT is(has_function_privilege('service_role', fn, 'EXECUTE'), admin_may,
 -- The client functions: as listed, present, and taking no user id.
 SELECT set_eq('SELECT fn FROM client_fns', 'SELECT credits.client_functions()',
               'credits.client_functions() lists exactly the contract''s client functions');
-SELECT is((SELECT count(*) FROM client_fns)::int, 10, 'ten client functions');
+SELECT is((SELECT count(*) FROM client_fns)::int, 11, 'eleven client functions');
 SELECT is((SELECT count(*) FROM owner_fns o JOIN pg_proc p ON p.oid = o.fn)::int, 3, 'three setup functions');
 SELECT is_empty($$
     SELECT c.fn FROM client_fns c JOIN pg_proc p ON p.oid = c.fn
      WHERE 'uuid'::regtype = ANY (p.proargtypes::oid[])
 $$, 'no client function takes a uuid argument');
 SELECT is_empty($$
-    SELECT c.fn, n FROM client_fns c JOIN pg_proc p ON p.oid = c.fn, unnest(p.proargnames) n
-     WHERE n ILIKE '%user%' OR n ILIKE '%account%' OR n ILIKE '%sub%'
+    SELECT c.fn, a.name
+      FROM client_fns c JOIN pg_proc p ON p.oid = c.fn,
+           unnest(p.proargnames, coalesce(p.proargmodes, array_fill('i'::"char", ARRAY[p.pronargs]))) a(name, mode)
+     WHERE a.mode IN ('i', 'b', 'v')   -- input arguments (a result column named user_id is no way in)
+       AND (a.name ILIKE '%user%' OR a.name ILIKE '%account%' OR a.name ILIKE '%sub%')
 $$, 'no client function has an argument named like a user');
 SELECT is_empty($$
     SELECT c.fn FROM client_fns c JOIN pg_proc p ON p.oid = c.fn
@@ -124,6 +128,7 @@ SELECT throws_ok(call, '42501', NULL, format('authenticated cannot call %s', fn)
 SELECT lives_ok($$SELECT credits.consume('image')$$, 'authenticated calls consume');
 SELECT lives_ok($$SELECT credits.my_balance()$$, 'authenticated calls my_balance');
 SELECT lives_ok($$SELECT credits.my_daily_available()$$, 'authenticated calls my_daily_available');
+SELECT lives_ok($$SELECT * FROM credits.my_account_status()$$, 'authenticated calls my_account_status');
 SELECT lives_ok($$SELECT credits.set_my_timezone('Asia/Tokyo')$$, 'authenticated calls set_my_timezone');
 SELECT lives_ok($$SELECT * FROM credits.my_history(10)$$, 'authenticated calls my_history');
 SELECT lives_ok($$SELECT * FROM credits.my_usage()$$, 'authenticated calls my_usage');
