@@ -134,7 +134,7 @@ static CachedStatement event_record = {
 
 /* ---- parsing ---- */
 
-static void malformed(const char *field, const char *problem) pg_attribute_noreturn();
+pg_noreturn static void malformed(const char *field, const char *problem);
 
 static void
 malformed(const char *field, const char *problem)

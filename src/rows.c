@@ -165,9 +165,10 @@ compile_expressions(CreditsTable *table, Relation rel)
 	table->checks = palloc0(sizeof(ExprState *) * Max(constr->num_check, 1));
 	for (int i = 0; i < constr->num_check; i++)
 	{
-		Expr	   *check = stringToNode(constr->check[i].ccbin);
+		Expr	   *check = compat_check_expr(rel, &constr->check[i]);
 
-		table->checks[i] = ExecInitExpr(expression_planner(check), NULL);
+		if (check != NULL)
+			table->checks[i] = ExecInitExpr(expression_planner(check), NULL);
 	}
 	table->nchecks = constr->num_check;
 	if (constr->has_generated_stored)
@@ -199,15 +200,10 @@ use_compiled_expressions(CreditsTable *table, ResultRelInfo *rri)
 
 	if (table->checks_cxt == NULL)
 		return;
-	if (constr->num_check > 0 && table->nchecks == constr->num_check)
-		rri->ri_ConstraintExprs = table->checks;
-#if PG_VERSION_NUM < 160000
-	if (table->generated != NULL)
-	{
-		rri->ri_GeneratedExprs = table->generated;
-		rri->ri_NumGeneratedNeeded = table->ngenerated;
-	}
-#endif
+	compat_use_expressions(rri,
+						   (constr->num_check > 0 && table->nchecks == constr->num_check)
+						   ? table->checks : NULL,
+						   table->generated, table->ngenerated);
 }
 
 Relation
@@ -256,7 +252,7 @@ scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user
 	scan->index = index_open(credits_relid(index), AccessShareLock);
 	scan->snapshot = snapshot;
 	scan->slot = table_slot_create(rel, NULL);
-	scan->scan = index_beginscan(rel, scan->index, scan->snapshot, nkeys, 0);
+	scan->scan = compat_index_beginscan(rel, scan->index, scan->snapshot, nkeys);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(user_id));
 	if (key)
 	{
@@ -357,11 +353,7 @@ row_writer_open(RowWriter *writer, CreditsTable *table)
 	writer->slot = table_slot_create(writer->rel, &writer->estate->es_tupleTable);
 	MemoryContextSwitchTo(oldcxt);
 	writer->estate->es_snapshot = statement_snapshot();
-#if PG_VERSION_NUM >= 160000
-	EvalPlanQualInit(&writer->epq, writer->estate, NULL, NIL, -1, NIL);
-#else
-	EvalPlanQualInit(&writer->epq, writer->estate, NULL, NIL, -1);
-#endif
+	compat_epq_init(&writer->epq, writer->estate);
 	AfterTriggerBeginQuery();
 }
 
