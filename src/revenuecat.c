@@ -436,7 +436,7 @@ static void
 record_event(const RcEvent *ev, const pg_uuid_t *user_id, RcResult *r)
 {
 	Datum		args[6];
-	char		nulls[6] = "      ";
+	char		nulls[] = "      ";
 
 	args[0] = CStringGetTextDatum(RC_SOURCE);
 	args[1] = CStringGetTextDatum(ev->id);
