@@ -92,11 +92,17 @@ compat_check_expr(Relation rel, const ConstrCheck *check)
 }
 
 /*
+ * Whether a result relation takes stored generated columns compiled in
+ * advance: before 16 (ri_GeneratedExprs); from 16 on the executor compiles
+ * them itself, for the columns an UPDATE depends on.
+ */
+#define COMPAT_CACHES_GENERATED (PG_VERSION_NUM < 160000)
+
+/*
  * Hands compiled CHECK constraints (one per constraint, NULL for one not
- * checked) and, before 16, stored generated columns to a result relation,
- * in the fields ExecRelCheck and ExecComputeStoredGenerated look at before
- * compiling their own.  From 16 on the executor compiles generated columns
- * itself (the field moved), so `generated` is not used there.
+ * checked) and, where COMPAT_CACHES_GENERATED, stored generated columns to a
+ * result relation, in the fields ExecRelCheck and ExecComputeStoredGenerated
+ * look at before compiling their own.
  */
 static inline void
 compat_use_expressions(ResultRelInfo *rri, ExprState **checks, ExprState **generated,

@@ -11,8 +11,9 @@
  * routines (the ones logical replication applies changes with).  Those still
  * check every constraint, maintain every index and fire row triggers, so
  * nothing a table declares is bypassed; what is saved is planning, executor
- * start-up, and compiling the CHECK constraints and generated columns for
- * every statement (they are compiled once per backend here).
+ * start-up, and compiling the CHECK constraints (and, before PostgreSQL 16,
+ * the generated columns) for every statement: they are compiled once per
+ * backend here, as the executor would (src/compat.h).
  *
  * Visibility follows what a statement run through SPI would see: the current
  * command counter is incremented first (earlier writes of this transaction
@@ -145,8 +146,9 @@ resolve_columns(CreditsTable *table, Relation rel)
 }
 
 /*
- * Compiles the table's CHECK constraints and stored generated columns once,
- * as the executor would for every statement (the compilation costs more
+ * Compiles the table's CHECK constraints and (before PostgreSQL 16, see
+ * COMPAT_CACHES_GENERATED) stored generated columns once, as the executor
+ * would for every statement (the compilation costs more
  * than the rest of a write).  Kept like the domain constraints in the type
  * cache: ExprStates without a parent, in a context of their own.
  */
@@ -171,7 +173,7 @@ compile_expressions(CreditsTable *table, Relation rel)
 			table->checks[i] = ExecInitExpr(expression_planner(check), NULL);
 	}
 	table->nchecks = constr->num_check;
-	if (constr->has_generated_stored)
+	if (constr->has_generated_stored && COMPAT_CACHES_GENERATED)
 	{
 		table->generated = palloc0(sizeof(ExprState *) * desc->natts);
 		for (int i = 0; i < desc->natts; i++)
