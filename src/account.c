@@ -503,7 +503,7 @@ void
 account_set_entitlement(Account *acct, const char *plan, bool has_until, TimestampTz until)
 {
 	Datum		args[3];
-	char		nulls[3] = "   ";
+	char		nulls[] = "   ";
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);

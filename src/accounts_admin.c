@@ -72,14 +72,38 @@ typedef struct Deletion
 	TimestampTz deleted_at;
 } Deletion;
 
+static int	execute_ledger_delete(const char *sql, Oid *argtypes, Datum *args);
 static void delete_user_rows(const pg_uuid_t *user_id);
 static Datum deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id,
 							const Deletion *d);
 
 /*
- * DELETE FROM <table> WHERE user_id = $1 for every per-user table; for the
- * ledger under credits_ledger_delete_allowed, which the append-only trigger
- * honours, reset whatever happens.
+ * Runs the ledger's DELETE (`sql`, one uuid argument) under
+ * credits_ledger_delete_allowed, which the append-only trigger honours,
+ * reset whatever happens.  Returns SPI's result code.
+ */
+static int
+execute_ledger_delete(const char *sql, Oid *argtypes, Datum *args)
+{
+	/* set inside PG_TRY and read after it: volatile, so longjmp cannot undo it */
+	volatile int rc = 0;
+
+	credits_ledger_delete_allowed = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		credits_ledger_delete_allowed = false;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/*
+ * DELETE FROM <table> WHERE user_id = $1 for every per-user table, the
+ * ledger's through execute_ledger_delete.
  */
 static void
 delete_user_rows(const pg_uuid_t *user_id)
@@ -102,18 +126,7 @@ delete_user_rows(const pg_uuid_t *user_id)
 		if (!is_ledger)
 			rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
 		else
-		{
-			credits_ledger_delete_allowed = true;
-			PG_TRY();
-			{
-				rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
-			}
-			PG_FINALLY();
-			{
-				credits_ledger_delete_allowed = false;
-			}
-			PG_END_TRY();
-		}
+			rc = execute_ledger_delete(sql, argtypes, args);
 		if (rc != SPI_OK_DELETE)
 			elog(ERROR, "credits: %s failed (%s)", sql, SPI_result_code_string(rc));
 	}

@@ -23,6 +23,8 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
+
 /* ---- SQLSTATEs of the contract (PostgREST maps PTnnn to HTTP nnn) ---- */
 #define ERRCODE_CREDITS_INSUFFICIENT	MAKE_SQLSTATE('P','T','4','0','2')
 #define ERRCODE_CREDITS_FORBIDDEN		MAKE_SQLSTATE('P','T','4','0','3')
@@ -248,26 +250,26 @@ extern const char *current_actor(void);
 
 /* ---- errors.c: the contract's refusals ---- */
 extern char *json_quote(const char *s);
-extern void refuse_insufficient(const Account *acct, int64 needed) pg_attribute_noreturn();
-extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
-extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
-extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
-								   const char *operation) pg_attribute_noreturn();
-extern void refuse_plan_required(const char *operation, const char *required_plan,
-								 const char *plan) pg_attribute_noreturn();
-extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
-								 int64 settled_entry_id) pg_attribute_noreturn();
-extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested,
-							   int64 requested) pg_attribute_noreturn();
-extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
-									 const char *state, bool has_entry,
-									 int64 original_entry_id) pg_attribute_noreturn();
-extern void refuse_claim_taken(const char *transaction_id) pg_attribute_noreturn();
-extern void refuse_claim_limit(int limit, int64 retry_after_ms) pg_attribute_noreturn();
-extern void refuse_rate_limited(const Account *acct, const char *operation,
-								int64 retry_after_ms) pg_attribute_noreturn();
-extern void refuse_cooldown(const Account *acct, const char *operation,
-							int64 retry_after_ms) pg_attribute_noreturn();
+pg_noreturn extern void refuse_insufficient(const Account *acct, int64 needed);
+pg_noreturn extern void refuse_daily_limit(const Account *acct);
+pg_noreturn extern void refuse_key_conflict(text *key, int64 original_entry_id);
+pg_noreturn extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
+											   const char *operation);
+pg_noreturn extern void refuse_plan_required(const char *operation, const char *required_plan,
+											 const char *plan);
+pg_noreturn extern void refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
+											 int64 settled_entry_id);
+pg_noreturn extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested,
+										   int64 requested);
+pg_noreturn extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
+												 const char *state, bool has_entry,
+												 int64 original_entry_id);
+pg_noreturn extern void refuse_claim_taken(const char *transaction_id);
+pg_noreturn extern void refuse_claim_limit(int limit, int64 retry_after_ms);
+pg_noreturn extern void refuse_rate_limited(const Account *acct, const char *operation,
+											int64 retry_after_ms);
+pg_noreturn extern void refuse_cooldown(const Account *acct, const char *operation,
+										int64 retry_after_ms);
 extern bool is_refusal(const ErrorData *edata);
 
 /* ---- notify.c ---- */

@@ -24,15 +24,6 @@
 #include "mb/pg_wchar.h"
 #include "utils/guc.h"
 
-/* JSON parser callbacks return an error code from PostgreSQL 16 on. */
-#if PG_VERSION_NUM >= 160000
-typedef JsonParseErrorType json_callback_result;
-#define JSON_CALLBACK_DONE return JSON_SUCCESS
-#else
-typedef void json_callback_result;
-#define JSON_CALLBACK_DONE return
-#endif
-
 /* Parser state while looking for the root object's "sub" member. */
 typedef struct SubSearch
 {
@@ -102,12 +93,7 @@ sub_from_claims(const char *claims)
 	sem.object_field_end = sub_field_end;
 	sem.scalar = sub_scalar;
 
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, claims, strlen(claims), GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(pstrdup(claims), (int) strlen(claims),
-									   GetDatabaseEncoding(), true);
-#endif
+	lex = compat_json_lexer(claims);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return NULL;
 	return state.sub;

@@ -513,7 +513,7 @@ pack_credit(Account *acct, const StoreTxn *txn, const Product *product, bool ove
 	{
 		Datum		args[5] = {CStringGetTextDatum(txn->source), CStringGetTextDatum(txn->transaction_id),
 		Int64GetDatum(entry->id), UUIDPGetDatum(&acct->user_id), TimestampTzGetDatum(txn->purchased_at)};
-		char		nulls[5] = "     ";
+		char		nulls[] = "     ";
 
 		nulls[4] = txn->has_purchased_at ? ' ' : 'n';
 		spi_exec(&purchase_set_entry, args, nulls);
@@ -608,7 +608,7 @@ pack_claw_back(Account *acct, const StoreTxn *txn, const PurchaseRow *row, int64
 	{
 		Datum		args[5] = {CStringGetTextDatum(txn->source), CStringGetTextDatum(txn->transaction_id),
 			Int64GetDatum(entry.id), Int64GetDatum(total), TimestampTzGetDatum(txn->event_at)};
-		char		nulls[5] = "     ";
+		char		nulls[] = "     ";
 
 		nulls[2] = total > 0 ? ' ' : 'n';
 		spi_exec(&purchase_refunded, args, nulls);
@@ -656,7 +656,7 @@ pack_give_back(Account *acct, const StoreTxn *txn, const PurchaseRow *row, int64
 	{
 		Datum		args[5] = {CStringGetTextDatum(txn->source), CStringGetTextDatum(txn->transaction_id),
 			Int64GetDatum(entry.id), Int64GetDatum(row->clawed_back), TimestampTzGetDatum(txn->event_at)};
-		char		nulls[5] = "     ";
+		char		nulls[] = "     ";
 
 		nulls[2] = amount > 0 ? ' ' : 'n';
 		spi_exec(&purchase_reversed, args, nulls);
@@ -789,7 +789,7 @@ entitlement_move_all(const pg_uuid_t *from, const pg_uuid_t *to, TimestampTz eve
 {
 	Datum		args[4] = {UUIDPGetDatum(from), UUIDPGetDatum(to), TimestampTzGetDatum(event_at),
 	CStringGetTextDatum(event_id)};
-	char		nulls[4] = "    ";
+	char		nulls[] = "    ";
 
 	nulls[1] = to ? ' ' : 'n';
 	return (int) spi_exec(&entitlements_move, args, nulls);
@@ -812,7 +812,7 @@ store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 {
 	Datum	   *elems = palloc(sizeof(Datum) * Max(nfrom, 1));
 	Datum		args[2];
-	char		nulls[2] = "  ";
+	char		nulls[] = "  ";
 	uint64		n;
 	bool		isnull;
 

@@ -134,7 +134,7 @@ static CachedStatement event_record = {
 
 /* ---- parsing ---- */
 
-static void malformed(const char *field, const char *problem) pg_attribute_noreturn();
+pg_noreturn static void malformed(const char *field, const char *problem);
 
 static void
 malformed(const char *field, const char *problem)
@@ -436,7 +436,7 @@ static void
 record_event(const RcEvent *ev, const pg_uuid_t *user_id, RcResult *r)
 {
 	Datum		args[6];
-	char		nulls[6] = "      ";
+	char		nulls[] = "      ";
 
 	args[0] = CStringGetTextDatum(RC_SOURCE);
 	args[1] = CStringGetTextDatum(ev->id);

@@ -11,8 +11,9 @@
  * routines (the ones logical replication applies changes with).  Those still
  * check every constraint, maintain every index and fire row triggers, so
  * nothing a table declares is bypassed; what is saved is planning, executor
- * start-up, and compiling the CHECK constraints and generated columns for
- * every statement (they are compiled once per backend here).
+ * start-up, and compiling the CHECK constraints (and, before PostgreSQL 16,
+ * the generated columns) for every statement: they are compiled once per
+ * backend here, as the executor would (src/compat.h).
  *
  * Visibility follows what a statement run through SPI would see: the current
  * command counter is incremented first (earlier writes of this transaction
@@ -145,8 +146,9 @@ resolve_columns(CreditsTable *table, Relation rel)
 }
 
 /*
- * Compiles the table's CHECK constraints and stored generated columns once,
- * as the executor would for every statement (the compilation costs more
+ * Compiles the table's CHECK constraints and (before PostgreSQL 16, see
+ * COMPAT_CACHES_GENERATED) stored generated columns once, as the executor
+ * would for every statement (the compilation costs more
  * than the rest of a write).  Kept like the domain constraints in the type
  * cache: ExprStates without a parent, in a context of their own.
  */
@@ -165,12 +167,13 @@ compile_expressions(CreditsTable *table, Relation rel)
 	table->checks = palloc0(sizeof(ExprState *) * Max(constr->num_check, 1));
 	for (int i = 0; i < constr->num_check; i++)
 	{
-		Expr	   *check = stringToNode(constr->check[i].ccbin);
+		Expr	   *check = compat_check_expr(rel, &constr->check[i]);
 
-		table->checks[i] = ExecInitExpr(expression_planner(check), NULL);
+		if (check != NULL)
+			table->checks[i] = ExecInitExpr(expression_planner(check), NULL);
 	}
 	table->nchecks = constr->num_check;
-	if (constr->has_generated_stored)
+	if (constr->has_generated_stored && COMPAT_CACHES_GENERATED)
 	{
 		table->generated = palloc0(sizeof(ExprState *) * desc->natts);
 		for (int i = 0; i < desc->natts; i++)
@@ -199,15 +202,10 @@ use_compiled_expressions(CreditsTable *table, ResultRelInfo *rri)
 
 	if (table->checks_cxt == NULL)
 		return;
-	if (constr->num_check > 0 && table->nchecks == constr->num_check)
-		rri->ri_ConstraintExprs = table->checks;
-#if PG_VERSION_NUM < 160000
-	if (table->generated != NULL)
-	{
-		rri->ri_GeneratedExprs = table->generated;
-		rri->ri_NumGeneratedNeeded = table->ngenerated;
-	}
-#endif
+	compat_use_expressions(rri,
+						   (constr->num_check > 0 && table->nchecks == constr->num_check)
+						   ? table->checks : NULL,
+						   table->generated, table->ngenerated);
 }
 
 Relation
@@ -256,7 +254,7 @@ scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user
 	scan->index = index_open(credits_relid(index), AccessShareLock);
 	scan->snapshot = snapshot;
 	scan->slot = table_slot_create(rel, NULL);
-	scan->scan = index_beginscan(rel, scan->index, scan->snapshot, nkeys, 0);
+	scan->scan = compat_index_beginscan(rel, scan->index, scan->snapshot, nkeys);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(user_id));
 	if (key)
 	{
@@ -357,11 +355,7 @@ row_writer_open(RowWriter *writer, CreditsTable *table)
 	writer->slot = table_slot_create(writer->rel, &writer->estate->es_tupleTable);
 	MemoryContextSwitchTo(oldcxt);
 	writer->estate->es_snapshot = statement_snapshot();
-#if PG_VERSION_NUM >= 160000
-	EvalPlanQualInit(&writer->epq, writer->estate, NULL, NIL, -1, NIL);
-#else
-	EvalPlanQualInit(&writer->epq, writer->estate, NULL, NIL, -1);
-#endif
+	compat_epq_init(&writer->epq, writer->estate);
 	AfterTriggerBeginQuery();
 }
 

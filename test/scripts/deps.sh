@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Install what `make test` / `make demo` / `make bench` need on Debian 12,
-# only when something is missing: a machine that already has everything never
+# Install what `make test` / `make demo` / `make bench` need on Debian, only
+# when something is missing: a machine that already has everything never
 # touches apt.  Usable on its own (.ci/run calls it when `make` itself is missing).
+#
+#   deps.sh [MAJOR]   PostgreSQL MAJOR (default 15, Debian 12's); rootfs.sh
+#                     runs it inside the root filesystem it builds for 17 and 18
 set -euo pipefail
 
-# postgresql-15 also creates the `postgres` OS user the test cluster runs as;
+PG_MAJOR=${1:-15}
+
+# postgresql-N also creates the `postgres` OS user the test cluster runs as;
 # libtap-parser-sourcehandler-pgtap-perl provides pg_prove.
 PACKAGES=(
-    postgresql-15
-    postgresql-server-dev-15
-    postgresql-15-pgtap
+    "postgresql-$PG_MAJOR"
+    "postgresql-server-dev-$PG_MAJOR"
+    "postgresql-$PG_MAJOR-pgtap"
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
 )
@@ -30,11 +35,11 @@ missing_packages() {
 
 main() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
-        # Not Debian: trust the machine if the PostgreSQL 15 toolchain is there.
-        if [[ -x /usr/lib/postgresql/15/bin/pg_config ]] && command -v pg_prove >/dev/null 2>&1; then
+        # Not Debian: trust the machine if the PostgreSQL toolchain is there.
+        if [[ -x /usr/lib/postgresql/$PG_MAJOR/bin/pg_config ]] && command -v pg_prove >/dev/null 2>&1; then
             return 0
         fi
-        echo "deps: no dpkg-query and no PostgreSQL 15 toolchain; install postgresql-15, its server dev files, pgTAP and pg_prove" >&2
+        echo "deps: no dpkg-query and no PostgreSQL $PG_MAJOR toolchain; install postgresql-$PG_MAJOR, its server dev files, pgTAP and pg_prove" >&2
         return 1
     fi
 

@@ -7,6 +7,10 @@
 #   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
 #   bash test/scripts/run.sh bench   same setup with a durable cluster, then bench/run.sh
 #
+# A second argument picks the PostgreSQL major (make test PG=17): 15, the
+# host's, by default; 17 and 18 run this same script inside a Debian root
+# filesystem that ships them (test/scripts/rootfs.sh, root only).
+#
 # Works on a fresh Debian 12 machine as root: missing packages are installed
 # first.  The cluster lives in a mktemp dir that is stopped and removed on
 # exit, failure or Ctrl-C.  Installing the extension is system-wide, so the
@@ -15,9 +19,10 @@
 set -euo pipefail
 
 MODE=${1:-}
+PG_MAJOR=${2:-${CREDITS_PG:-15}}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SCRIPTS=$ROOT/test/scripts
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PGBIN/pg_config
 LOCK_FILE=${CREDITS_LOCK_FILE:-/tmp/credits-install.lock}
 WORK=
@@ -59,12 +64,14 @@ fail_setup() {
 }
 
 install_deps() {
-    bash "$SCRIPTS/deps.sh" >"$WORK/deps.log" 2>&1 </dev/null || fail_setup "installing dependencies" "$WORK/deps.log"
+    bash "$SCRIPTS/deps.sh" "$PG_MAJOR" >"$WORK/deps.log" 2>&1 </dev/null || fail_setup "installing dependencies" "$WORK/deps.log"
 }
 
+# -Werror here, not in the Makefile: warnings fail the build on the majors
+# we test, not a packager's build with another compiler.
 build() {
-    make -C "$ROOT" --no-print-directory -j"$(nproc)" PG_CONFIG="$PG_CONFIG" \
-        >"$WORK/build.log" 2>&1 </dev/null || fail_setup "build (make PG_CONFIG=$PG_CONFIG)" "$WORK/build.log"
+    make -C "$ROOT" --no-print-directory -j"$(nproc)" PG_CONFIG="$PG_CONFIG" PG_CFLAGS=-Werror \
+        >"$WORK/build.log" 2>&1 </dev/null || fail_setup "build (make PG_CONFIG=$PG_CONFIG PG_CFLAGS=-Werror)" "$WORK/build.log"
     echo "== build: ok"
 }
 
@@ -114,16 +121,34 @@ mode_bench() {
     (cd "$ROOT" && PGBIN=$PGBIN bash bench/run.sh </dev/null)
 }
 
+# PostgreSQL 17 or 18: this script again, inside their root filesystem.
+run_in_rootfs() {
+    # shellcheck source=test/scripts/rootfs.sh
+    source "$SCRIPTS/rootfs.sh"
+    local rc=0
+    rootfs_run "$PG_MAJOR" "$MODE" || rc=$?
+    # Nothing ran (no root filesystem): `make test` still ends with its summary.
+    if ((rc != 0)) && [[ $MODE == test && -z ${ROOTFS_STARTED:-} ]]; then
+        FAILED=$((FAILED + 1))
+        print_summary
+    fi
+    return "$rc"
+}
+
 main() {
     case $MODE in
         test | demo | bench) ;;
-        *) echo "usage: $0 test|demo|bench" >&2; exit 2 ;;
+        *) echo "usage: $0 test|demo|bench [15|17|18]" >&2; exit 2 ;;
     esac
     trap cleanup EXIT
     trap 'on_signal 130' INT
     trap 'on_signal 143' TERM
     cd "$ROOT"
     WORK=$(mktemp -d /tmp/credits-run.XXXXXX)
+    if [[ $PG_MAJOR != 15 && -z ${CREDITS_IN_ROOTFS:-} ]]; then
+        run_in_rootfs
+        return
+    fi
 
     install_deps
     build

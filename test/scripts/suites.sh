@@ -2,11 +2,13 @@
 # Test suites for `make test`, and the pass/fail bookkeeping.  Sourced by run.sh.
 #
 # Counting rules (the totals go to the final "N passed, N failed" line):
-#   - pg_regress and isolation: one per test.  Every test we expect (one per
-#     sql/*.sql, one per test/specs/*.spec) that pg_regress did not report
-#     "ok" counts as failed, so a suite that cannot even start (extension fails
-#     to load, timeout) still shows up as failures.  "failed (ignored)" counts
-#     as passed, as pg_regress itself does.
+#   - pg_regress and isolation: one per test, read from either output format
+#     (15's "test NAME ... ok", 16 and later's TAP "ok N - NAME").  Every test
+#     we expect (one per sql/*.sql, one per test/specs/*.spec) that
+#     pg_regress did not report "ok" counts as failed, so a suite that
+#     cannot even start (extension fails to load, timeout) still shows up as
+#     failures.  "failed (ignored)" (15 only) counts as passed, as pg_regress
+#     itself does.
 #   - pgTAP: one per assertion ("ok N" / "not ok N"; a "not ok ... # TODO" is
 #     an expected failure and passes, as in TAP).  A file that dies, has a plan
 #     mismatch or otherwise makes pg_prove fail counts the assertions it never
@@ -35,8 +37,12 @@ run_bounded() {
     return "$rc"
 }
 
-# PG15 prints "test NAME  ... ok   12 ms" (or, in parallel groups, "     NAME ... ok").
+# pg_regress's result lines.  15 prints "test NAME  ... ok   12 ms" (or, in
+# parallel groups, "     NAME ... ok"); 16 and later print TAP:
+# "ok 1         - NAME   12 ms", "not ok 2     - NAME   12 ms" ("+" in
+# parallel groups).
 REGRESS_LINE_RE='^[[:space:]]*(test[[:space:]]+)?([^[:space:]]+)[[:space:]]+\.\.\.[[:space:]]+(ok|FAILED|failed \(ignored\))'
+REGRESS_TAP_RE='^(not )?ok[[:space:]]+[0-9]+[[:space:]]+[-+][[:space:]]+([^[:space:]]+)'
 
 # test_names DIR EXT: basenames of DIR/*.EXT, one per line, sorted like the Makefile.
 test_names() {
@@ -83,6 +89,10 @@ run_pg_regress_suite() {
         if [[ $line =~ $REGRESS_LINE_RE ]]; then
             status[${BASH_REMATCH[2]}]=${BASH_REMATCH[3]}
             echo "   ${line#"${line%%[![:space:]]*}"}"
+        elif [[ $line =~ $REGRESS_TAP_RE ]]; then
+            name=${BASH_REMATCH[2]}
+            if [[ -n ${BASH_REMATCH[1]} ]]; then status[$name]=FAILED; else status[$name]=ok; fi
+            echo "   test $name ... ${status[$name]}"
         fi
     done <"$out"
 
