@@ -78,18 +78,28 @@ INSERT INTO credits.untouched_seeds (table_name, key)
 SELECT 'plans', p.name
   FROM credits.plans p JOIN credits.seed_keys() s ON s.table_name = 'plans' AND s.key = p.name
  WHERE p.xmin::text::bigint = pg_catalog.pg_current_xact_id()::text::bigint % 4294967296
-    OR (p.name, p.daily_limit, p.signup_bonus, p.monthly_allocation, p.allocation_rollover,
-        p.bypass_credits, p.rank, p.rate_burst, p.rate_per_second, p.cooldown_ms)
-       IN (('free'::text, 5, 6::bigint, 0::bigint, false, false, 0, NULL::integer, NULL::float8, 0),
-           ('pro'::text, NULL::integer, 0::bigint, 0::bigint, false, true, 10, NULL::integer, NULL::float8, 0))
+    OR EXISTS (SELECT 1 FROM (VALUES ('free', 5, 6::bigint), ('pro', NULL::integer, 0::bigint)) v(name, daily_limit, signup_bonus)
+                WHERE (p.name, p.daily_limit, p.signup_bonus, p.monthly_allocation, p.allocation_rollover,
+                       p.bypass_credits, p.rank, p.rate_burst, p.rate_per_second, p.cooldown_ms)
+                      IS NOT DISTINCT FROM
+                      (v.name, v.daily_limit, v.signup_bonus, 0::bigint, false,
+                       v.name = 'pro', CASE v.name WHEN 'pro' THEN 10 ELSE 0 END, NULL::integer, NULL::float8, 0))
 UNION ALL
 SELECT 'operations', o.name
   FROM credits.operations o JOIN credits.seed_keys() s ON s.table_name = 'operations' AND s.key = o.name
  WHERE o.xmin::text::bigint = pg_catalog.pg_current_xact_id()::text::bigint % 4294967296
-    OR (o.name, o.cost, o.max_units, o.enabled, o.required_plan, o.description)
-       IN (('image'::text, 1::bigint, 10::bigint, true, NULL::text, 'one generated image'::text),
-           ('video_second', 5, 60, true, NULL, 'one second of generated video'),
-           ('prompt_kchar', 1, 100, true, NULL, '1000 characters of prompt'));
+    OR EXISTS (SELECT 1 FROM (VALUES ('image', 1::bigint, 10::bigint, 'one generated image'),
+                                      ('video_second', 5, 60, 'one second of generated video'),
+                                      ('prompt_kchar', 1, 100, '1000 characters of prompt')) v(name, cost, max_units, description)
+                WHERE (o.name, o.cost, o.max_units, o.enabled, o.required_plan, o.description)
+                      IS NOT DISTINCT FROM (v.name, v.cost, v.max_units, true, NULL::text, v.description));
+
+-- Seeds already gone when updating an existing database were deleted (or renamed) by the admin.
+INSERT INTO credits.removed_seeds (table_name, key)
+SELECT s.table_name, s.key
+  FROM credits.seed_keys() s
+ WHERE NOT EXISTS (SELECT 1 FROM credits.plans p WHERE s.table_name = 'plans' AND p.name = s.key)
+   AND NOT EXISTS (SELECT 1 FROM credits.operations o WHERE s.table_name = 'operations' AND o.name = s.key);
 
 /*
  * BEFORE INSERT FOR EACH ROW on plans, operations and products, enabled
