@@ -158,8 +158,8 @@ retries=$(tail -c +$((LOG_START + 1)) "$PGHOST/postgres.log" | grep -c 'duplicat
 is "$retries" 0 "replica: no table sync or apply failed on a duplicate key"
 # Switch-over (README): stop writes, wait for catch-up (done), copy the
 # sequences, which logical replication does not carry, drop the subscription.
-q "$SRC" "${PUB[@]}" -c "SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', schemaname || '.' || sequencename,
-                                       coalesce(last_value, 1), CASE WHEN last_value IS NULL THEN 'false' ELSE 'true' END)
+q "$SRC" "${PUB[@]}" -c "SELECT format('SELECT pg_catalog.setval(%L, %s, %L);', schemaname || '.' || sequencename,
+                                       coalesce(last_value, 1), last_value IS NOT NULL)
                            FROM pg_sequences WHERE schemaname = 'credits'" >"$OUT/sequences.sql"
 q ops_sub -f "$OUT/sequences.sql" -c "DROP SUBSCRIPTION ops_sub" >/dev/null
 ok $? "replica: sequences copied and the subscription dropped (with its slot on the publisher)"
