@@ -181,22 +181,27 @@ credits_check_version(void)
 
 	if (likely(version_checked))
 		return;
-	version = installed_version(&extension_oid);
-	if (version == NULL)
-		return;					/* not installed here (DROP EXTENSION under way) */
-	if (creating_extension && CurrentExtensionObject == extension_oid)
-		return;					/* our own install or upgrade script */
-
-	number = version_number(version);
-	if (number < version_number(CREDITS_OLDEST_SCHEMA) ||
-		number > version_number(CREDITS_LIBRARY_VERSION))
-		refuse_version(version);
-
-	remember_relations(extension_oid);
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
 		callback_registered = true;
 	}
+	/* An invalidation that arrives while checking clears this again. */
 	version_checked = true;
+
+	version = installed_version(&extension_oid);
+	if (version == NULL ||		/* not installed here (DROP EXTENSION under way) */
+		(creating_extension && CurrentExtensionObject == extension_oid))	/* our own script */
+	{
+		version_checked = false;
+		return;
+	}
+	number = version_number(version);
+	if (number < version_number(CREDITS_OLDEST_SCHEMA) ||
+		number > version_number(CREDITS_LIBRARY_VERSION))
+	{
+		version_checked = false;
+		refuse_version(version);
+	}
+	remember_relations(extension_oid);
 }

@@ -49,8 +49,8 @@ tables=$(grep -c '^table ' "$OUT/src.digest")
 # Every table that populate.sql fills must have rows, or a lost table could go unnoticed.
 empty=$(awk '$1 == "table" && $3 == 0 && $2 != "credits.removed_seeds" {print $2}' "$OUT/src.digest" | tr '\n' ' ')
 is "$empty" "" "the source has rows in every table ($tables tables)"
-removed=$(q "$SRC" -c "SELECT string_agg(table_name || '.' || key, ',') FROM credits.removed_seeds")
-is "$removed" "operations.prompt_kchar" "the deleted seed is recorded in credits.removed_seeds"
+removed=$(q "$SRC" -c "SELECT string_agg(table_name || '.' || key, ',' ORDER BY table_name, key) FROM credits.removed_seeds")
+is "$removed" "operations.prompt_kchar,plans.pro" "the deleted and the renamed seed are recorded in credits.removed_seeds"
 
 c1=$(q "$SRC" -c "SELECT id FROM credits.ledger WHERE idempotency_key = 'ops-c1'")
 hold=$(q "$SRC" -c "SELECT id FROM credits.holds WHERE status = 'open'")

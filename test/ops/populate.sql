@@ -1,5 +1,5 @@
 -- Every kind of row the extension keeps, for the backup, replica and
--- upgrade tests (test/ops/*.sh): admin-edited seeds, a deleted seed, a custom
+-- upgrade tests (test/ops/*.sh): admin-edited seeds, a deleted and a renamed seed, a custom
 -- plan in use, products, holds open and settled, a refund, a pack, a
 -- subscription, RevenueCat events, a deleted account, limiter state.
 -- Users are fixed uuids, so a test can replay their keys afterwards.
@@ -16,6 +16,7 @@ VALUES ('studio', 50, 100, 500, 5, 20, 2);
 INSERT INTO credits.operations (name, cost, max_units, required_plan) VALUES ('upscale', 3, 4, 'studio');
 INSERT INTO credits.products (product_id, plan) VALUES ('ops_pro_monthly', 'pro');
 INSERT INTO credits.products (product_id, credits, pack_expires_after) VALUES ('ops_pack_100', 100, '90 days');
+UPDATE credits.plans SET name = 'premium' WHERE name = 'pro';     -- a renamed seed (cascades to products)
 
 CREATE TEMP TABLE u (n int, id uuid);
 INSERT INTO u SELECT n, ('0b5e0000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid FROM generate_series(1, 6) n;
