@@ -107,6 +107,209 @@ AS $$
     ]::regprocedure[])
 $$;
 
+-- == Backups and restore ==
+/*
+ * A restore (pg_restore, psql of a plain dump or of pg_dumpall) and a
+ * logical subscriber both run CREATE EXTENSION first, which seeds
+ * credits.plans and credits.operations, and then load the dumped (or
+ * published) rows of those config tables, seeds included.  Without help the
+ * duplicate keys fail each table's COPY whole, every table with a foreign key
+ * to a plan fails with it, and a subscriber's table sync retries forever.
+ *
+ * untouched_seeds  the seeded rows nobody has changed since they were
+ *                  inserted: an INSERT of such a key (the dumped or published
+ *                  row) replaces the seed instead of failing (seed_upsert, a
+ *                  BEFORE INSERT trigger enabled ALWAYS, so that it also
+ *                  fires for a subscriber's table sync and apply).  UNLOGGED:
+ *                  neither dumped nor published, and what it holds only
+ *                  matters right after CREATE EXTENSION; after a crash it is
+ *                  empty and an INSERT of a seed key fails as before.
+ *                  Any other duplicate key still fails: an admin's
+ *                  INSERT ... ON CONFLICT DO NOTHING never overwrites an
+ *                  edited row.
+ * removed_seeds    seed keys an admin deleted (or renamed), dumped and
+ *                  published: inserting one (the restore's COPY, a
+ *                  subscriber's apply) deletes the re-seeded row; re-creating
+ *                  the key forgets it (seed_changed).
+ *
+ * Also dumped from 1.1 on: credits.rate_limits (the general limiter's state;
+ * a restore no longer hands every user a fresh burst).  Every sequence was
+ * already dumped by 1.0 (ledger, lots, entitlements, deleted_accounts: the
+ * only ones there are); test/ops/backup.sh checks that every table and
+ * sequence of the extension but untouched_seeds is.
+ */
+CREATE FUNCTION credits.seed_keys(OUT table_name text, OUT key text)
+RETURNS SETOF record
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The rows credits--1.0.sql seeds; a version that seeds more adds them here.
+    VALUES ('plans', 'free'), ('plans', 'pro'),
+           ('operations', 'image'), ('operations', 'video_second'),
+           ('operations', 'prompt_kchar')
+$$;
+
+COMMENT ON FUNCTION credits.seed_keys() IS
+'The config rows CREATE EXTENSION seeds (table, key): a dumped or published row with one of these keys replaces the seed.';
+
+CREATE UNLOGGED TABLE credits.untouched_seeds (
+    table_name text NOT NULL,
+    key        text NOT NULL,
+    PRIMARY KEY (table_name, key)
+);
+ALTER TABLE credits.untouched_seeds ENABLE ROW LEVEL SECURITY;
+
+CREATE TABLE credits.removed_seeds (
+    table_name text NOT NULL CHECK (table_name IN ('plans', 'operations', 'products')),
+    key        text NOT NULL,
+    PRIMARY KEY (table_name, key)
+);
+ALTER TABLE credits.removed_seeds ENABLE ROW LEVEL SECURITY;
+
+SELECT pg_catalog.pg_extension_config_dump('credits.removed_seeds', '');
+SELECT pg_catalog.pg_extension_config_dump('credits.rate_limits', '');
+
+/*
+ * Seeds as installed: in a fresh install every seed row was inserted by this
+ * transaction (credits--1.0.sql ran in it); when updating an existing
+ * database, a seed whose settings are still those of 1.0.
+ */
+INSERT INTO credits.untouched_seeds (table_name, key)
+SELECT 'plans', p.name
+  FROM credits.plans p JOIN credits.seed_keys() s ON s.table_name = 'plans' AND s.key = p.name
+ WHERE p.xmin::text::bigint = pg_catalog.pg_current_xact_id()::text::bigint % 4294967296
+    OR EXISTS (SELECT 1 FROM (VALUES ('free', 5, 6::bigint), ('pro', NULL::integer, 0::bigint)) v(name, daily_limit, signup_bonus)
+                WHERE (p.name, p.daily_limit, p.signup_bonus, p.monthly_allocation, p.allocation_rollover,
+                       p.bypass_credits, p.rank, p.rate_burst, p.rate_per_second, p.cooldown_ms)
+                      IS NOT DISTINCT FROM
+                      (v.name, v.daily_limit, v.signup_bonus, 0::bigint, false,
+                       v.name = 'pro', CASE v.name WHEN 'pro' THEN 10 ELSE 0 END, NULL::integer, NULL::float8, 0))
+UNION ALL
+SELECT 'operations', o.name
+  FROM credits.operations o JOIN credits.seed_keys() s ON s.table_name = 'operations' AND s.key = o.name
+ WHERE o.xmin::text::bigint = pg_catalog.pg_current_xact_id()::text::bigint % 4294967296
+    OR EXISTS (SELECT 1 FROM (VALUES ('image', 1::bigint, 10::bigint, 'one generated image'),
+                                      ('video_second', 5, 60, 'one second of generated video'),
+                                      ('prompt_kchar', 1, 100, '1000 characters of prompt')) v(name, cost, max_units, description)
+                WHERE (o.name, o.cost, o.max_units, o.enabled, o.required_plan, o.description)
+                      IS NOT DISTINCT FROM (v.name, v.cost, v.max_units, true, NULL::text, v.description));
+
+-- Seeds already gone when updating an existing database were deleted (or renamed) by the admin.
+INSERT INTO credits.removed_seeds (table_name, key)
+SELECT s.table_name, s.key
+  FROM credits.seed_keys() s
+ WHERE NOT EXISTS (SELECT 1 FROM credits.plans p WHERE s.table_name = 'plans' AND p.name = s.key)
+   AND NOT EXISTS (SELECT 1 FROM credits.operations o WHERE s.table_name = 'operations' AND o.name = s.key);
+
+/*
+ * BEFORE INSERT FOR EACH ROW on plans, operations and products, enabled
+ * ALWAYS; TG_ARGV[0] names the key column.  An untouched seed with the new
+ * row's key is replaced by the new row (every column, created_at included)
+ * and the INSERT itself skipped.
+ */
+CREATE FUNCTION credits.seed_upsert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := to_jsonb(NEW) ->> TG_ARGV[0];
+    cols text;
+BEGIN
+    DELETE FROM credits.untouched_seeds WHERE table_name = TG_TABLE_NAME AND key = k;
+    IF NOT FOUND THEN
+        RETURN NEW;
+    END IF;
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+      FROM pg_attribute
+     WHERE attrelid = TG_RELID AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+    EXECUTE format('UPDATE %I.%I t SET (%s) = (SELECT %s FROM (SELECT ($1).*) n) WHERE t.%I = $2',
+                   TG_TABLE_SCHEMA, TG_TABLE_NAME, cols, cols, TG_ARGV[0])
+        USING NEW, k;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;                 -- the seed was gone already: a plain insert
+END
+$$;
+
+/*
+ * AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW on plans, operations and
+ * products (TG_ARGV[0]: the key column).  A changed seed is no longer
+ * untouched; a deleted (or renamed) seed is recorded in removed_seeds; a
+ * re-created key is no longer removed.
+ */
+CREATE FUNCTION credits.seed_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old_key text;
+    new_key text;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_key := to_jsonb(OLD) ->> TG_ARGV[0];
+        DELETE FROM credits.untouched_seeds WHERE table_name = TG_TABLE_NAME AND key = old_key;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_key := to_jsonb(NEW) ->> TG_ARGV[0];
+        DELETE FROM credits.removed_seeds WHERE table_name = TG_TABLE_NAME AND key = new_key;
+    END IF;
+    IF old_key IS DISTINCT FROM new_key
+       AND EXISTS (SELECT 1 FROM credits.seed_keys() s
+                    WHERE s.table_name = TG_TABLE_NAME AND s.key = old_key) THEN
+        INSERT INTO credits.removed_seeds (table_name, key) VALUES (TG_TABLE_NAME, old_key)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+/*
+ * BEFORE INSERT FOR EACH ROW on removed_seeds, enabled ALWAYS: the seed the
+ * row names goes (the restore's CREATE EXTENSION seeded it again).  Deleting
+ * it records it through seed_changed, so the row may exist by now: then this
+ * INSERT is skipped (and so is a subscriber's second copy).
+ */
+CREATE FUNCTION credits.seed_removed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM credits.untouched_seeds WHERE table_name = NEW.table_name AND key = NEW.key;
+    EXECUTE format('DELETE FROM credits.%I WHERE %I = $1', NEW.table_name,
+                   CASE NEW.table_name WHEN 'products' THEN 'product_id' ELSE 'name' END)
+        USING NEW.key;
+    IF EXISTS (SELECT 1 FROM credits.removed_seeds r
+                WHERE r.table_name = NEW.table_name AND r.key = NEW.key) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER seed_upsert BEFORE INSERT ON credits.plans
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_upsert('name');
+CREATE TRIGGER seed_upsert BEFORE INSERT ON credits.operations
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_upsert('name');
+CREATE TRIGGER seed_upsert BEFORE INSERT ON credits.products
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_upsert('product_id');
+CREATE TRIGGER seed_changed AFTER INSERT OR UPDATE OR DELETE ON credits.plans
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_changed('name');
+CREATE TRIGGER seed_changed AFTER INSERT OR UPDATE OR DELETE ON credits.operations
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_changed('name');
+CREATE TRIGGER seed_changed AFTER INSERT OR UPDATE OR DELETE ON credits.products
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_changed('product_id');
+CREATE TRIGGER seed_removed BEFORE INSERT ON credits.removed_seeds
+    FOR EACH ROW EXECUTE FUNCTION credits.seed_removed();
+ALTER TABLE credits.plans ENABLE ALWAYS TRIGGER seed_upsert;
+ALTER TABLE credits.operations ENABLE ALWAYS TRIGGER seed_upsert;
+ALTER TABLE credits.products ENABLE ALWAYS TRIGGER seed_upsert;
+ALTER TABLE credits.removed_seeds ENABLE ALWAYS TRIGGER seed_removed;
+
+REVOKE ALL ON FUNCTION credits.seed_keys(), credits.seed_upsert(), credits.seed_changed(),
+    credits.seed_removed() FROM PUBLIC;
+REVOKE ALL ON TABLE credits.untouched_seeds, credits.removed_seeds FROM PUBLIC;
+
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give
 -- the roles that grant_roles() set up before the update what it gives now.

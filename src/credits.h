@@ -373,4 +373,7 @@ extern void holds_release_due(Account *acct);
 extern Datum lots_add(Account *acct, int nmoves, const int64 *lot_ids, const int64 *deltas);
 extern void lots_expire_if_due(Account *acct);
 
+/* ---- version.c: the schema versions this library runs on ---- */
+extern void credits_check_version(void);
+
 #endif							/* CREDITS_H */

@@ -102,6 +102,7 @@ credits_relid(const char *name)
 {
 	Oid			relid;
 
+	credits_check_version();
 	for (int i = 0; i < ncached_relids; i++)
 		if (strcmp(cached_relids[i].name, name) == 0)
 			return cached_relids[i].relid;

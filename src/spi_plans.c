@@ -28,6 +28,7 @@ spi_exec(CachedStatement *stmt, Datum *values, const char *nulls)
 {
 	int			rc;
 
+	credits_check_version();
 	if (stmt->plan == NULL)
 		prepare_statement(stmt);
 	rc = SPI_execute_plan(stmt->plan, values, nulls, false, 0);

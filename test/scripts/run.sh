@@ -2,7 +2,8 @@
 # The harness behind `make demo`, `make test` and `make bench`.
 #
 #   bash test/scripts/run.sh test    build, install, throwaway cluster, run
-#                                    pg_regress + isolation + pgTAP, and end
+#                                    pg_regress + isolation + pgTAP + load +
+#                                    operations (test/ops), and end
 #                                    with the line "N passed, N failed"
 #   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
 #   bash test/scripts/run.sh bench   same setup with a durable cluster, then bench/run.sh
@@ -100,6 +101,7 @@ mode_test() {
     run_isolation
     run_pgtap
     run_load
+    run_ops
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
     print_summary
     summary_status

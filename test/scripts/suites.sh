@@ -215,6 +215,24 @@ run_load() {
     return 0
 }
 
+# Operations tests: test/ops/*.sh print TAP, like the load scripts; they start
+# extra clusters of their own (in the harness's directory) and stop them.
+run_ops() {
+    local f
+    local files=()
+    for f in "$ROOT"/test/ops/*.sh; do
+        if [[ -e $f ]]; then files+=("$f"); fi
+    done
+    echo "== operations (backups, replicas, upgrades): ${#files[@]} script(s)"
+    for f in "${files[@]}"; do
+        local rel=${f#"$ROOT"/} out="$WORK/ops-$(basename "$f").log" rc=0
+        PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
+            run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
+        count_tap "$rel" "$out" "$rc"
+    done
+    return 0
+}
+
 print_summary() {
     echo "$PASSED passed, $FAILED failed"
 }

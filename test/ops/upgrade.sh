@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Versions upgrade, printed as TAP.
+#
+# ALTER EXTENSION credits UPDATE from 1.0, run while another session keeps
+# consuming and granting, must give exactly the catalog of a fresh install
+# (test/ops/catalog.sql: tables, columns, defaults, constraints, indexes,
+# functions with their properties and ACLs, types, policies, triggers with
+# tgenabled, config-dump marks, sequences, comments), keep every row of 1.0
+# and keep the books reconciling.  The library refuses a schema version it
+# does not run on, with the ALTER EXTENSION to run.
+#
+# Needs the harness environment (see lib.bash).
+set -uo pipefail
+# shellcheck source=test/ops/lib.bash
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
+LOAD_DIR=$OPS_DIR/../load
+OUT=$PGHOST/ops-upgrade
+rm -rf "$OUT" && mkdir -p "$OUT"
+USER1=0b5e0000-0000-0000-0000-000000000001
+LOG_START=$(stat -L -c %s "$PGHOST/postgres.log" 2>/dev/null || echo 0)
+
+echo "1..16"
+newdb() { "$PGBIN/dropdb" --if-exists "$1" && "$PGBIN/createdb" "$1"; }
+newdb ops_fresh && q ops_fresh -c "CREATE EXTENSION credits" || { echo "Bail out! fresh install failed"; exit 1; }
+newdb ops_old && q ops_old -c "CREATE EXTENSION credits VERSION '1.0'" || { echo "Bail out! 1.0 install failed"; exit 1; }
+default=$(q ops_fresh -c "SELECT extversion FROM pg_extension WHERE extname = 'credits'")
+q ops_fresh -f "$OPS_DIR/catalog.sql" >"$OUT/fresh.catalog"
+q ops_old -f "$OPS_DIR/catalog.sql" >"$OUT/old.catalog"
+facts=$(wc -l <"$OUT/fresh.catalog")
+changed=$(diff "$OUT/old.catalog" "$OUT/fresh.catalog" | grep -c '^[<>]')
+ok "$([[ $facts -gt 500 && $changed -gt 0 ]]; echo $?)" \
+    "the catalog of 1.0 and of a fresh $default differ ($changed of $facts facts): the comparison sees the upgrade"
+
+# 1.0 with every kind of row, and the load's users; then a snapshot of 1.0's rows.
+q ops_old -f "$OPS_DIR/populate.sql" >/dev/null && q ops_old -f "$LOAD_DIR/setup.sql" >/dev/null
+ok $? "1.0 populated (every kind of row) by the $default library"
+q ops_old >/dev/null <<'SQL'
+CREATE SCHEMA snap;
+SELECT format('CREATE TABLE snap.%I AS SELECT * FROM %s', c.relname, c.oid::regclass)
+  FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+ WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'credits')
+   AND d.deptype = 'e' AND c.relkind = 'r'
+\gexec
+SQL
+
+# The upgrade, under load: eight clients consume and grant (test/load) while
+# ALTER EXTENSION runs; pgbench aborts a client on any unexpected error.
+"$PGBIN/pgbench" -n -c 4 -j 2 -T 5 -d ops_old \
+    -f "$LOAD_DIR/consume.pgbench@9" -f "$LOAD_DIR/grant.pgbench@1" >"$OUT/pgbench.log" 2>&1 &
+load_pid=$!
+sleep 1.5
+start=$(date +%s%N)
+q ops_old -c "ALTER EXTENSION credits UPDATE" >"$OUT/alter.log" 2>&1
+rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+ok $rc "ALTER EXTENSION credits UPDATE from 1.0 under load ($ms ms)"
+[[ $rc == 0 ]] || sed 's/^/# /' "$OUT/alter.log"
+wait "$load_pid"
+rc=$?
+ok $rc "the load ran through the upgrade with no error (lock waits only)"
+grep -E "^(number of transactions actually processed|.*aborted)" "$OUT/pgbench.log" | sed 's/^/# /'
+[[ $rc == 0 ]] || tail -5 "$OUT/pgbench.log" | sed 's/^/# /'
+deadlocks=$(tail -c +$((LOG_START + 1)) "$PGHOST/postgres.log" | grep -c "deadlock detected")
+is "$deadlocks" 0 "no deadlock between the upgrade and the load"
+
+version=$(q ops_old -c "SELECT extversion FROM pg_extension WHERE extname = 'credits'")
+is "$version" "$default" "the extension is at $default"
+q ops_old -f "$OPS_DIR/catalog.sql" >"$OUT/upgraded.catalog"
+if diff "$OUT/fresh.catalog" "$OUT/upgraded.catalog" >"$OUT/catalog.diff"; then
+    ok 0 "the upgraded catalog is exactly the fresh install's ($facts facts)"
+else
+    ok 1 "the upgraded catalog is exactly the fresh install's ($facts facts)"
+    sed 's/^/# /' "$OUT/catalog.diff" | head -40
+fi
+
+# Every 1.0 row is still there, unchanged (the load's users excepted: the load changed them).
+lost=$(q ops_old <<'SQL'
+SELECT format($f$SELECT %L || ' ' || count(*) FROM (SELECT * FROM snap.%I t %s EXCEPT ALL SELECT %s FROM credits.%I t) x$f$,
+              c.relname, c.relname,
+              CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'user_id')
+                   THEN 'WHERE NOT EXISTS (SELECT 1 FROM load.users u WHERE u.id = t.user_id)' ELSE '' END,
+              (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+              c.relname)
+  FROM pg_class c WHERE c.relnamespace = 'snap'::regnamespace AND c.relkind = 'r'
+ ORDER BY c.relname
+\gexec
+SQL
+)
+missing=$(awk '$2 != 0' <<<"$lost" | tr '\n' ' ')
+tables=$(wc -l <<<"$lost")
+is "$missing" "" "every row of 1.0 is preserved ($tables tables compared)"
+rows=$(q ops_old -c "SELECT count(*) FROM credits.reconcile()")
+is "$rows" 0 "reconcile() finds no discrepancy after the upgrade and the load"
+got=$(q ops_old -c "SELECT replayed FROM credits.credits_consume('$USER1', 'image', 2, 'ops-c1')")
+is "$got" t "a key of 1.0 replays after the upgrade"
+marks=$(q ops_old -c "SELECT string_agg(table_name || '.' || key, ',' ORDER BY table_name, key) FROM credits.untouched_seeds")
+is "$marks" "operations.video_second" "the upgrade marks the seeds 1.0 left as installed (and only those)"
+removed=$(q ops_old -c "SELECT string_agg(table_name || '.' || key, ',' ORDER BY table_name, key) FROM credits.removed_seeds")
+is "$removed" "operations.prompt_kchar,plans.pro" "the upgrade records the seeds deleted or renamed under 1.0 (a restore will not bring it back)"
+
+# The library refuses a schema version outside what it runs on: a new
+# connection after the version changed, with the ALTER EXTENSION to run.
+newdb ops_version && q ops_version -c "CREATE EXTENSION credits" >/dev/null
+call() {
+    "$PGBIN/psql" -X -q -A -t -d ops_version -v VERBOSITY=verbose \
+        -c "SELECT credits.balance('$USER1')" 2>&1 | head -3 | tr '\n' ' '
+}
+set_version() { q ops_version -c "UPDATE pg_extension SET extversion = '$1' WHERE extname = 'credits'"; }
+set_version 0.9
+got=$(call)
+ok "$([[ $got == *"ERROR:  0A000: the credits library $default does not run on version 0.9 of the extension"* &&
+         $got == *'"installed_version": "0.9"'* &&
+         $got == *"HINT:  ALTER EXTENSION credits UPDATE TO '$default'"* ]]; echo $?)" \
+    "an older schema is refused (0A000) with the ALTER EXTENSION to run"
+[[ $got == *0A000* ]] || echo "# $got"
+set_version 9.1
+got=$(call)
+ok "$([[ $got == *"0A000: the credits library $default does not run on version 9.1"* &&
+         $got == *"HINT:  Install the credits library of version 9.1"* ]]; echo $?)" \
+    "a newer schema is refused (0A000): install its library"
+set_version 1.0
+got=$(call)
+is "$got" "6 " "the 1.0 schema is still run on (upgrade window)"
+set_version "$default"
+got=$(call)
+is "$got" "6 " "the current schema runs"
