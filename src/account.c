@@ -51,9 +51,9 @@ static CachedStatement account_insert = {
 	2, {UUIDOID, TEXTOID}
 };
 
-/* End of the current local month, for allocations that do not roll over. */
+/* End of the current local month (the start of the next one), for allocations that do not roll over. */
 static CachedStatement period_end = {
-	"SELECT (($2::date + interval '1 month')::timestamp AT TIME ZONE a.timezone)"
+	"SELECT credits.local_day_start(($2::date + interval '1 month')::date, a.timezone)"
 	"  FROM credits.accounts a WHERE a.user_id = $1",
 	2, {UUIDOID, DATEOID}
 };
@@ -126,17 +126,15 @@ effective_plan(const Account *acct)
 	return acct->base_plan;
 }
 
-/* Today and the first day of this month, in the account's time zone. */
+/* Today (the one day rule: local_day.c) and the first day of this month, in the account's time zone. */
 static void
 set_local_dates(Account *acct, Datum timezone)
 {
-	Datum		local_now = DirectFunctionCall2(timestamptz_zone, timezone,
-												TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
 	int			year,
 				month,
 				mday;
 
-	acct->today = DatumGetDateADT(DirectFunctionCall1(timestamp_date, local_now));
+	acct->today = local_day(DatumGetTextPP(timezone), GetCurrentTransactionStartTimestamp());
 	j2date(acct->today + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
 	acct->period = date2j(year, month, 1) - POSTGRES_EPOCH_JDATE;
 }
