@@ -7,6 +7,18 @@
 
 \echo Use "ALTER EXTENSION credits UPDATE TO '1.1'" to load this file. \quit
 
+-- == Price list invalidation ==
+
+/*
+ * The statement triggers that invalidate every backend's price and plan
+ * caches (src/price_list.c) fire in every session_replication_role: a
+ * change applied by logical replication or loaded with triggers disabled
+ * for replication left the old prices cached.  (The trigger only registers
+ * a cache invalidation.)
+ */
+ALTER TABLE credits.operations ENABLE ALWAYS TRIGGER price_list_changed;
+ALTER TABLE credits.plans ENABLE ALWAYS TRIGGER price_list_changed;
+
 -- == Day boundaries, reconcile ==
 
 /*

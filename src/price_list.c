@@ -7,7 +7,9 @@
  * both change rarely, when an admin edits credits.operations or
  * credits.plans.  Entries live in two hash tables in CacheMemoryContext and
  * are all dropped whenever either table changes: a statement trigger on both
- * tables (credits.price_list_changed) registers a relcache invalidation,
+ * tables (credits.price_list_changed, enabled ALWAYS, so it fires under
+ * logical replication and pg_restore --disable-triggers too) registers a
+ * relcache invalidation,
  * which PostgreSQL processes in the changing backend at its next command and
  * in every other backend after the change commits, no later than the start
  * of its next transaction.  A DROP EXTENSION invalidates the tables too.
