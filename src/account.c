@@ -54,9 +54,9 @@ static CachedStatement account_insert = {
 	2, {UUIDOID, TEXTOID}
 };
 
-/* End of the current local month, for allocations that do not roll over. */
+/* End of the current local month (the start of the next one), for allocations that do not roll over. */
 static CachedStatement period_end = {
-	"SELECT (($2::date + interval '1 month')::timestamp AT TIME ZONE a.timezone)"
+	"SELECT credits.local_day_start(($2::date + interval '1 month')::date, a.timezone)"
 	"  FROM credits.accounts a WHERE a.user_id = $1",
 	2, {UUIDOID, DATEOID}
 };
@@ -72,13 +72,13 @@ static CachedStatement account_set_entitlement_stmt = {
  * the credits that timed-out holds give back, less those of expired lots
  * (with what those holds return to them), and the operations of today that
  * the holds give back.  Holds return credits to the lots they came from
- * (holds.c), and the day rule is the one holds.c counts operations by.
+ * (holds.c), and count in the day of the one day rule (local_day.c).
  */
 static CachedStatement maintenance_effect = {
 	"WITH due_holds AS ("
 	"  SELECT h.amount, e.lot_moves,"
-	"         e.created_at >= ((now() AT TIME ZONE a.timezone)::date::timestamp"
-	"                          AT TIME ZONE a.timezone) AS counted_today"
+	"         e.created_at >= credits.local_day_start(credits.local_day(now(), a.timezone),"
+	"                                                  a.timezone) AS counted_today"
 	"    FROM credits.holds h"
 	"    JOIN credits.ledger e ON e.id = h.id"
 	"    JOIN credits.accounts a ON a.user_id = h.user_id"
@@ -163,17 +163,15 @@ effective_plan(const Account *acct)
 	return acct->base_plan;
 }
 
-/* Today and the first day of this month, in the account's time zone. */
+/* Today (the one day rule: local_day.c) and the first day of this month, in the account's time zone. */
 static void
 set_local_dates(Account *acct, Datum timezone)
 {
-	Datum		local_now = DirectFunctionCall2(timestamptz_zone, timezone,
-												TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
 	int			year,
 				month,
 				mday;
 
-	acct->today = DatumGetDateADT(DirectFunctionCall1(timestamp_date, local_now));
+	acct->today = local_day(DatumGetTextPP(timezone), GetCurrentTransactionStartTimestamp());
 	j2date(acct->today + POSTGRES_EPOCH_JDATE, &year, &month, &mday);
 	acct->period = date2j(year, month, 1) - POSTGRES_EPOCH_JDATE;
 }

@@ -300,6 +300,10 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
 
+/* ---- local_day.c: the one day rule (see local_day.c) ---- */
+extern DateADT local_day(text *tz, TimestampTz t);
+extern TimestampTz local_day_start(text *tz, DateADT day);
+
 /* ---- price_list.c ---- */
 
 /* plans.name is at most 64 characters, so at most 256 bytes */

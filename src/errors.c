@@ -16,9 +16,9 @@
 #include "utils/float.h"
 #include "utils/json.h"
 
-/* Next local midnight of the account, as ISO 8601 in UTC. */
+/* The start of the account's next local day (local_day.c), as ISO 8601 in UTC. */
 static CachedStatement next_local_midnight = {
-	"SELECT to_char(((($2::date + 1)::timestamp AT TIME ZONE a.timezone) AT TIME ZONE 'UTC'),"
+	"SELECT to_char(credits.local_day_start($2::date + 1, a.timezone) AT TIME ZONE 'UTC',"
 	"               'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 	"  FROM credits.accounts a WHERE a.user_id = $1",
 	2, {UUIDOID, DATEOID}

@@ -39,7 +39,7 @@ static CachedStatement hold_user = {
 static CachedStatement hold_select = {
 	"SELECT h.status::text, h.operation, h.units, h.unit_cost, h.unit_charge, h.amount,"
 	"       h.expires_at, h.settled_entry_id, e.reference,"
-	"       e.created_at >= ((now() AT TIME ZONE a.timezone)::date::timestamp AT TIME ZONE a.timezone)"
+	"       e.created_at >= credits.local_day_start(credits.local_day(now(), a.timezone), a.timezone)"
 	"  FROM credits.holds h"
 	"  JOIN credits.ledger e ON e.id = h.id"
 	"  JOIN credits.accounts a ON a.user_id = h.user_id"

@@ -6,19 +6,38 @@
  * Every consume and reserve looks its operation and the account's plan up;
  * both change rarely, when an admin edits credits.operations or
  * credits.plans.  Entries live in two hash tables in CacheMemoryContext and
- * are all dropped whenever
- * either table changes: a statement trigger on both tables
- * (credits.price_list_changed) registers a relcache invalidation, which
- * PostgreSQL processes in the changing backend at its next command and in
- * every other backend when the change commits, no later than the start of
- * its next transaction.  A DROP EXTENSION invalidates the tables too.
- * Unknown operations and plans are not cached.  No locks of its own.
+ * are all dropped whenever either table changes: a statement trigger on both
+ * tables (credits.price_list_changed, enabled ALWAYS, so it fires under
+ * logical replication and pg_restore --disable-triggers too) registers a
+ * relcache invalidation,
+ * which PostgreSQL processes in the changing backend at its next command and
+ * in every other backend after the change commits, no later than the start
+ * of its next transaction.  A DROP EXTENSION invalidates the tables too.
+ * Unknown operations and plans are not cached.
+ *
+ * A cache miss reads the row with SPI and keeps it only when no invalidation
+ * can have come between the read's snapshot and the read (fill_is_current):
+ * the change behind an invalidation is committed before the invalidation is
+ * sent, so a snapshot taken after this backend processed it sees the change,
+ * and an invalidation processed later drops the entry.  Under READ
+ * COMMITTED the read takes a new snapshot, so it is enough that none came
+ * during the read.  Under REPEATABLE READ and SERIALIZABLE the read sees the
+ * transaction's snapshot, taken at its first statement: a row read after an
+ * invalidation processed in the same transaction may be older than the
+ * change, and is used for that call only (the transaction keeps seeing what
+ * its snapshot says, and the next transaction reads the new row).
+ * (A transaction that imports an older snapshot with SET TRANSACTION
+ * SNAPSHOT is not covered: the import is the first thing it does, so an
+ * invalidation it processes may belong to a change older than that snapshot.)
+ * No locks of its own.
  */
 #include "credits.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -43,9 +62,13 @@ typedef struct PlanEntry
 
 static HTAB *price_list = NULL;
 static HTAB *plan_list = NULL;
-static Oid	operations_relid = InvalidOid;
+static Oid	operations_relid = InvalidOid;	/* resolved before each read */
 static Oid	plans_relid = InvalidOid;
 static bool callback_registered = false;
+
+/* Invalidations of the two tables processed by this backend, and the last one's transaction. */
+static uint64 invalidations = 0;
+static LocalTransactionId invalidated_in = InvalidLocalTransactionId;
 
 static CachedStatement operation_by_name = {
 	"SELECT o.cost, o.max_units, o.enabled, o.required_plan, p.rank"
@@ -55,11 +78,18 @@ static CachedStatement operation_by_name = {
 	1, {TEXTOID}
 };
 
+/*
+ * Relcache invalidation callback.  relid InvalidOid: every relation (after
+ * a lost invalidation queue, for instance).  The table oids are resolved
+ * again before the next read (DROP EXTENSION + CREATE EXTENSION).
+ */
 static void
 price_list_reset(Datum arg, Oid relid)
 {
 	if (relid != InvalidOid && relid != operations_relid && relid != plans_relid)
 		return;
+	invalidations++;
+	invalidated_in = MyProc->lxid;
 	if (price_list != NULL)
 		hash_destroy(price_list);
 	if (plan_list != NULL)
@@ -68,18 +98,48 @@ price_list_reset(Datum arg, Oid relid)
 	operations_relid = plans_relid = InvalidOid;
 }
 
-/* Creates both caches (they are dropped together). */
-static void
-price_list_create(void)
+/*
+ * Before a read that may fill a cache: makes sure the callback knows the two
+ * tables, and returns the invalidation count to compare with afterwards.
+ */
+static uint64
+fill_begin(void)
 {
-	HASHCTL		ctl;
-	Oid			schema = get_namespace_oid("credits", false);
+	Oid			schema;
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(price_list_reset, (Datum) 0);
 		callback_registered = true;
 	}
+	if (!OidIsValid(operations_relid) || !OidIsValid(plans_relid))
+	{
+		schema = get_namespace_oid("credits", false);
+		operations_relid = get_relname_relid("operations", schema);
+		plans_relid = get_relname_relid("plans", schema);
+	}
+	return invalidations;
+}
+
+/*
+ * May a row read since fill_begin() returned `mark` be cached?  Not when an
+ * invalidation came during the read, nor, with a transaction snapshot, when
+ * one came earlier in this transaction (see the file header).
+ */
+static bool
+fill_is_current(uint64 mark)
+{
+	if (invalidations != mark)
+		return false;
+	return !(IsolationUsesXactSnapshot() && invalidated_in == MyProc->lxid);
+}
+
+/* Creates both caches (they are dropped together). */
+static void
+price_list_create(void)
+{
+	HASHCTL		ctl;
+
 	ctl.keysize = OPERATION_KEY_BYTES;
 	ctl.entrysize = sizeof(PriceListEntry);
 	ctl.hcxt = CacheMemoryContext;
@@ -89,8 +149,6 @@ price_list_create(void)
 	ctl.entrysize = sizeof(PlanEntry);
 	plan_list = hash_create("credits plans", 16, &ctl,
 							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	operations_relid = get_relname_relid("operations", schema);
-	plans_relid = get_relname_relid("plans", schema);
 }
 
 /* Reads one operation with SPI; false when there is no such operation. */
@@ -127,6 +185,7 @@ price_list_find(const char *name, Operation *op)
 {
 	PriceListEntry *entry;
 	bool		found;
+	uint64		mark;
 
 	if (strlen(name) >= OPERATION_KEY_BYTES)
 		return false;
@@ -141,8 +200,11 @@ price_list_find(const char *name, Operation *op)
 	}
 
 	/* the read may process invalidations (and reset the cache): create it after */
+	mark = fill_begin();
 	if (!read_operation(name, op))
 		return false;
+	if (!fill_is_current(mark))
+		return true;
 	if (price_list == NULL)
 		price_list_create();
 	entry = hash_search(price_list, name, HASH_ENTER, &found);
@@ -195,6 +257,7 @@ plan_find(const char *name, PlanSettings *plan)
 {
 	PlanEntry  *entry;
 	bool		found;
+	uint64		mark;
 
 	if (strlen(name) >= PLAN_NAME_BYTES)
 		return false;
@@ -209,8 +272,11 @@ plan_find(const char *name, PlanSettings *plan)
 	}
 
 	/* as in price_list_find: create the cache after the read */
+	mark = fill_begin();
 	if (!read_plan(name, plan))
 		return false;
+	if (!fill_is_current(mark))
+		return true;
 	if (plan_list == NULL)
 		price_list_create();
 	entry = hash_search(plan_list, name, HASH_ENTER, &found);

@@ -720,6 +720,28 @@ entitlement_find(const char *source, const char *key, const char *alt_key, Entit
 }
 
 /*
+ * entitlement_find() again, under the account locks of `set`: a concurrent
+ * call or a store TRANSFER may have moved the subscription since the read
+ * that chose which accounts to lock.  Its holder must be one of them, else
+ * 40001 (the retry locks the new holder).
+ */
+static bool
+entitlement_find_locked(AccountSet *set, const char *source, const char *key,
+						EntitlementRow *row)
+{
+	if (!entitlement_find(source, key, NULL, row))
+		return false;
+	if (accounts_get(set, &row->user_id) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("the subscription moved to another user during the call"),
+				 errdetail_internal("{\"source\": %s, \"transaction_id\": %s}",
+									json_quote(source), json_quote(key)),
+				 errhint("Retry the call.")));
+	return true;
+}
+
+/*
  * Writes the subscription's new state: inserts it (keyed (source, key)) or
  * updates `existing`, giving it to `owner`.  The caller holds the account
  * locks of owner and of the existing row's user, and has checked that the
@@ -985,7 +1007,10 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 	if (!product_find(txn.product_id, txn.source, &product))
 		refuse_unknown_product(txn.product_id);
 
-	/* A subscription may move an entitlement that another user holds: lock both, in order. */
+	/*
+	 * A subscription may move an entitlement that another user holds: lock
+	 * both, in order, then read it again under the locks.
+	 */
 	has_existing = product.plan != NULL &&
 		entitlement_find(txn.source, txn.transaction_id, NULL, &existing);
 	{
@@ -996,6 +1021,8 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 		accounts_lock(&set, ids, 2);
 	}
 	acct = accounts_get(&set, user_id);
+	has_existing = product.plan != NULL &&
+		entitlement_find_locked(&set, txn.source, txn.transaction_id, &existing);
 
 	found = purchase_find(txn.source, txn.transaction_id, &prior);
 	if (found && !prior.has_entry && strcmp(prior.kind, "pack") == 0)

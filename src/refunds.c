@@ -32,7 +32,7 @@ static CachedStatement entry_owner = {
 static CachedStatement charge_select = {
 	"SELECT e.operation, e.reference,"
 	"       coalesce(h.created_at, e.created_at)"
-	"         >= ((now() AT TIME ZONE a.timezone)::date::timestamp AT TIME ZONE a.timezone),"
+	"         >= credits.local_day_start(credits.local_day(now(), a.timezone), a.timezone),"
 	"       (-e.amount - coalesce((SELECT sum(r.amount) FROM credits.ledger r"
 	"                               WHERE r.ref_id = e.id AND r.kind = 'refund'"
 	"                                 AND r.user_id = e.user_id), 0))::bigint"
