@@ -211,19 +211,20 @@ typedef struct Receipt
 } Receipt;
 
 extern void ledger_append(Account *acct, LedgerEntry *entry);
-extern bool ledger_find_replay(const Account *acct, text *key, int64 request_hash,
+/* Fingerprint of a keyed request: the kind plus every parameter. */
+typedef struct RequestHash
+{
+	uint64		hash;			/* what 1.1 stores: metadata hashed in canonical form */
+	uint64		legacy;			/* the 1.0 form (metadata's bytes), still replayed */
+} RequestHash;
+
+extern bool ledger_find_replay(const Account *acct, text *key, const RequestHash *request,
 							   Receipt *receipt);
 extern void receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt);
 extern Datum receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt);
 
-/* Fingerprint of a keyed request: the kind plus every parameter. */
-typedef struct RequestHash
-{
-	uint64		hash;
-} RequestHash;
 extern void request_hash_init(RequestHash *rh, const char *kind);
 extern void request_hash_text(RequestHash *rh, const text *value);
-extern void request_hash_cstring(RequestHash *rh, const char *value);
 extern void request_hash_int64(RequestHash *rh, bool isnull, int64 value);
 extern void request_hash_jsonb(RequestHash *rh, const Jsonb *value);
 
@@ -347,7 +348,7 @@ typedef struct OperationRequest
 	text	   *key;
 	text	   *reference;
 	Jsonb	   *metadata;
-	int64		request_hash;
+	RequestHash request_hash;
 } OperationRequest;
 
 extern void operation_request_from_args(FunctionCallInfo fcinfo, const char *kind,

@@ -142,7 +142,7 @@ credits_refund(PG_FUNCTION_ARGS)
 						 "release an open hold instead, or grant credits to compensate.")));
 
 	account_lock(&user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	if (key == NULL || !ledger_find_replay(&acct, key, &rh, &receipt))
 	{
 		LedgerEntry entry = {0};
 		char	   *operation;
@@ -204,7 +204,7 @@ credits_refund(PG_FUNCTION_ARGS)
 		entry.ref_id = entry_id;
 		entry.reason = reason;
 		entry.idempotency_key = key;
-		entry.request_hash = rh.hash;
+		entry.request_hash = (int64) rh.hash;
 		/* the refund that completes the charge: the operation did not happen */
 		entry.day_ops = (amount == refundable && counted_today) ? -1 : 0;
 		entry.lot_moves = lots_add(&acct, nmoves, lot_ids, deltas);
