@@ -53,11 +53,7 @@ _PG_init(void)
 	purchases_init();
 	notify_init();
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("credits");
-#else
-	EmitWarningsOnPlaceholders("credits");
-#endif
 }
 
 /*

@@ -29,6 +29,15 @@
 #define ERRCODE_CREDITS_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
 #define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
 
+/*
+ * A refusal of the contract (errors.c): raised with ereport_refusal(), which
+ * tags the error with this message domain (never a real translation domain),
+ * so that the log hook (stats.c) knows it by that mark alone, whatever file
+ * or function raised it.  Every refusal is counted first (denial_record).
+ */
+#define CREDITS_REFUSAL_DOMAIN "credits-refusal"
+#define ereport_refusal(...) ereport_domain(ERROR, CREDITS_REFUSAL_DOMAIN, __VA_ARGS__)
+
 /* Input caps of the contract. */
 #define CREDITS_MAX_KEY_CHARS		255
 #define CREDITS_MAX_REASON_CHARS	1000
@@ -250,7 +259,6 @@ extern const char *current_actor(void);
 extern char *json_quote(const char *s);
 extern void refuse_insufficient(const Account *acct, int64 needed) pg_attribute_noreturn();
 extern void refuse_daily_limit(const Account *acct) pg_attribute_noreturn();
-extern void refuse_key_conflict(text *key, int64 original_entry_id) pg_attribute_noreturn();
 extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
 								   const char *operation) pg_attribute_noreturn();
 extern void refuse_plan_required(const char *operation, const char *required_plan,
@@ -289,6 +297,9 @@ typedef enum DenialReason
 	DENIAL_THROTTLED,			/* credits.rate_limit() said no (not an error) */
 	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
 	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
+	DENIAL_PURCHASE_CONFLICT,	/* PT409, a store transaction applied elsewhere */
+	DENIAL_CLAIM_TAKEN,			/* PT409, a claim of another user's transaction */
+	DENIAL_CLAIM_LIMIT,			/* PT429, too many pending purchase claims */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);

@@ -48,18 +48,14 @@ static ListenerCount *listeners = NULL;
 static bool counted = false;	/* this backend is in listeners->backends */
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void
 listeners_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(ListenerCount)));
 }
 
@@ -144,12 +140,8 @@ notify_init(void)
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = listeners_shmem_request;
-#else
-	listeners_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = listeners_shmem_startup;
 	prev_process_utility = ProcessUtility_hook;
