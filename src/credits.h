@@ -237,6 +237,37 @@ extern void request_hash_text(RequestHash *rh, const text *value);
 extern void request_hash_int64(RequestHash *rh, bool isnull, int64 value);
 extern void request_hash_jsonb(RequestHash *rh, const Jsonb *value);
 
+/* ---- kinds.c: the ledger's entry kinds, one row each ---- */
+typedef enum KindSign
+{
+	KIND_DEBIT = -1,			/* amount <= 0 */
+	KIND_EITHER = 0,
+	KIND_CREDIT = 1				/* amount >= 0 */
+} KindSign;
+
+/* The tombstone totals of credits.deleted_accounts, in the order of Deletion.totals. */
+typedef enum KindBucket
+{
+	KIND_GRANTED,
+	KIND_SPENT,
+	KIND_REFUNDED,
+	KIND_EXPIRED,
+	KIND_ADJUSTED,
+	KIND_NBUCKETS
+} KindBucket;
+
+typedef struct EntryKind
+{
+	const char *name;			/* a label of credits.entry_kind */
+	KindSign	sign;
+	KindBucket	bucket;
+	bool		billable;		/* a charge for an operation: usage, refundable */
+} EntryKind;
+
+extern const EntryKind *entry_kind(const char *name);
+extern bool entry_kind_allows(const EntryKind *kind, int64 amount);
+extern void entry_kind_add_to_totals(const EntryKind *kind, int64 amount, int64 *totals);
+
 /* ---- lots.c ---- */
 extern Datum lots_burn(Account *acct, int64 amount);
 extern void lots_create(Account *acct, const LedgerEntry *entry, bool has_expiry,

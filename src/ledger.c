@@ -61,6 +61,9 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	RowWriter	writer;
 	Oid			kind_type;
 
+	if (!entry_kind_allows(entry_kind(entry->kind), entry->amount))
+		elog(ERROR, "credits: a %s entry of " INT64_FORMAT " credits has the wrong sign",
+			 entry->kind, entry->amount);
 	entry->balance_after = acct->balance;
 	entry->has_daily_remaining = account_daily_remaining(acct, &entry->daily_remaining);
 

@@ -129,7 +129,7 @@ credits_refund(PG_FUNCTION_ARGS)
 	user_id = *DatumGetUUIDP(spi_get(0, 1, &isnull));
 	kind = TextDatumGetCString(spi_get(0, 2, &isnull));
 	charged = -spi_get_int64(0, 3);
-	charge_kind = strcmp(kind, "consume") == 0 || strcmp(kind, "capture") == 0;
+	charge_kind = entry_kind(kind)->billable;
 	if (!charge_kind || charged <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
