@@ -27,19 +27,16 @@ static CachedStatement account_lock_for_delete = {
 };
 
 /*
- * The totals the tombstone keeps.  balance = granted - spent + refunded
- * - expired + adjusted, whatever the mix of entries.
+ * The user's entries per kind.  Each kind adds to one tombstone total
+ * (kinds.c), so balance = granted - spent + refunded - expired + adjusted
+ * holds whatever the mix of entries, and a kind this build does not know is
+ * an error that names it, never a violated CHECK.
  */
-static CachedStatement ledger_totals = {
-	"SELECT count(*),"
-	"       coalesce(sum(amount) FILTER (WHERE kind IN ('grant', 'purchase', 'allocation')), 0)::bigint,"
-	"       coalesce(-sum(amount) FILTER (WHERE kind IN ('consume', 'hold', 'capture', 'release')), 0)::bigint,"
-	"       coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0)::bigint,"
-	"       coalesce(-sum(amount) FILTER (WHERE kind = 'expire'), 0)::bigint,"
-	"       coalesce(sum(amount) FILTER (WHERE kind = 'adjust'), 0)::bigint,"
-	"       coalesce(sum(amount), 0)::bigint,"
+static CachedStatement ledger_by_kind = {
+	"SELECT kind::text, count(*), coalesce(sum(amount), 0)::bigint,"
 	"       (min(created_at) AT TIME ZONE 'UTC')::date"
-	"  FROM credits.ledger WHERE user_id = $1",
+	"  FROM credits.ledger WHERE user_id = $1"
+	" GROUP BY kind ORDER BY min(created_at)",
 	1, {UUIDOID}
 };
 
@@ -68,14 +65,46 @@ typedef struct Deletion
 {
 	bool		deleted;
 	int64		tombstone_id;
-	int64		totals[7];		/* entries, granted, spent, refunded, expired, adjusted, balance */
+	int64		entries;
+	int64		totals[KIND_NBUCKETS];	/* granted, spent, refunded, expired, adjusted */
+	int64		balance;
 	TimestampTz deleted_at;
 } Deletion;
 
+static bool ledger_totals(const pg_uuid_t *user_id, Deletion *d, Datum *first_day);
 static int	execute_ledger_delete(const char *sql, Oid *argtypes, Datum *args);
 static void delete_user_rows(const pg_uuid_t *user_id);
 static Datum deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id,
 							const Deletion *d);
+
+/*
+ * Sums the user's entries into the tombstone totals; returns whether there
+ * are any, and the (UTC) day of the first in *first_day.
+ */
+static bool
+ledger_totals(const pg_uuid_t *user_id, Deletion *d, Datum *first_day)
+{
+	Datum		args[1] = {UUIDPGetDatum(user_id)};
+	uint64		nkinds = spi_exec(&ledger_by_kind, args, NULL);
+
+	for (uint64 i = 0; i < nkinds; i++)
+	{
+		bool		isnull;
+		const EntryKind *kind = entry_kind(TextDatumGetCString(spi_get(i, 1, &isnull)));
+		int64		amount = spi_get_int64(i, 3);
+
+		d->entries = checked_add(d->entries, spi_get_int64(i, 2), "entries");
+		entry_kind_add_to_totals(kind, amount, d->totals);
+		d->balance = checked_add(d->balance, amount, "balance");
+	}
+	if (nkinds > 0)
+	{
+		bool		isnull;
+
+		*first_day = spi_get(0, 4, &isnull);
+	}
+	return nkinds > 0;
+}
 
 /*
  * Runs the ledger's DELETE (`sql`, one uuid argument) under
@@ -149,8 +178,10 @@ deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id, const Deletion
 	values[1] = BoolGetDatum(d->deleted);
 	values[2] = Int64GetDatum(d->tombstone_id);
 	nulls[2] = !d->deleted;
-	for (int i = 0; i < 7; i++)
-		values[3 + i] = Int64GetDatum(d->totals[i]);
+	values[3] = Int64GetDatum(d->entries);
+	for (int i = 0; i < KIND_NBUCKETS; i++)
+		values[4 + i] = Int64GetDatum(d->totals[i]);
+	values[9] = Int64GetDatum(d->balance);
 	values[10] = TimestampTzGetDatum(d->deleted_at);
 	nulls[10] = !d->deleted;
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
@@ -169,7 +200,9 @@ credits_delete_account(PG_FUNCTION_ARGS)
 	Datum		args[1];
 	Deletion	d = {0};
 	bool		has_account;
+	bool		has_entries;
 	bool		isnull;
+	Datum		unused_day;
 	Datum		plan = (Datum) 0;
 	bool		plan_isnull = true;
 	Datum		created_on = (Datum) 0;
@@ -187,13 +220,11 @@ credits_delete_account(PG_FUNCTION_ARGS)
 		created_on = spi_get(0, 2, &created_isnull);
 	}
 
-	spi_exec(&ledger_totals, args, NULL);
-	for (int i = 0; i < 7; i++)
-		d.totals[i] = spi_get_int64(0, i + 1);
+	has_entries = ledger_totals(user_id, &d, has_account ? &unused_day : &created_on);
 	if (!has_account)
-		created_on = spi_get(0, 8, &created_isnull);
+		created_isnull = !has_entries;
 
-	if (has_account || d.totals[0] > 0)
+	if (has_account || has_entries)
 	{
 		Datum		targs[9];
 		char		tnulls[9];
@@ -203,8 +234,10 @@ credits_delete_account(PG_FUNCTION_ARGS)
 		memset(tnulls, ' ', sizeof(tnulls));
 		targs[0] = plan;
 		tnulls[0] = plan_isnull ? 'n' : ' ';
-		for (int i = 0; i < 7; i++)
-			targs[1 + i] = Int64GetDatum(d.totals[i]);
+		targs[1] = Int64GetDatum(d.entries);
+		for (int i = 0; i < KIND_NBUCKETS; i++)
+			targs[2 + i] = Int64GetDatum(d.totals[i]);
+		targs[7] = Int64GetDatum(d.balance);
 		targs[8] = created_on;
 		tnulls[8] = created_isnull ? 'n' : ' ';
 		spi_exec(&tombstone_insert, targs, tnulls);

@@ -94,7 +94,7 @@ operation_request_from_args(FunctionCallInfo fcinfo, const char *kind, Operation
 	request_hash_int64(&rh, false, req->units);
 	request_hash_text(&rh, req->reference);
 	request_hash_jsonb(&rh, req->metadata);
-	req->request_hash = rh.hash;
+	req->request_hash = rh;
 }
 
 /*
@@ -117,7 +117,7 @@ charge_operation(Account *acct, const OperationRequest *req, const char *kind, L
 	entry->lot_moves = charge > 0 ? lots_burn(acct, charge) : (Datum) 0;
 	entry->reference = req->reference;
 	entry->idempotency_key = req->key;
-	entry->request_hash = req->request_hash;
+	entry->request_hash = (int64) req->request_hash.hash;
 	entry->metadata = req->metadata;
 
 	account_add_balance(acct, -charge);
@@ -142,7 +142,7 @@ credits_consume(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	account_lock(req.user_id, &acct);
-	if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
+	if (req.key == NULL || !ledger_find_replay(&acct, req.key, &req.request_hash, &receipt))
 	{
 		LedgerEntry entry = {0};
 

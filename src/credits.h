@@ -31,6 +31,15 @@
 #define ERRCODE_CREDITS_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
 #define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
 
+/*
+ * A refusal of the contract (errors.c): raised with ereport_refusal(), which
+ * tags the error with this message domain (never a real translation domain),
+ * so that the log hook (stats.c) knows it by that mark alone, whatever file
+ * or function raised it.  Every refusal is counted first (denial_record).
+ */
+#define CREDITS_REFUSAL_DOMAIN "credits-refusal"
+#define ereport_refusal(...) ereport_domain(ERROR, CREDITS_REFUSAL_DOMAIN, __VA_ARGS__)
+
 /* Input caps of the contract. */
 #define CREDITS_MAX_KEY_CHARS		255
 #define CREDITS_MAX_REASON_CHARS	1000
@@ -214,21 +223,53 @@ typedef struct Receipt
 } Receipt;
 
 extern void ledger_append(Account *acct, LedgerEntry *entry);
-extern bool ledger_find_replay(const Account *acct, text *key, int64 request_hash,
+/* Fingerprint of a keyed request: the kind plus every parameter. */
+typedef struct RequestHash
+{
+	uint64		hash;			/* what 1.1 stores: metadata hashed in canonical form */
+	uint64		legacy;			/* the 1.0 form (metadata's bytes), still replayed */
+} RequestHash;
+
+extern bool ledger_find_replay(const Account *acct, text *key, const RequestHash *request,
 							   Receipt *receipt);
 extern void receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt);
 extern Datum receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt);
 
-/* Fingerprint of a keyed request: the kind plus every parameter. */
-typedef struct RequestHash
-{
-	uint64		hash;
-} RequestHash;
 extern void request_hash_init(RequestHash *rh, const char *kind);
 extern void request_hash_text(RequestHash *rh, const text *value);
-extern void request_hash_cstring(RequestHash *rh, const char *value);
 extern void request_hash_int64(RequestHash *rh, bool isnull, int64 value);
 extern void request_hash_jsonb(RequestHash *rh, const Jsonb *value);
+
+/* ---- kinds.c: the ledger's entry kinds, one row each ---- */
+typedef enum KindSign
+{
+	KIND_DEBIT = -1,			/* amount <= 0 */
+	KIND_EITHER = 0,
+	KIND_CREDIT = 1				/* amount >= 0 */
+} KindSign;
+
+/* The tombstone totals of credits.deleted_accounts, in the order of Deletion.totals. */
+typedef enum KindBucket
+{
+	KIND_GRANTED,
+	KIND_SPENT,
+	KIND_REFUNDED,
+	KIND_EXPIRED,
+	KIND_ADJUSTED,
+	KIND_NBUCKETS
+} KindBucket;
+
+typedef struct EntryKind
+{
+	const char *name;			/* a label of credits.entry_kind */
+	KindSign	sign;
+	KindBucket	bucket;
+	bool		billable;		/* a charge for an operation: usage, refundable */
+} EntryKind;
+
+extern const EntryKind *entry_kind(const char *name);
+extern bool entry_kind_allows(const EntryKind *kind, int64 amount);
+extern void entry_kind_add_to_totals(const EntryKind *kind, int64 amount, int64 *totals);
 
 /* ---- lots.c ---- */
 extern Datum lots_burn(Account *acct, int64 amount);
@@ -252,7 +293,6 @@ extern const char *current_actor(void);
 extern char *json_quote(const char *s);
 pg_noreturn extern void refuse_insufficient(const Account *acct, int64 needed);
 pg_noreturn extern void refuse_daily_limit(const Account *acct);
-pg_noreturn extern void refuse_key_conflict(text *key, int64 original_entry_id);
 pg_noreturn extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
 											   const char *operation);
 pg_noreturn extern void refuse_plan_required(const char *operation, const char *required_plan,
@@ -291,6 +331,9 @@ typedef enum DenialReason
 	DENIAL_THROTTLED,			/* credits.rate_limit() said no (not an error) */
 	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
 	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
+	DENIAL_PURCHASE_CONFLICT,	/* PT409, a store transaction applied elsewhere */
+	DENIAL_CLAIM_TAKEN,			/* PT409, a claim of another user's transaction */
+	DENIAL_CLAIM_LIMIT,			/* PT429, too many pending purchase claims */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);
@@ -354,7 +397,7 @@ typedef struct OperationRequest
 	text	   *key;
 	text	   *reference;
 	Jsonb	   *metadata;
-	int64		request_hash;
+	RequestHash request_hash;
 } OperationRequest;
 
 extern void operation_request_from_args(FunctionCallInfo fcinfo, const char *kind,

@@ -6,7 +6,9 @@
  * A refusal raises ERROR, so the transaction (including any lazy maintenance
  * done before the check) rolls back and leaves no trace in the tables.  Just
  * before raising it, each one is counted and logged (stats.c:
- * denial_record), outside the transaction.
+ * denial_record), outside the transaction, and it is raised with
+ * ereport_refusal() (credits.h), the mark by which the log hook knows a
+ * refusal (is_refusal).  A new refusal does both, here.
  */
 #include "credits.h"
 
@@ -36,28 +38,16 @@ json_quote(const char *s)
 }
 
 /*
- * Is this error one of the refusals below?  (For the log hook in stats.c,
- * which leaves their ERROR lines out of the server log.)
+ * Is this error one of the refusals below?  They, and only they, carry the
+ * CREDITS_REFUSAL_DOMAIN mark of ereport_refusal().  (For the log hook in
+ * stats.c, which leaves their ERROR lines out of the server log when
+ * credits.quiet_refusals is on.)
  */
 bool
 is_refusal(const ErrorData *edata)
 {
-	switch (edata->sqlerrcode)
-	{
-		case ERRCODE_CREDITS_INSUFFICIENT:
-		case ERRCODE_CREDITS_FORBIDDEN:
-		case ERRCODE_CREDITS_CONFLICT:
-		case ERRCODE_CREDITS_TOO_MANY:
-			{
-				/* errfinish() keeps only the file's base name */
-				const char *self = strrchr(__FILE__, '/') ? strrchr(__FILE__, '/') + 1 : __FILE__;
-
-				return edata->filename != NULL && strcmp(edata->filename, self) == 0 &&
-					edata->funcname != NULL && strncmp(edata->funcname, "refuse_", 7) == 0;
-			}
-		default:
-			return false;
-	}
+	return edata->elevel == ERROR && edata->domain != NULL &&
+		strcmp(edata->domain, CREDITS_REFUSAL_DOMAIN) == 0;
 }
 
 void
@@ -67,10 +57,10 @@ refuse_insufficient(const Account *acct, int64 needed)
 								  needed, acct->balance);
 
 	denial_record(DENIAL_INSUFFICIENT, &acct->user_id, acct->operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_INSUFFICIENT),
 			 errmsg("not enough credits"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("Buy a credit pack or upgrade the plan, then retry.")));
 }
 
@@ -87,22 +77,16 @@ refuse_daily_limit(const Account *acct)
 	detail = psprintf("{\"daily_limit\": %d, \"resets_at\": \"%s\"}",
 					  acct->daily_limit, resets_at);
 	denial_record(DENIAL_DAILY_LIMIT, &acct->user_id, acct->operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("daily limit reached"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("The limit resets at local midnight; upgrade the plan for more operations per day.")));
 }
 
-void
-refuse_key_conflict(text *key, int64 original_entry_id)
-{
-	refuse_key_conflict_on(NULL, key, original_entry_id, NULL);
-}
-
 /*
- * The same, counted under the user and the original entry's operation (its
- * kind when it has none).
+ * An idempotency key reused with other parameters, counted under the user
+ * and the original entry's operation (its kind when it has none).
  */
 void
 refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
@@ -111,10 +95,10 @@ refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
 	char	   *detail = psprintf("{\"original_entry_id\": " INT64_FORMAT "}", original_entry_id);
 
 	denial_record(DENIAL_KEY_CONFLICT, acct ? &acct->user_id : NULL, operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("idempotency key reused with different parameters"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("Send the original parameters to get the first receipt again, or use a new key for a new request.")));
 }
 
@@ -125,10 +109,10 @@ refuse_plan_required(const char *operation, const char *required_plan, const cha
 								  json_quote(required_plan), json_quote(plan));
 
 	denial_record(DENIAL_PLAN_REQUIRED, NULL, operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_FORBIDDEN),
 			 errmsg("operation \"%s\" needs plan \"%s\"", operation, required_plan),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("Upgrade to the required plan to use this operation.")));
 }
 
@@ -143,10 +127,10 @@ refuse_rate_limited(const Account *acct, const char *operation, int64 retry_afte
 								  json_quote(acct->plan));
 
 	denial_record(DENIAL_RATE_LIMITED, &acct->user_id, operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("rate limited"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("Retry after retry_after_ms milliseconds (with the same idempotency key, "
 					 "so that the retry cannot charge twice).")));
 }
@@ -160,10 +144,10 @@ refuse_cooldown(const Account *acct, const char *operation, int64 retry_after_ms
 								  retry_after_ms, acct->cooldown_ms, json_quote(acct->plan));
 
 	denial_record(DENIAL_COOLDOWN, &acct->user_id, operation, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("cooldown"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("The plan allows one operation every cooldown_ms milliseconds; "
 					 "retry after retry_after_ms.")));
 }
@@ -179,10 +163,10 @@ refuse_hold_not_open(int64 hold_id, const char *status, bool has_settled,
 		: psprintf("{\"hold_id\": " INT64_FORMAT ", \"status\": \"%s\"}", hold_id, status);
 
 	denial_record(DENIAL_HOLD_NOT_OPEN, NULL, NULL, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("the hold is %s, not open", status),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("A hold is captured or released once; a timed-out hold has returned its credits. "
 					 "Reserve again to start a new job.")));
 }
@@ -196,10 +180,10 @@ refuse_over_refund(int64 entry_id, int64 refundable, bool has_requested, int64 r
 								  has_requested ? psprintf(INT64_FORMAT, requested) : "null");
 
 	denial_record(DENIAL_OVER_REFUND, NULL, NULL, detail);
-	ereport(ERROR,
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("refund exceeds what is left to refund of the charge"),
-			 errdetail("%s", detail),
+			 errdetail_internal("%s", detail),
 			 errhint("Refunds of an entry never add up to more than it charged; "
 					 "refund at most the refundable amount, or pass no amount to refund all of it.")));
 }
@@ -209,14 +193,17 @@ void
 refuse_purchase_conflict(const char *source, const char *transaction_id, const char *state,
 						 bool has_entry, int64 original_entry_id)
 {
-	ereport(ERROR,
+	char	   *detail = has_entry
+		? psprintf("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\", \"original_entry_id\": " INT64_FORMAT "}",
+				   json_quote(source), json_quote(transaction_id), state, original_entry_id)
+		: psprintf("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\"}",
+				   json_quote(source), json_quote(transaction_id), state);
+
+	denial_record(DENIAL_PURCHASE_CONFLICT, NULL, NULL, detail);
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("store transaction \"%s\" was already %s", transaction_id, state),
-			 has_entry ?
-			 errdetail("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\", \"original_entry_id\": " INT64_FORMAT "}",
-					   json_quote(source), json_quote(transaction_id), state, original_entry_id) :
-			 errdetail("{\"source\": %s, \"transaction_id\": %s, \"state\": \"%s\"}",
-					   json_quote(source), json_quote(transaction_id), state),
+			 errdetail_internal("%s", detail),
 			 errhint("A store transaction is applied once, to one user and one product; "
 					 "send the original parameters to get the first receipt again.")));
 }
@@ -225,10 +212,13 @@ refuse_purchase_conflict(const char *source, const char *transaction_id, const c
 void
 refuse_claim_taken(const char *transaction_id)
 {
-	ereport(ERROR,
+	char	   *detail = psprintf("{\"field\": \"transaction_id\"}");
+
+	denial_record(DENIAL_CLAIM_TAKEN, NULL, NULL, detail);
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("store transaction \"%s\" belongs to another account", transaction_id),
-			 errdetail("{\"field\": \"transaction_id\"}"),
+			 errdetail_internal("%s", detail),
 			 errhint("Claim the transaction the store sheet returned to this user; restore purchases to move a subscription.")));
 }
 
@@ -236,10 +226,13 @@ refuse_claim_taken(const char *transaction_id)
 void
 refuse_claim_limit(int limit, int64 retry_after_ms)
 {
-	ereport(ERROR,
+	char	   *detail = psprintf("{\"limit\": %d, \"retry_after_ms\": " INT64_FORMAT "}",
+								  limit, Max(retry_after_ms, 0));
+
+	denial_record(DENIAL_CLAIM_LIMIT, NULL, NULL, detail);
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("too many pending purchases claimed"),
-			 errdetail("{\"limit\": %d, \"retry_after_ms\": " INT64_FORMAT "}",
-					   limit, Max(retry_after_ms, 0)),
+			 errdetail_internal("%s", detail),
 			 errhint("The purchase is unlocked as soon as the store confirms it; no claim is needed for that.")));
 }

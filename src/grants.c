@@ -47,6 +47,18 @@ grant_lot(Account *acct, LedgerEntry *entry, int64 amount, bool has_expiry,
 	lots_create(acct, entry, has_expiry, expires_at, priority);
 }
 
+/* A new grant's expires_at must lie ahead (checked after the replay lookup). */
+static void
+require_future_expiry(TimestampTz expires_at)
+{
+	if (expires_at <= GetCurrentTransactionStartTimestamp())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expires_at must be in the future"),
+				 errdetail("{\"field\": \"expires_at\"}"),
+				 errhint("Pass NULL for credits that never expire.")));
+}
+
 /*
  * credits.grant_credits(user_id uuid, amount bigint, reason text,
  *     idempotency_key text default null, expires_at timestamptz default null,
@@ -75,12 +87,6 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 2, "reason");
 	reason = optional_text_arg(fcinfo, 2, "reason", CREDITS_MAX_REASON_CHARS);
 	key = optional_key_arg(fcinfo, 3, "idempotency_key");
-	if (has_expiry && expires_at <= GetCurrentTransactionStartTimestamp())
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("expires_at must be in the future"),
-				 errdetail("{\"field\": \"expires_at\"}"),
-				 errhint("Pass NULL for credits that never expire.")));
 	reference = optional_text_arg(fcinfo, 5, "reference", CREDITS_MAX_KEY_CHARS);
 	metadata = optional_metadata_arg(fcinfo, 6);
 
@@ -93,14 +99,18 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	account_lock(user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	/* the key first: a retry after expires_at has passed still gets its receipt */
+	if (key == NULL || !ledger_find_replay(&acct, key, &rh, &receipt))
 	{
 		LedgerEntry entry = {0};
+
+		if (has_expiry)
+			require_future_expiry(expires_at);
 
 		entry.kind = "grant";
 		entry.reason = reason;
 		entry.idempotency_key = key;
-		entry.request_hash = rh.hash;
+		entry.request_hash = (int64) rh.hash;
 		entry.reference = reference;
 		entry.metadata = metadata;
 		grant_lot(&acct, &entry, amount, has_expiry, expires_at, 0);

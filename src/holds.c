@@ -407,7 +407,7 @@ credits_reserve(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	account_lock(req.user_id, &acct);
-	if (req.key == NULL || !ledger_find_replay(&acct, req.key, req.request_hash, &receipt))
+	if (req.key == NULL || !ledger_find_replay(&acct, req.key, &req.request_hash, &receipt))
 	{
 		LedgerEntry entry = {0};
 		TimestampTz expires_at = GetCurrentTransactionStartTimestamp() +

@@ -16,6 +16,7 @@
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 
 /* The columns of credits.ledger the C code writes or reads back, in the order of the names below. */
@@ -60,6 +61,9 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	RowWriter	writer;
 	Oid			kind_type;
 
+	if (!entry_kind_allows(entry_kind(entry->kind), entry->amount))
+		elog(ERROR, "credits: a %s entry of " INT64_FORMAT " credits has the wrong sign",
+			 entry->kind, entry->amount);
 	entry->balance_after = acct->balance;
 	entry->has_daily_remaining = account_daily_remaining(acct, &entry->daily_remaining);
 
@@ -108,12 +112,24 @@ entry_kind_name(TupleTableSlot *row)
 }
 
 /*
+ * Is `stored` (ledger.request_hash) the fingerprint of this request?  Rows
+ * written by 1.0 hashed the metadata's bytes, so that form is accepted too:
+ * it is stricter than the canonical one (equal bytes are equal jsonb), so a
+ * retry of a 1.0 request replays after the upgrade.
+ */
+static bool
+request_hash_matches(const RequestHash *request, int64 stored)
+{
+	return (uint64) stored == request->hash || (uint64) stored == request->legacy;
+}
+
+/*
  * Looks up an earlier entry of this user with the same idempotency key.
  * Same request: fills in its receipt (replayed) and returns true.  Different
  * parameters under the same key: PT409.  No entry: returns false.
  */
 bool
-ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *receipt)
+ledger_find_replay(const Account *acct, text *key, const RequestHash *request, Receipt *receipt)
 {
 	Relation	rel = credits_table_open(&ledger_table, AccessShareLock);
 	RowScan		scan;
@@ -130,7 +146,8 @@ ledger_find_replay(const Account *acct, text *key, int64 request_hash, Receipt *
 		row = scan.slot;
 		receipt->no_entry = false;
 		receipt->entry_id = DatumGetInt64(row_get(&ledger_table, row, LED_ID, &isnull));
-		if (DatumGetInt64(row_get(&ledger_table, row, LED_REQUEST_HASH, &isnull)) != request_hash)
+		value = row_get(&ledger_table, row, LED_REQUEST_HASH, &isnull);
+		if (isnull || !request_hash_matches(request, DatumGetInt64(value)))
 		{
 			value = row_get(&ledger_table, row, LED_OPERATION, &isnull);
 			refuse_key_conflict_on(acct, key, receipt->entry_id,
@@ -198,28 +215,47 @@ receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
-/* ---- request fingerprints ---- */
+/* ---- request fingerprints ----
+ *
+ * Two fingerprints are kept in step: `hash`, which 1.1 stores, and `legacy`,
+ * the form 1.0 stored.  They differ only in how metadata is hashed.
+ */
 
-static void
-hash_bytes_into(RequestHash *rh, const void *data, size_t len)
+static uint64
+hash_bytes_step(uint64 seed, const void *data, size_t len)
 {
 	uint32		len32 = (uint32) len;
 
 	/* the length first, so that ("ab","c") and ("a","bc") differ */
-	rh->hash = hash_bytes_extended((const unsigned char *) &len32, sizeof(len32), rh->hash);
-	rh->hash = hash_bytes_extended((const unsigned char *) data, (int) len, rh->hash);
+	seed = hash_bytes_extended((const unsigned char *) &len32, sizeof(len32), seed);
+	return hash_bytes_extended((const unsigned char *) data, (int) len, seed);
+}
+
+static uint64
+hash_null_step(uint64 seed)
+{
+	return hash_bytes_extended((const unsigned char *) "\xff", 1, seed ^ UINT64CONST(0x9e3779b97f4a7c15));
+}
+
+static void
+hash_bytes_into(RequestHash *rh, const void *data, size_t len)
+{
+	rh->hash = hash_bytes_step(rh->hash, data, len);
+	rh->legacy = hash_bytes_step(rh->legacy, data, len);
 }
 
 static void
 hash_null_into(RequestHash *rh)
 {
-	rh->hash = hash_bytes_extended((const unsigned char *) "\xff", 1, rh->hash ^ UINT64CONST(0x9e3779b97f4a7c15));
+	rh->hash = hash_null_step(rh->hash);
+	rh->legacy = hash_null_step(rh->legacy);
 }
 
 void
 request_hash_init(RequestHash *rh, const char *kind)
 {
 	rh->hash = 0;
+	rh->legacy = 0;
 	hash_bytes_into(rh, kind, strlen(kind));
 }
 
@@ -233,15 +269,6 @@ request_hash_text(RequestHash *rh, const text *value)
 }
 
 void
-request_hash_cstring(RequestHash *rh, const char *value)
-{
-	if (value == NULL)
-		hash_null_into(rh);
-	else
-		hash_bytes_into(rh, value, strlen(value));
-}
-
-void
 request_hash_int64(RequestHash *rh, bool isnull, int64 value)
 {
 	if (isnull)
@@ -250,12 +277,59 @@ request_hash_int64(RequestHash *rh, bool isnull, int64 value)
 		hash_bytes_into(rh, &value, sizeof(value));
 }
 
-/* jsonb's binary form is canonical (sorted, de-duplicated keys). */
+/*
+ * One token of a jsonb value: its type tag, then for a scalar a canonical
+ * form of its value.  Numbers are hashed as numeric_normalize() writes them
+ * (no trailing zeroes, no exponent), so 1.0, 1 and 1e0 hash alike, as jsonb
+ * equality has them equal; strings by their bytes, as jsonb compares them.
+ */
+static uint64
+jsonb_token_step(uint64 seed, JsonbIteratorToken token, const JsonbValue *v)
+{
+	unsigned char tag[2] = {(unsigned char) token, 0};
+
+	if (token != WJB_KEY && token != WJB_VALUE && token != WJB_ELEM)
+		return hash_bytes_step(seed, tag, 1);
+	tag[1] = (unsigned char) v->type;
+	seed = hash_bytes_step(seed, tag, 2);
+	switch (v->type)
+	{
+		case jbvString:
+			return hash_bytes_step(seed, v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			{
+				char	   *digits = numeric_normalize(v->val.numeric);
+
+				return hash_bytes_step(seed, digits, strlen(digits));
+			}
+		case jbvBool:
+			return hash_bytes_step(seed, &v->val.boolean, sizeof(bool));
+		default:
+			return seed;		/* jbvNull: the tag says it all */
+	}
+}
+
+/*
+ * Metadata: the canonical hash walks the value, so that any two jsonb values
+ * that are equal (jsonb's =: keys sorted and de-duplicated by the input
+ * function, whitespace gone, numbers compared by value) hash alike.  The
+ * legacy hash is 1.0's: the bytes of the binary form, in which 1.0 and 1
+ * differ.
+ */
 void
 request_hash_jsonb(RequestHash *rh, const Jsonb *value)
 {
+	JsonbIterator *it;
+	JsonbIteratorToken token;
+	JsonbValue	v;
+
 	if (value == NULL)
+	{
 		hash_null_into(rh);
-	else
-		hash_bytes_into(rh, VARDATA(value), VARSIZE(value) - VARHDRSZ);
+		return;
+	}
+	rh->legacy = hash_bytes_step(rh->legacy, VARDATA(value), VARSIZE(value) - VARHDRSZ);
+	it = JsonbIteratorInit((JsonbContainer *) &value->root);
+	while ((token = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+		rh->hash = jsonb_token_step(rh->hash, token, &v);
 }

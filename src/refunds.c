@@ -129,7 +129,7 @@ credits_refund(PG_FUNCTION_ARGS)
 	user_id = *DatumGetUUIDP(spi_get(0, 1, &isnull));
 	kind = TextDatumGetCString(spi_get(0, 2, &isnull));
 	charged = -spi_get_int64(0, 3);
-	charge_kind = strcmp(kind, "consume") == 0 || strcmp(kind, "capture") == 0;
+	charge_kind = entry_kind(kind)->billable;
 	if (!charge_kind || charged <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -142,7 +142,7 @@ credits_refund(PG_FUNCTION_ARGS)
 						 "release an open hold instead, or grant credits to compensate.")));
 
 	account_lock(&user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, rh.hash, &receipt))
+	if (key == NULL || !ledger_find_replay(&acct, key, &rh, &receipt))
 	{
 		LedgerEntry entry = {0};
 		char	   *operation;
@@ -204,7 +204,7 @@ credits_refund(PG_FUNCTION_ARGS)
 		entry.ref_id = entry_id;
 		entry.reason = reason;
 		entry.idempotency_key = key;
-		entry.request_hash = rh.hash;
+		entry.request_hash = (int64) rh.hash;
 		/* the refund that completes the charge: the operation did not happen */
 		entry.day_ops = (amount == refundable && counted_today) ? -1 : 0;
 		entry.lot_moves = lots_add(&acct, nmoves, lot_ids, deltas);

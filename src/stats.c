@@ -7,9 +7,10 @@
  * (reason, operation) and logged at the level of credits.log_denials, at
  * most credits.log_denials_per_second lines a second; the lines held back
  * are summed up in the next line that gets through.  PostgreSQL's own ERROR
- * line for a refusal is left out of the server log (emit_log_hook), so that
- * a client hammering the API cannot flood the log through it either; the
- * client still receives the error.
+ * line for a refusal (one raised with ereport_refusal(), credits.h) is
+ * written to the server log as well, unless credits.quiet_refusals is on:
+ * then the emit_log_hook leaves it out, so that a client hammering the API
+ * cannot flood the log through it; the client still receives the error.
  *
  * Where the counters live:
  *   - With shared_preload_libraries = 'credits': in shared memory, one
@@ -91,6 +92,9 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_THROTTLED] = "throttled",
 	[DENIAL_HOLD_NOT_OPEN] = "hold_not_open",
 	[DENIAL_OVER_REFUND] = "over_refund",
+	[DENIAL_PURCHASE_CONFLICT] = "purchase_conflict",
+	[DENIAL_CLAIM_TAKEN] = "claim_taken",
+	[DENIAL_CLAIM_LIMIT] = "claim_limit",
 };
 
 /* credits.log_denials */
@@ -104,6 +108,7 @@ static const struct config_enum_entry log_denials_options[] = {
 
 static int	log_denials_level = LOG;
 static int	log_denials_per_second = 10;
+static bool quiet_refusals = false;
 
 static StatsShared *stats_shared = NULL;
 static HTAB *shared_hash = NULL;
@@ -155,6 +160,16 @@ stats_init(void)
 							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("credits.quiet_refusals",
+							 "Leaves PostgreSQL's own ERROR line of each refusal out of the server log.",
+							 "Refusals are still counted (credits.stats) and logged by "
+							 "credits.log_denials, throttled; the client still receives the error.",
+							 &quiet_refusals,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = stats_emit_log;
@@ -208,13 +223,14 @@ stats_shmem_startup(void)
 }
 
 /*
- * Keeps PostgreSQL's own ERROR line of a contract refusal out of the server
- * log: log_denial() has written a throttled line for it already.
+ * With credits.quiet_refusals on, keeps PostgreSQL's own ERROR line of a
+ * contract refusal out of the server log: log_denial() has written a
+ * throttled line for it already.  Other errors are never touched.
  */
 static void
 stats_emit_log(ErrorData *edata)
 {
-	if (edata->elevel == ERROR && edata->output_to_server && is_refusal(edata))
+	if (quiet_refusals && edata->output_to_server && is_refusal(edata))
 		edata->output_to_server = false;
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
