@@ -343,9 +343,8 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
 
-/* ---- local_day.c: the one day rule (see local_day.c) ---- */
+/* ---- local_day.c: the one day rule (SQL: credits.local_day, credits.local_day_start) ---- */
 extern DateADT local_day(text *tz, TimestampTz t);
-extern TimestampTz local_day_start(text *tz, DateADT day);
 
 /* ---- price_list.c ---- */
 
