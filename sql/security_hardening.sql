@@ -45,10 +45,10 @@ SELECT pg_get_function_identity_arguments('credits.expire_holds'::regproc) AS ar
 -- ==== 4. Time zones: IANA names exactly as pg_timezone_names lists them.
 -- Every name it lists is accepted, but zic's "Factory" placeholder (abbreviation -00).
 SELECT count(*) > 400 AS many FROM pg_timezone_names;
-SELECT z.name AS refused, z.abbrev
+SELECT count(*) FILTER (WHERE e.state <> 'no error' AND z.abbrev <> '-00') AS refused_names,
+       count(*) FILTER (WHERE e.state = 'no error' AND z.abbrev = '-00') AS accepted_factory
   FROM pg_timezone_names z,
-       LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', :'u1', z.name)) e
- WHERE e.state <> 'no error' ORDER BY z.name;
+       LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', :'u1', z.name)) e;
 SELECT v.tz, e.state, e.detail->>'field' AS field
   FROM (VALUES ('Europe/Paris'), ('America/Havana'), ('EST5EDT'), ('Etc/GMT+5'), ('UTC'),
                ('europe/paris'), ('CEST'), ('UTC+3'), ('<+03>-3'), ('Factory'), ('../../etc/passwd'),

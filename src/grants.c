@@ -32,7 +32,6 @@ static CachedStatement account_set_plan = {
 	2, {UUIDOID, TEXTOID}
 };
 
-
 static CachedStatement account_set_timezone = {
 	"UPDATE credits.accounts SET timezone = $2, updated_at = now() WHERE user_id = $1",
 	2, {UUIDOID, TEXTOID}
