@@ -576,6 +576,41 @@ BEGIN
 END
 $$;
 
+-- == expire_holds: a bounded batch ==
+/*
+ * expire_holds() locked every account with a timed-out hold in one
+ * transaction.  It now takes at most batch_size accounts per call (default
+ * 1000) and returns how many holds it released, so a caller loops while the
+ * result is positive.  `SELECT credits.expire_holds()` keeps working (the
+ * default); the old zero-argument function is replaced, not overloaded, so
+ * that call is not ambiguous.
+ */
+DO $$
+DECLARE
+    r regrole;
+    grantees regrole[];
+BEGIN
+    -- whoever may call it now (the admin role, a pg_cron role) keeps that right
+    SELECT pg_catalog.array_agg(DISTINCT a.grantee::regrole) INTO grantees
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+     WHERE p.oid = 'credits.expire_holds()'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0;
+    DROP FUNCTION credits.expire_holds();
+    CREATE FUNCTION credits.expire_holds(batch_size integer DEFAULT 1000)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'credits_expire_holds';
+    REVOKE ALL ON FUNCTION credits.expire_holds(integer) FROM PUBLIC;
+    FOREACH r IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION credits.expire_holds(integer) TO %s', r);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION credits.expire_holds(integer) IS
+'Releases timed-out holds now, in at most batch_size accounts (for an admin or pg_cron; the next touch of an account does it anyway); returns how many holds, call again while positive.';
+
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give
 -- the roles that grant_roles() set up before the update what it gives now.

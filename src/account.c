@@ -131,6 +131,18 @@ get_timestamptz(TupleTableSlot *row, int col, TimestampTz *value)
 	return !isnull;
 }
 
+/* An account names a plan that credits.plans lacks (drift, or credits.default_plan). */
+static void refuse_missing_plan(const char *name) pg_attribute_noreturn();
+static void
+refuse_missing_plan(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_DRIFT),
+			 errmsg("plan \"%s\" of an account does not exist", name),
+			 errdetail_internal("{\"plan\": %s}", json_quote(name)),
+			 errhint("Create the plan in credits.plans, or set credits.default_plan to a plan that exists.")));
+}
+
 /* Sets the account's effective plan and that plan's settings. */
 static void
 use_plan(Account *acct, const char *name)
@@ -138,7 +150,7 @@ use_plan(Account *acct, const char *name)
 	PlanSettings plan;
 
 	if (!plan_find(name, &plan))
-		elog(ERROR, "credits: plan \"%s\" of an account does not exist", name);
+		refuse_missing_plan(name);
 	acct->plan = pstrdup(plan.name);
 	acct->plan_rank = plan.rank;
 	acct->has_daily_limit = plan.has_daily_limit;
@@ -415,7 +427,7 @@ grant_signup_bonus(Account *acct)
 	LedgerEntry entry = {0};
 
 	if (!plan_find(acct->base_plan, &plan))
-		elog(ERROR, "credits: plan \"%s\" of an account does not exist", acct->base_plan);
+		refuse_missing_plan(acct->base_plan);
 	if (plan.signup_bonus <= 0)
 		return;
 
@@ -600,6 +612,11 @@ account_add_balance(Account *acct, int64 delta)
 						   acct->balance, delta),
 				 errhint("A balance holds at most 9223372036854775807 credits.")));
 	if (result < 0)
-		elog(ERROR, "credits: balance of an account would become negative");
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_DRIFT),
+				 errmsg("credit balance would become negative"),
+				 errdetail_internal("{\"balance\": " INT64_FORMAT ", \"amount\": " INT64_FORMAT "}",
+									acct->balance, delta),
+				 errhint("The cached balance no longer matches the lots; run credits.reconcile() for this user.")));
 	acct->balance = result;
 }

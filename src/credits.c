@@ -58,7 +58,9 @@ _PG_init(void)
 
 /*
  * credits.ledger_is_append_only() trigger, BEFORE UPDATE OR DELETE OR
- * TRUNCATE FOR EACH STATEMENT on credits.ledger.
+ * TRUNCATE FOR EACH STATEMENT on credits.ledger.  0A000
+ * (feature_not_supported): the table does not support changing its rows,
+ * whoever asks, superusers included; it is not a missing privilege (42501).
  */
 PG_FUNCTION_INFO_V1(credits_ledger_is_append_only);
 Datum
@@ -73,9 +75,9 @@ credits_ledger_is_append_only(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("the credits ledger is append-only"),
-			 errdetail("{\"table\": \"credits.ledger\"}"),
+			 errdetail_internal("{\"table\": \"credits.ledger\"}"),
 			 errhint("Correct a balance with a new entry (credits.grant_credits, credits.refund); "
 					 "credits.delete_account removes a user's rows.")));
 	PG_RETURN_NULL();

@@ -32,6 +32,16 @@
 #define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
 
 /*
+ * Drift: the cached state (balance, lots, holds, an account's plan) no longer
+ * matches the ledger or the configuration, because a row was changed outside
+ * the functions.  Not an internal error (XX000) nor corrupted storage
+ * (XX001): the database is fine, its rows disagree.  55000
+ * object_not_in_prerequisite_state (PostgREST: HTTP 500), with the rows
+ * concerned in the detail and credits.reconcile() in the hint.
+ */
+#define ERRCODE_CREDITS_DRIFT			ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+
+/*
  * A refusal of the contract (errors.c): raised with ereport_refusal(), which
  * tags the error with this message domain (never a real translation domain),
  * so that the log hook (stats.c) knows it by that mark alone, whatever file
@@ -342,6 +352,7 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
+extern bool parse_uuid(const char *s, pg_uuid_t *uuid);
 
 /* ---- local_day.c: the one day rule (SQL: credits.local_day, credits.local_day_start) ---- */
 extern DateADT local_day(text *tz, TimestampTz t);

@@ -7,8 +7,21 @@
  */
 #include "credits.h"
 
+#include <time.h>
+#include <unistd.h>
+
 #include "catalog/pg_type.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
+
+/*
+ * From src/timezone/pgtz.h, which is not installed with the server headers;
+ * exported by the server, with this signature since PostgreSQL 8.3.  Opens
+ * the zone file `name` of the time zone database, matching each path
+ * component case-insensitively and never a hidden entry (so no "..");
+ * canonname receives the file's own spelling.
+ */
+extern int	pg_open_tzfile(const char *name, char *canonname);
 
 static CachedStatement plan_exists = {
 	"SELECT 1 FROM credits.plans WHERE name = $1", 1, {TEXTOID}
@@ -19,11 +32,6 @@ static CachedStatement account_set_plan = {
 	2, {UUIDOID, TEXTOID}
 };
 
-/* IANA names only: pg_timezone_names lists the zone files, not abbreviations or POSIX specs. */
-static CachedStatement timezone_is_iana = {
-	"SELECT 1 FROM pg_timezone_names WHERE name = $1", 1, {TEXTOID}
-};
-
 static CachedStatement account_set_timezone = {
 	"UPDATE credits.accounts SET timezone = $2, updated_at = now() WHERE user_id = $1",
 	2, {UUIDOID, TEXTOID}
@@ -32,6 +40,38 @@ static CachedStatement account_set_timezone = {
 static CachedStatement day_count_from_ledger = {
 	"SELECT credits.day_count_from_ledger($1)", 1, {UUIDOID}
 };
+
+/*
+ * Is `name` an IANA time zone name, as pg_timezone_names lists them: a zone
+ * file of the time zone database, spelt exactly like it, that PostgreSQL
+ * loads (not a leap-second zone) and that is not zic's "Factory"
+ * placeholder?  Abbreviations ("CEST") and POSIX specs ("UTC+3") are no
+ * files, so they are not.  One directory lookup and a zone load that
+ * PostgreSQL caches, where scanning pg_timezone_names read every zone file.
+ */
+static bool
+timezone_is_iana(const char *name)
+{
+	char		canonical[TZ_STRLEN_MAX + 1];
+	int			fd;
+	pg_tz	   *tz;
+	pg_time_t	now = (pg_time_t) time(NULL);
+	struct pg_tm *tm;
+
+	if (name[0] == '\0' || strlen(name) > TZ_STRLEN_MAX)
+		return false;
+	fd = pg_open_tzfile(name, canonical);
+	if (fd < 0)
+		return false;
+	close(fd);
+	if (strcmp(canonical, name) != 0)
+		return false;
+	tz = pg_tzset(name);
+	if (tz == NULL || !pg_tz_acceptable(tz))
+		return false;
+	tm = pg_localtime(&now, tz);
+	return tm != NULL && tm->tm_zone != NULL && strcmp(tm->tm_zone, "-00") != 0;
+}
 
 /*
  * Appends a grant-like entry (grant, purchase, allocation, positive adjust)
@@ -198,17 +238,14 @@ credits_set_timezone(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "tz");
 	tz = optional_text_arg(fcinfo, 1, "tz", 64);
 
-	SPI_connect();
-	{
-		Datum		tz_arg[1] = {PointerGetDatum(tz)};
+	if (!timezone_is_iana(text_to_cstring(tz)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
+				 errdetail("{\"field\": \"tz\"}"),
+				 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
 
-		if (spi_exec(&timezone_is_iana, tz_arg, NULL) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
-					 errdetail("{\"field\": \"tz\"}"),
-					 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
-	}
+	SPI_connect();
 	account_lock(user_id, &acct);
 	{
 		Datum		args[2] = {UUIDPGetDatum(user_id), PointerGetDatum(tz)};

@@ -311,12 +311,6 @@ get_int64(int row, int col, int64 *out)
 	return !isnull;
 }
 
-int64
-timestamptz_to_unix_ms(TimestampTz t)
-{
-	return t / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
-
 /* ---- products ---- */
 
 /*

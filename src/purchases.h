@@ -134,6 +134,4 @@ extern int	claims_confirm(const pg_uuid_t *user_id, const StoreTxn *txn);
 extern bool store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 							pg_uuid_t **owners, int *nowners);
 
-extern int64 timestamptz_to_unix_ms(TimestampTz t);
-
 #endif							/* CREDITS_PURCHASES_H */
