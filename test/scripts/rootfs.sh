@@ -129,15 +129,21 @@ rootfs_run() {
         return 1
     fi
     dir=$(rootfs_ensure "$major") || return 1
-    local src rc=0
+    local src rc=0 name
+    # The harness's and the benchmark's settings go in with it.
+    local settings=()
+    for name in $(compgen -e); do
+        if [[ $name == BENCH_* || $name == CREDITS_SUITE_TIMEOUT ]]; then settings+=("$name=${!name}"); fi
+    done
     src=$(mktemp -d "$dir/tmp/credits-src.XXXXXX")
     chmod 755 "$src"
     copy_tree "$ROOT" "$src"
     ROOTFS_STARTED=1   # from here on, the run inside prints its own summary
-    rootfs_chroot "$dir" env CREDITS_PG="$major" CREDITS_IN_ROOTFS=1 \
-        ${CREDITS_SUITE_TIMEOUT:+CREDITS_SUITE_TIMEOUT=$CREDITS_SUITE_TIMEOUT} \
-        ${BENCH_RUNS:+BENCH_RUNS=$BENCH_RUNS} \
+    rootfs_chroot "$dir" env CREDITS_PG="$major" CREDITS_IN_ROOTFS=1 "${settings[@]}" \
         bash "${src#"$dir"}/test/scripts/run.sh" "$mode" || rc=$?
     rm -rf "$src"
+    if [[ $mode == bench ]]; then
+        echo "== bench: the paths above are inside $dir (its /tmp is $dir/tmp on this machine)"
+    fi
     return "$rc"
 }
