@@ -107,6 +107,84 @@ AS $$
     ]::regprocedure[])
 $$;
 
+-- == Abuse-proof client surface ==
+-- Nothing a signed-in user can call resets, farms or floods (issue 12).
+--
+-- Deletion is not a reset (src/deletion.c).  delete_account() keeps, per
+-- deleted user, one record keyed by sha256(salt || the 16 bytes of the user
+-- id), with a random per-database salt: no user id, no personal data.  It
+-- holds what a returning user id must not get back: the signup bonus (the
+-- record's existence), the month already allocated, today's count (with the
+-- time zone that defines "today"), the plan limiter's state, the
+-- instant-unlock claims of the last 24 hours and a base plan an admin set.
+-- It is kept for credits.deletion_retention after the last deletion.
+-- Purchases and store events are anonymized (user_id NULL), not deleted, so
+-- a transaction or event applied before stays applied.
+
+CREATE TABLE credits.deletion_salt (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    salt bytea NOT NULL CHECK (length(salt) >= 16)
+);
+ALTER TABLE credits.deletion_salt ENABLE ROW LEVEL SECURITY;
+-- Created by the first deletion (not by this script), so a restore of a
+-- dump inserts the dumped salt into an empty table.
+SELECT pg_catalog.pg_extension_config_dump('credits.deletion_salt', '');
+
+CREATE TABLE credits.deletion_records (
+    user_hash           bytea PRIMARY KEY,       -- sha256(salt || uuid_send(user_id))
+    plan                text,                    -- base plan, when not the default plan
+    timezone            text NOT NULL,           -- the zone of day / day_count
+    timezone_next       text,                    -- a change not in effect yet ...
+    timezone_from       timestamptz,             -- ... from this local midnight
+    timezone_changed_at timestamptz,             -- last change asked by the user
+    day                 date NOT NULL,
+    day_count           integer NOT NULL CHECK (day_count >= 0),
+    allocation_period   date,                    -- the month already allocated
+    rate_tat            timestamptz,             -- the plan limiter's state
+    last_operation_at   timestamptz,             -- (the cooldown)
+    claims              timestamptz[] NOT NULL DEFAULT '{}',  -- instant-unlock claims, last 24 hours
+    tombstone_id        bigint,                  -- its one row of credits.deleted_accounts
+    deleted_at          timestamptz NOT NULL,    -- last deletion (credits.deletion_interval)
+    keep_until          timestamptz NOT NULL     -- deleted_at + credits.deletion_retention
+);
+CREATE INDEX deletion_records_expiry ON credits.deletion_records (keep_until);
+ALTER TABLE credits.deletion_records ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.deletion_records', '');
+
+-- Anonymized rows keep no user.
+ALTER TABLE credits.purchases ALTER COLUMN user_id DROP NOT NULL;
+
+-- delete_account() finds every row of a user through an index.
+CREATE INDEX holds_by_user ON credits.holds (user_id);
+CREATE INDEX store_events_by_user ON credits.store_events (user_id) WHERE user_id IS NOT NULL;
+
+-- Time zone changes (src/account.c, src/grants.c): a change takes effect at
+-- the next local midnight of the zone in effect, when no operation was
+-- counted in the day in progress at once.
+ALTER TABLE credits.accounts
+    ADD COLUMN timezone_next text,
+    ADD COLUMN timezone_from timestamptz,
+    ADD COLUMN timezone_changed_at timestamptz,
+    ADD CONSTRAINT accounts_timezone_pending CHECK ((timezone_next IS NULL) = (timezone_from IS NULL));
+
+CREATE OR REPLACE FUNCTION credits.set_my_timezone(tz text)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_set_my_timezone';
+
+COMMENT ON FUNCTION credits.set_my_timezone(text) IS
+'Client: sets the caller''s IANA time zone; it takes effect at the next local midnight (at once when nothing was counted today); at most one change per credits.timezone_change_interval.';
+
+CREATE OR REPLACE FUNCTION credits.delete_my_account()
+RETURNS credits.account_deletion
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_delete_my_account';
+
+COMMENT ON FUNCTION credits.delete_my_account() IS
+'Client: deletes the caller''s account and history (anonymous tombstone and deletion record kept); at most once per credits.deletion_interval.';
+
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give
 -- the roles that grant_roles() set up before the update what it gives now.

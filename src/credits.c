@@ -17,6 +17,7 @@ PG_MODULE_MAGIC;
 
 char	   *credits_default_plan = NULL;
 int			credits_hold_timeout_s = 900;
+int			credits_timezone_interval_s = 86400;
 
 /* Set only by credits.delete_account, for the one recorded deletion. */
 bool		credits_ledger_delete_allowed = false;
@@ -49,7 +50,19 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("credits.timezone_change_interval",
+							"How often a client may change its time zone.",
+							"set_my_timezone refuses another change within this time (PT429).",
+							&credits_timezone_interval_s,
+							86400,
+							0,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	stats_init();
+	deletion_init();
 	purchases_init();
 	notify_init();
 

@@ -37,6 +37,7 @@
 /* ---- GUCs (credits.c) ---- */
 extern char *credits_default_plan;
 extern int	credits_hold_timeout_s;
+extern int	credits_timezone_interval_s;
 extern bool credits_ledger_delete_allowed;
 
 /* ---- spi_plans.c: statements prepared once per backend and kept ---- */
@@ -157,6 +158,14 @@ typedef struct Account
 	bool		has_last_operation_at;
 	TimestampTz last_operation_at;
 	const char *operation;			/* operation being checked, for denial counters */
+	/* the time zone of the day count (grants.c changes it) */
+	char	   *timezone;			/* the zone day and today are dates of */
+	char	   *timezone_next;		/* a change not in effect yet, or NULL */
+	bool		has_timezone_from;
+	TimestampTz timezone_from;		/* ... from this local midnight of timezone */
+	bool		timezone_due;		/* timezone_from has come: today is in timezone_next */
+	bool		has_timezone_changed_at;
+	TimestampTz timezone_changed_at;
 } Account;
 
 extern void account_read(const pg_uuid_t *user_id, Account *acct);
@@ -167,6 +176,7 @@ extern void account_set_entitlement(Account *acct, const char *plan, bool has_un
 extern bool account_daily_remaining(const Account *acct, int64 *remaining);
 extern void account_count_operation(Account *acct, int delta);
 extern void account_add_balance(Account *acct, int64 delta);
+extern void account_recount_day(Account *acct);
 
 /* ---- ledger.c ---- */
 typedef struct LedgerEntry
@@ -262,7 +272,6 @@ extern void refuse_over_refund(int64 entry_id, int64 refundable, bool has_reques
 extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
 									 const char *state, bool has_entry,
 									 int64 original_entry_id) pg_attribute_noreturn();
-extern void refuse_claim_taken(const char *transaction_id) pg_attribute_noreturn();
 extern void refuse_claim_limit(int limit, int64 retry_after_ms) pg_attribute_noreturn();
 extern void refuse_rate_limited(const Account *acct, const char *operation,
 								int64 retry_after_ms) pg_attribute_noreturn();
@@ -297,6 +306,37 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
+
+/* ---- deletion.c: what deleting an account keeps ---- */
+extern int	credits_deletion_retention_s;
+extern int	credits_deletion_interval_s;
+
+/* The record of a deleted user id (credits.deletion_records). */
+typedef struct DeletionRecord
+{
+	char	   *plan;				/* base plan an admin set, NULL: the default plan */
+	char	   *timezone;
+	char	   *timezone_next;		/* a change not in effect yet, or NULL */
+	bool		has_timezone_from;
+	TimestampTz timezone_from;
+	bool		has_timezone_changed_at;
+	TimestampTz timezone_changed_at;
+	DateADT		day;
+	int32		day_count;
+	bool		has_allocation_period;
+	DateADT		allocation_period;
+	bool		has_rate_tat;
+	TimestampTz rate_tat;
+	bool		has_last_operation_at;
+	TimestampTz last_operation_at;
+	TimestampTz deleted_at;
+} DeletionRecord;
+
+extern void deletion_init(void);
+extern bool deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec);
+extern bool deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id);
+extern void deletion_link_tombstone(const pg_uuid_t *user_id, int64 tombstone_id);
+extern void deletion_check_interval(const pg_uuid_t *user_id);
 
 /* ---- price_list.c ---- */
 

@@ -711,6 +711,12 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 		}
 		if (!is_purchase(ev->type) && found)
 		{
+			if (!prior.has_user)
+			{
+				/* the account was deleted: its credits are gone already */
+				result_set(r, "ignored", "account_deleted");
+				break;
+			}
 			if (prior.has_last_event_at && prior.last_event_at > ev->event_at)
 			{
 				result_set(r, "ignored", "stale_event");
