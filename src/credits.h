@@ -144,7 +144,6 @@ typedef struct Account
 	char	   *entitlement_plan;	/* cached best entitlement (purchases.c), or NULL */
 	bool		has_entitlement_until;
 	TimestampTz entitlement_until;
-	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
 	bool		created;			/* account_lock() created the account */
 	ItemPointerData row_tid;		/* the row version locked (account_save's first guess) */
@@ -337,6 +336,7 @@ extern bool deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec);
 extern bool deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id);
 extern void deletion_link_tombstone(const pg_uuid_t *user_id, int64 tombstone_id);
 extern void deletion_check_interval(const pg_uuid_t *user_id);
+extern char *user_ref(const pg_uuid_t *user_id);
 
 /* ---- price_list.c ---- */
 

@@ -25,12 +25,18 @@
  * A client deletes at most once per credits.deletion_interval
  * (delete_my_account, PT429).
  *
+ * The salt also keys the opaque user reference of NOTIFY credits
+ * (user_ref): sha256(salt || user id || 'notify'), so that a listener,
+ * who may be any role, learns no user id.
+ *
  * Locks: none of its own; called under the account row lock of
  * delete_account (SELECT ... FOR UPDATE) or account_lock().
  */
 #include "credits.h"
 
 #include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
@@ -57,6 +63,15 @@ static CachedStatement salt_create = {
 	" ON CONFLICT DO NOTHING",
 	0, {0}
 };
+
+static CachedStatement salt_select = {
+	"SELECT salt FROM credits.deletion_salt", 0, {0}
+};
+
+/* The salt, cached per backend for the table it was read from. */
+static uint8 salt_cache[64];
+static int	salt_len = 0;
+static Oid	salt_relid = InvalidOid;
 
 static CachedStatement records_purge = {
 	"DELETE FROM credits.deletion_records WHERE ctid = ANY (ARRAY("
@@ -235,4 +250,53 @@ deletion_check_interval(const pg_uuid_t *user_id)
 									(next - now) / 1000, credits_deletion_interval_s),
 				 errhint("An account can be deleted once per %d seconds (credits.deletion_interval).",
 						 credits_deletion_interval_s)));
+}
+
+/* The database's salt in salt_cache, created on first use (in an SPI connection). */
+static void
+load_salt(void)
+{
+	Oid			relid = credits_relid("deletion_salt");
+	bool		isnull;
+	bytea	   *salt;
+
+	if (relid == salt_relid && salt_len > 0)
+		return;
+	spi_exec(&salt_create, NULL, NULL);
+	if (spi_exec(&salt_select, NULL, NULL) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("the salt of credits was created concurrently"),
+				 errdetail_internal("{\"table\": \"credits.deletion_salt\"}"),
+				 errhint("Retry the transaction.")));
+	salt = DatumGetByteaPP(spi_get(0, 1, &isnull));
+	salt_len = Min(VARSIZE_ANY_EXHDR(salt), (int) sizeof(salt_cache));
+	memcpy(salt_cache, VARDATA_ANY(salt), salt_len);
+	salt_relid = relid;
+}
+
+/*
+ * The opaque reference to a user in NOTIFY credits: the hex of the first
+ * 16 bytes of sha256(salt || user id || 'notify').  credits.user_ref(uuid)
+ * computes the same for an admin.
+ */
+char *
+user_ref(const pg_uuid_t *user_id)
+{
+	pg_cryptohash_ctx *ctx;
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	char	   *hex = palloc(33);
+
+	load_salt();
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, salt_cache, salt_len) < 0 ||
+		pg_cryptohash_update(ctx, user_id->data, UUID_LEN) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) "notify", 6) < 0 ||
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+		elog(ERROR, "credits: sha256 failed: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+	return hex;
 }

@@ -850,9 +850,6 @@ entitlements_refresh(Account *acct)
 		account_set_entitlement(acct, plan, has_until, until);
 	else
 		account_set_entitlement(acct, NULL, false, 0);
-	/* announced as such unless a ledger entry of this call says more */
-	if (acct->last_kind == NULL)
-		acct->last_kind = "entitlement";
 }
 
 /*
@@ -1120,7 +1117,8 @@ claim_result(const char *status, const char *reason, const char *plan, bool has_
 	if (claims_left >= 0)
 		appendStringInfo(&buf, ", \"claims_left_today\": %d", claims_left);
 	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	/* returned after SPI_finish: out of the SPI procedure's memory */
+	return SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)), false, -1);
 }
 
 /*

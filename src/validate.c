@@ -13,8 +13,22 @@
 #include "common/int.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+
+/*
+ * Unicode format characters (general category Cf, Unicode 15): invisible,
+ * they make two keys look alike, or reorder what a terminal shows (U+202E).
+ */
+static const pg_wchar format_ranges[][2] = {
+	{0x00AD, 0x00AD}, {0x0600, 0x0605}, {0x061C, 0x061C}, {0x06DD, 0x06DD},
+	{0x070F, 0x070F}, {0x0890, 0x0891}, {0x08E2, 0x08E2}, {0x180E, 0x180E},
+	{0x200B, 0x200F}, {0x202A, 0x202E}, {0x2060, 0x2064}, {0x2066, 0x206F},
+	{0xFEFF, 0xFEFF}, {0xFFF9, 0xFFFB}, {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+	{0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+	{0xE0020, 0xE007F},
+};
 
 static void
 refuse_field(const char *field, const char *message, const char *hint)
@@ -60,9 +74,37 @@ optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max
 	return value;
 }
 
+/* A control (Cc) or format (Cf) character. */
+static bool
+is_control_or_format(pg_wchar c)
+{
+	if (c < 0x20 || (c >= 0x7F && c <= 0x9F))
+		return true;
+	for (int i = 0; i < (int) lengthof(format_ranges); i++)
+		if (c >= format_ranges[i][0] && c <= format_ranges[i][1])
+			return true;
+	return false;
+}
+
 /*
- * An idempotency key: 1..255 characters, no control characters (they are a
- * classic way to make two keys look alike in logs and dashboards).
+ * The next character of s (len bytes left) and its length in bytes.  In a
+ * database that is not UTF-8 only ASCII control characters are recognized:
+ * every other byte reads as a printable character.
+ */
+static pg_wchar
+next_char(const unsigned char *s, int len, int *charlen)
+{
+	*charlen = 1;
+	if (GetDatabaseEncoding() != PG_UTF8 || s[0] < 0x80)
+		return s[0] >= 0x80 ? 0x20 : s[0];
+	*charlen = Min(pg_utf_mblen(s), len);
+	return utf8_to_unicode(s);
+}
+
+/*
+ * An idempotency key or a store transaction id: 1..255 characters, no
+ * control or format characters (they are a classic way to make two keys
+ * look alike in logs and dashboards, or to garble an admin's terminal).
  */
 text *
 optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
@@ -78,13 +120,41 @@ optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
 	if (len == 0)
 		refuse_field(field, psprintf("%s must not be empty", field),
 					 "Pass NULL for no key, or a non-empty key such as a request UUID.");
-	for (int i = 0; i < len; i++)
+	for (int i = 0, n; i < len; i += n)
 	{
-		if (p[i] < 0x20 || p[i] == 0x7f)
+		if (is_control_or_format(next_char(p + i, len - i, &n)))
 			refuse_field(field, psprintf("%s contains a control character", field),
 						 "Use printable characters only, for example a UUID.");
 	}
 	return key;
+}
+
+/*
+ * credits.printable(value text) returns text
+ * The text with every control or format character written as \u{XXXX},
+ * for showing what a client wrote to an admin (account_summary): a
+ * reference cannot move the cursor, clear the screen or fake a line.
+ */
+PG_FUNCTION_INFO_V1(credits_printable);
+Datum
+credits_printable(PG_FUNCTION_ARGS)
+{
+	text	   *value = PG_GETARG_TEXT_PP(0);
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(value);
+	int			len = VARSIZE_ANY_EXHDR(value);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0, n; i < len; i += n)
+	{
+		pg_wchar	c = next_char(p + i, len - i, &n);
+
+		if (is_control_or_format(c))
+			appendStringInfo(&buf, "\\u{%04X}", (unsigned int) c);
+		else
+			appendBinaryStringInfo(&buf, (const char *) p + i, n);
+	}
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
 }
 
 /* Metadata: a JSON object of at most 8 KiB, or NULL (stored as NULL when empty). */
