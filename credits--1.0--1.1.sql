@@ -186,6 +186,28 @@ COMMENT ON FUNCTION credits.delete_my_account() IS
 'Client: deletes the caller''s account and history (anonymous tombstone and deletion record kept); at most once per credits.deletion_interval.';
 
 
+-- The client path has tighter caps than the admin path: idempotency key and
+-- reference 128 characters, metadata 1 KiB (src/consume.c), and a client
+-- consume no longer goes through the service function credits_consume.
+CREATE OR REPLACE FUNCTION credits.consume(
+    operation text,
+    units bigint DEFAULT 1,
+    idempotency_key text DEFAULT NULL,
+    reference text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}')
+RETURNS credits.receipt
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_consume_client';
+
+-- Shipped plans come with a rate limit (a plan that charges nothing would
+-- otherwise let one client write the ledger as fast as it can); an admin's
+-- own settings are kept.
+UPDATE credits.plans SET rate_burst = 10, rate_per_second = 1
+ WHERE name = 'free' AND rate_burst IS NULL;
+UPDATE credits.plans SET rate_burst = 20, rate_per_second = 2
+ WHERE name = 'pro' AND rate_burst IS NULL;
+
 -- LISTEN credits is open to every role: the payload names the account by an
 -- opaque reference only (src/notify.c); an admin maps a user to it.
 CREATE FUNCTION credits.user_ref(user_id uuid)

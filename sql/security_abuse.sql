@@ -13,6 +13,11 @@ BEGIN;
 \i test/fixtures/supabase.sql
 \set ECHO all
 SELECT credits.grant_roles('authenticated', 'service_role');
+-- Other files of the suite may have deleted accounts before: count from here.
+SELECT count(*) AS records_before FROM credits.deletion_records \gset
+SELECT count(*) AS tombstones_before, coalesce(sum(entries), 0) AS entries_before,
+       coalesce(sum(granted), 0) AS granted_before, coalesce(sum(spent), 0) AS spent_before
+  FROM credits.deleted_accounts \gset
 -- The error of a statement, as a client sees it (its own savepoint).
 CREATE FUNCTION pg_temp.err(statement text, OUT state text, OUT message text, OUT detail text)
 LANGUAGE plpgsql AS $$
@@ -56,7 +61,7 @@ SELECT state, message FROM pg_temp.err($$SELECT credits.delete_my_account()$$);
 SELECT postgrest.end_request();
 
 -- The record of the deletion names nobody: a hash, no user id anywhere.
-SELECT count(*) AS records, bool_and(length(user_hash) = 32) AS sha256,
+SELECT count(*) - :records_before AS new_records, bool_and(length(user_hash) = 32) AS sha256,
        bool_and(user_hash <> uuid_send(:'mallory')) AS not_the_id
   FROM credits.deletion_records;
 SELECT column_name FROM information_schema.columns
@@ -73,7 +78,8 @@ SELECT state, message FROM pg_temp.err($$SELECT credits.consume('image')$$);
 SELECT postgrest.end_request();
 RESET credits.deletion_interval;
 -- One tombstone per user id: the second deletion added to the first.
-SELECT count(*) AS tombstones, sum(entries) AS entries, sum(granted) AS granted, sum(spent) AS spent
+SELECT count(*) - :tombstones_before AS new_tombstones, sum(entries) - :entries_before AS entries,
+       sum(granted) - :granted_before AS granted, sum(spent) - :spent_before AS spent
   FROM credits.deleted_accounts;
 SELECT * FROM pg_temp.books();
 
@@ -161,6 +167,30 @@ SELECT credits.daily_available(:'victim') = 5 - credits.day_count_from_ledger(:'
 SELECT credits.grant_credits(:'victim', 1, 'touch') IS NOT NULL AS touched;
 SELECT timezone <> 'UTC' AS switched, timezone_next FROM credits.accounts WHERE user_id = :'victim';
 SELECT * FROM pg_temp.books();
+
+-- == Floods ==
+-- A plan that charges nothing (pro) comes with a rate limit: the 21st
+-- request at once is refused, so a client cannot fill the ledger for free.
+\set flood '5ec0ab05-0000-4000-8000-000000000004'
+SELECT credits.set_plan(:'flood', 'pro');
+SELECT postgrest.as_user(:'flood');
+SELECT r.state, count(*) FROM generate_series(1, 25) g,
+       LATERAL pg_temp.err(format($$SELECT credits.consume('image', reference => 'r%s')$$, g)) r
+ GROUP BY 1 ORDER BY 1;
+-- The client path caps key, reference and metadata tighter than the admin path.
+SELECT s.label, e.state, e.detail
+  FROM (VALUES ('key 200', format($$SELECT credits.consume('image', idempotency_key => %L)$$, repeat('k', 200))),
+               ('reference 200', format($$SELECT credits.consume('image', reference => %L)$$, repeat('r', 200))),
+               ('metadata 2 KiB', format($$SELECT credits.consume('image', metadata => %L)$$,
+                                         jsonb_build_object('x', repeat('m', 2000)))),
+               ('transaction_id 200', format($$SELECT credits.claim_pending_purchase('abuse_pro', %L)$$, repeat('t', 200)))
+       ) AS s(label, stmt), LATERAL pg_temp.err(s.stmt) e;
+SELECT postgrest.end_request();
+SELECT postgrest.as_service();
+-- (the same sizes pass on the admin path)
+SELECT e.state FROM pg_temp.err(format($$SELECT credits.grant_credits(%L, 1, 'support', %L, NULL, %L, %L)$$,
+       :'mallory', repeat('k', 200), repeat('r', 200), jsonb_build_object('x', repeat('m', 2000)))) e;
+SELECT postgrest.end_request();
 
 -- == Leaks and hostile text ==
 SELECT credits.grant_credits(:'anna', 10, 'pack') IS NOT NULL AS topped_up;

@@ -33,6 +33,9 @@
 #define CREDITS_MAX_KEY_CHARS		255
 #define CREDITS_MAX_REASON_CHARS	1000
 #define CREDITS_MAX_METADATA_BYTES	8192
+/* ... tighter on the client path (client functions, the user's own request) */
+#define CREDITS_CLIENT_MAX_KEY_CHARS		128
+#define CREDITS_CLIENT_MAX_METADATA_BYTES	1024
 
 /* ---- GUCs (credits.c) ---- */
 extern char *credits_default_plan;
@@ -250,6 +253,8 @@ extern text *optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *f
 							   int max_chars);
 extern text *optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field);
 extern Jsonb *optional_metadata_arg(FunctionCallInfo fcinfo, int argno);
+extern text *capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_chars);
+extern Jsonb *capped_metadata_arg(FunctionCallInfo fcinfo, int argno, int max_bytes);
 extern int64 positive_int64_arg(FunctionCallInfo fcinfo, int argno, const char *field);
 extern int64 checked_mul(int64 a, int64 b, const char *what);
 extern int64 checked_add(int64 a, int64 b, const char *what);

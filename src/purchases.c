@@ -1146,9 +1146,10 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	request_user_id(&user_id);
-	product_id = required_text(fcinfo, 0, "product_id", CREDITS_MAX_KEY_CHARS);
+	product_id = required_text(fcinfo, 0, "product_id", CREDITS_CLIENT_MAX_KEY_CHARS);
 	require_arg(fcinfo, 1, "transaction_id");
-	transaction_id = text_to_cstring(optional_key_arg(fcinfo, 1, "transaction_id"));
+	transaction_id = text_to_cstring(capped_key_arg(fcinfo, 1, "transaction_id",
+													CREDITS_CLIENT_MAX_KEY_CHARS));
 
 	SPI_connect();
 	/* only products sold by a store: an admin-only one answers like an unknown one */

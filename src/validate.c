@@ -109,7 +109,14 @@ next_char(const unsigned char *s, int len, int *charlen)
 text *
 optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
 {
-	text	   *key = optional_text_arg(fcinfo, argno, field, CREDITS_MAX_KEY_CHARS);
+	return capped_key_arg(fcinfo, argno, field, CREDITS_MAX_KEY_CHARS);
+}
+
+/* A key of at most max_chars characters (the client path's cap is tighter). */
+text *
+capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_chars)
+{
+	text	   *key = optional_text_arg(fcinfo, argno, field, max_chars);
 	const unsigned char *p;
 	int			len;
 
@@ -161,6 +168,13 @@ credits_printable(PG_FUNCTION_ARGS)
 Jsonb *
 optional_metadata_arg(FunctionCallInfo fcinfo, int argno)
 {
+	return capped_metadata_arg(fcinfo, argno, CREDITS_MAX_METADATA_BYTES);
+}
+
+/* Metadata of at most max_bytes (the client path's cap is tighter). */
+Jsonb *
+capped_metadata_arg(FunctionCallInfo fcinfo, int argno, int max_bytes)
+{
 	Jsonb	   *metadata;
 
 	if (PG_ARGISNULL(argno))
@@ -169,13 +183,14 @@ optional_metadata_arg(FunctionCallInfo fcinfo, int argno)
 	if (!JB_ROOT_IS_OBJECT(metadata) || JB_ROOT_IS_SCALAR(metadata))
 		refuse_field("metadata", "metadata must be a JSON object",
 					 "Pass an object such as '{\"model\": \"sdxl\"}'.");
-	if (VARSIZE(metadata) - VARHDRSZ > CREDITS_MAX_METADATA_BYTES)
+	if ((int) (VARSIZE(metadata) - VARHDRSZ) > max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("metadata is too large"),
 				 errdetail("{\"field\": \"metadata\", \"max_bytes\": %d, \"bytes\": %d}",
-						   CREDITS_MAX_METADATA_BYTES, (int) (VARSIZE(metadata) - VARHDRSZ)),
-				 errhint("Keep metadata under 8 KiB; store large payloads elsewhere and reference them.")));
+						   max_bytes, (int) (VARSIZE(metadata) - VARHDRSZ)),
+				 errhint("Keep metadata under %d bytes; store large payloads elsewhere and reference them.",
+						 max_bytes)));
 	if (JB_ROOT_COUNT(metadata) == 0)
 		return NULL;
 	return metadata;
