@@ -209,6 +209,25 @@ SELECT position(chr(27) IN s) = 0 AS no_escape, position(chr(8238) IN s) = 0 AS 
   FROM credits.account_summary(:'anna') s;
 SELECT credits.printable(E'a\tb' || chr(133) || chr(173) || 'é') AS printable;
 
+-- Defense in depth: EXECUTE on every function granted to the client role by
+-- mistake (a common tutorial line).  The service functions still refuse a
+-- client's request (claims role authenticated, running as that role); the
+-- readers answer about the caller's own account only.
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA credits TO authenticated;
+SELECT postgrest.as_user(:'anna');
+SELECT s.label, e.state, e.message
+  FROM (VALUES ('grant_credits', format($$SELECT credits.grant_credits(%L, 1000000, 'free money')$$, :'anna')),
+               ('credits_consume of another', format($$SELECT credits.credits_consume(%L, 'image')$$, :'victim')),
+               ('set_plan', format($$SELECT credits.set_plan(%L, 'pro')$$, :'anna')),
+               ('delete_account of another', format($$SELECT credits.delete_account(%L)$$, :'victim')),
+               ('apply_purchase', format($$SELECT credits.apply_purchase(%L, 'abuse_pack', 'free-1', 'app_store', now())$$, :'anna')),
+               ('balance of another', format($$SELECT credits.balance(%L)$$, :'victim')),
+               ('balance of her own', format($$SELECT credits.balance(%L)$$, :'anna'))
+       ) AS s(label, stmt), LATERAL pg_temp.err(s.stmt) e;
+SELECT postgrest.end_request();
+SELECT credits.grant_roles('authenticated', 'service_role');
+SELECT * FROM pg_temp.books();
+
 -- grant_roles refuses a client role that can make itself admin: CREATEROLE
 -- of its own, or of a role it can become.
 CREATE ROLE regress_abuse_client NOLOGIN CREATEROLE;

@@ -261,6 +261,8 @@ credits_delete_account(PG_FUNCTION_ARGS)
 	pg_uuid_t  *user_id;
 	Deletion	d = {0};
 
+	refuse_client_request("credits.delete_account");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	SPI_connect();

@@ -151,6 +151,8 @@ credits_consume(PG_FUNCTION_ARGS)
 {
 	OperationRequest req;
 
+	refuse_client_request("credits.credits_consume");
+
 	operation_request_from_args(fcinfo, "consume", &req);
 	return consume_request(fcinfo, &req);
 }
@@ -205,6 +207,7 @@ credits_balance(PG_FUNCTION_ARGS)
 	Account		acct;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.balance", PG_GETARG_UUID_P(0));
 	SPI_connect();
 	account_read(PG_GETARG_UUID_P(0), &acct);
 	SPI_finish();
@@ -230,6 +233,7 @@ credits_account_status(PG_FUNCTION_ARGS)
 	int64		remaining = 0;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.account_status", PG_GETARG_UUID_P(0));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "credits: account_status must return a composite type");
 	SPI_connect();
@@ -260,6 +264,7 @@ credits_daily_available(PG_FUNCTION_ARGS)
 	bool		limited;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.daily_available", PG_GETARG_UUID_P(0));
 	SPI_connect();
 	account_read(PG_GETARG_UUID_P(0), &acct);
 	limited = account_daily_remaining(&acct, &remaining);

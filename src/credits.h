@@ -310,6 +310,11 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
+extern bool request_user_id_or_null(pg_uuid_t *user_id);
+
+/* ---- guard.c: service functions refuse a client's request ---- */
+extern void refuse_client_request(const char *function);
+extern void refuse_client_read(const char *function, const pg_uuid_t *user_id);
 
 /* ---- deletion.c: what deleting an account keeps ---- */
 extern int	credits_deletion_retention_s;

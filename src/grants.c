@@ -91,6 +91,8 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.grant_credits");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	amount = positive_int64_arg(fcinfo, 1, "amount");
@@ -146,6 +148,8 @@ credits_set_plan(PG_FUNCTION_ARGS)
 	Datum		plan_arg[1];
 	Account		acct;
 
+	refuse_client_request("credits.set_plan");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	require_arg(fcinfo, 1, "plan");
@@ -184,6 +188,8 @@ Datum
 credits_open_account(PG_FUNCTION_ARGS)
 {
 	Account		acct;
+
+	refuse_client_request("credits.open_account");
 
 	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
@@ -282,6 +288,8 @@ Datum
 credits_set_timezone(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *user_id;
+
+	refuse_client_request("credits.set_timezone");
 
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);

@@ -403,6 +403,8 @@ credits_reserve(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.reserve");
+
 	operation_request_from_args(fcinfo, "reserve", &req);
 
 	SPI_connect();
@@ -462,6 +464,8 @@ credits_capture(PG_FUNCTION_ARGS)
 	int64	   *lot_ids;
 	int64	   *deltas;
 	Receipt		receipt;
+
+	refuse_client_request("credits.capture");
 
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
@@ -545,6 +549,8 @@ credits_release(PG_FUNCTION_ARGS)
 	LedgerEntry entry;
 	Receipt		receipt;
 
+	refuse_client_request("credits.release");
+
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
 
@@ -572,6 +578,8 @@ credits_expire_holds(PG_FUNCTION_ARGS)
 	uint64		naccounts;
 	pg_uuid_t  *users;
 	int64		released;
+
+	refuse_client_request("credits.expire_holds");
 
 	SPI_connect();
 	naccounts = spi_exec(&sweep_accounts, NULL, NULL);

@@ -953,6 +953,8 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 	bool		over_tombstone = false;
 	TimestampTz created_at = 0;
 
+	refuse_client_request("credits.apply_purchase");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	txn.product_id = required_text(fcinfo, 1, "product_id", CREDITS_MAX_KEY_CHARS);

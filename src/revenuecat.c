@@ -889,6 +889,8 @@ credits_apply_revenuecat_event(PG_FUNCTION_ARGS)
 	StringInfoData duplicate;
 	Product		product;
 
+	refuse_client_request("credits.apply_revenuecat_event");
+
 	require_arg(fcinfo, 0, "payload");
 	payload = PG_GETARG_JSONB_P(0);
 	event = parse_envelope(payload, &ev);
