@@ -208,6 +208,98 @@ UPDATE credits.plans SET rate_burst = 10, rate_per_second = 1
 UPDATE credits.plans SET rate_burst = 20, rate_per_second = 2
  WHERE name = 'pro' AND rate_burst IS NULL;
 
+-- Supabase anonymous sign-ins give every anonymous session a new user id:
+-- such a user (JWT claim is_anonymous, auth.users.is_anonymous) gets the
+-- signup bonus only once the account is linked to an identity
+-- (credits.anonymous_bonus_on_link, on by default; src/account.c).
+ALTER TABLE credits.accounts ADD COLUMN signup_bonus_due boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION credits.grant_withheld_bonus(user_id uuid)
+RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_grant_withheld_bonus';
+
+COMMENT ON FUNCTION credits.grant_withheld_bonus(uuid) IS
+'Grants the signup bonus withheld from an anonymous sign-in, once the account is linked; true when this call granted it.';
+
+-- Signup creates the account, except for an anonymous sign-in (its first
+-- request does, without the bonus); linking grants the bonus.
+CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND coalesce(NULLIF(pg_catalog.current_setting('credits.anonymous_bonus_on_link', true), '')::boolean,
+                    true) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM credits.open_account(NEW.id);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION credits.on_auth_user_linked()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce((pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND NOT coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false) THEN
+        PERFORM credits.grant_withheld_bonus(NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION credits.attach_supabase_auth()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('auth.users') IS NULL THEN
+        RAISE EXCEPTION 'table auth.users does not exist'
+            USING ERRCODE = 'undefined_table',
+                  DETAIL = '{"table": "auth.users"}',
+                  HINT = 'attach_supabase_auth() is for Supabase projects. Elsewhere accounts are created on first touch; call credits.delete_account(user_id) when you delete a user.';
+    END IF;
+    CREATE OR REPLACE TRIGGER credits_account_on_signup
+        AFTER INSERT ON auth.users
+        FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_created();
+    CREATE OR REPLACE TRIGGER credits_account_on_delete
+        AFTER DELETE ON auth.users
+        FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_deleted();
+    -- Anonymous sign-ins (auth.users.is_anonymous): the bonus when linked.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'auth.users'::regclass AND attname = 'is_anonymous' AND NOT attisdropped) THEN
+        CREATE OR REPLACE TRIGGER credits_account_on_link
+            AFTER UPDATE OF is_anonymous ON auth.users
+            FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_linked();
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION credits.detach_supabase_auth()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('auth.users') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS credits_account_on_signup ON auth.users;
+        DROP TRIGGER IF EXISTS credits_account_on_delete ON auth.users;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = 'auth.users'::regclass AND tgname = 'credits_account_on_link') THEN
+            DROP TRIGGER credits_account_on_link ON auth.users;
+        END IF;
+    END IF;
+END
+$$;
+
 -- LISTEN credits is open to every role: the payload names the account by an
 -- opaque reference only (src/notify.c); an admin maps a user to it.
 CREATE FUNCTION credits.user_ref(user_id uuid)

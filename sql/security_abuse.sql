@@ -192,6 +192,47 @@ SELECT e.state FROM pg_temp.err(format($$SELECT credits.grant_credits(%L, 1, 'su
        :'mallory', repeat('k', 200), repeat('r', 200), jsonb_build_object('x', repeat('m', 2000)))) e;
 SELECT postgrest.end_request();
 
+-- == Anonymous sign-ins ==
+-- Every anonymous session is a new user id: no signup bonus until the
+-- account is linked to an identity.
+\set anon1 '5ec0ab05-0000-4000-8000-000000000005'
+SELECT postgrest.as_role('authenticated', jsonb_build_object('sub', :'anon1', 'role', 'authenticated',
+                                                             'is_anonymous', true));
+SELECT credits.my_balance() AS balance_read;
+-- (a first write creates the account; a consume would need credits)
+SELECT credits.set_my_timezone('Europe/Paris');
+SELECT state, message FROM pg_temp.err($$SELECT credits.consume('image')$$);
+SELECT credits.my_balance() AS balance, credits.my_daily_available() AS daily_left;
+SELECT postgrest.end_request();
+SELECT signup_bonus_due FROM credits.accounts WHERE user_id = :'anon1';
+-- The user links an email: the next request of theirs (is_anonymous false) gets the bonus once.
+SELECT postgrest.as_user(:'anon1');
+SELECT credits.my_balance() AS balance_read;
+SELECT kind, amount, balance FROM credits.consume('image');
+SELECT kind, amount, reason FROM credits.my_history() ORDER BY id;
+SELECT postgrest.end_request();
+-- On Supabase, linking flips auth.users.is_anonymous; the trigger grants it.
+ALTER TABLE auth.users ADD COLUMN is_anonymous boolean NOT NULL DEFAULT false;
+SELECT credits.attach_supabase_auth();
+\set anon2 '5ec0ab05-0000-4000-8000-000000000006'
+SET LOCAL ROLE supabase_auth_admin;
+INSERT INTO auth.users (id, is_anonymous) VALUES (:'anon2', true);
+RESET ROLE;
+SELECT count(*) AS accounts_at_anonymous_signup FROM credits.accounts WHERE user_id = :'anon2';
+SELECT postgrest.as_role('authenticated', jsonb_build_object('sub', :'anon2', 'role', 'authenticated',
+                                                             'is_anonymous', true));
+SELECT credits.set_my_timezone('Europe/Paris');
+SELECT credits.my_balance() AS balance;
+SELECT postgrest.end_request();
+SET LOCAL ROLE supabase_auth_admin;
+UPDATE auth.users SET is_anonymous = false, email = 'anon2@example.com' WHERE id = :'anon2';
+UPDATE auth.users SET email = 'anon2+again@example.com' WHERE id = :'anon2';
+RESET ROLE;
+SELECT kind, amount, reason FROM credits.ledger WHERE user_id = :'anon2' ORDER BY id;
+SELECT credits.grant_withheld_bonus(:'anon2') AS granted_again;
+SELECT credits.detach_supabase_auth();
+SELECT * FROM pg_temp.books();
+
 -- == Leaks and hostile text ==
 SELECT credits.grant_credits(:'anna', 10, 'pack') IS NOT NULL AS topped_up;
 SELECT postgrest.as_user(:'anna');

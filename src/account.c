@@ -37,7 +37,7 @@ enum
 	ACC_PLAN, ACC_TIMEZONE, ACC_BALANCE, ACC_DAY, ACC_DAY_COUNT,
 	ACC_ALLOCATION_PERIOD, ACC_NEXT_EXPIRY, ACC_NEXT_HOLD_EXPIRY, ACC_ENTITLEMENT_PLAN,
 	ACC_ENTITLEMENT_UNTIL, ACC_RATE_TAT, ACC_LAST_OPERATION_AT, ACC_UPDATED_AT,
-	ACC_TIMEZONE_NEXT, ACC_TIMEZONE_FROM, ACC_TIMEZONE_CHANGED_AT,
+	ACC_TIMEZONE_NEXT, ACC_TIMEZONE_FROM, ACC_TIMEZONE_CHANGED_AT, ACC_SIGNUP_BONUS_DUE,
 	ACC_NCOLUMNS
 };
 
@@ -46,7 +46,7 @@ static CreditsTable accounts_table = {
 	{"plan", "timezone", "balance", "day", "day_count", "allocation_period",
 		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
 	"rate_tat", "last_operation_at", "updated_at", "timezone_next", "timezone_from",
-	"timezone_changed_at"}
+	"timezone_changed_at", "signup_bonus_due"}
 };
 
 /*
@@ -55,12 +55,12 @@ static CreditsTable accounts_table = {
  */
 static CachedStatement account_insert = {
 	"INSERT INTO credits.accounts (user_id, plan, day, timezone, timezone_next, timezone_from,"
-	"  timezone_changed_at, allocation_period, rate_tat, last_operation_at)"
+	"  timezone_changed_at, allocation_period, rate_tat, last_operation_at, signup_bonus_due)"
 	" VALUES ($1, $2, coalesce($3, (now() AT TIME ZONE 'UTC')::date), coalesce($4, 'UTC'),"
-	"  $5, $6, $7, $8, $9, $10)"
+	"  $5, $6, $7, $8, $9, $10, coalesce($11, false))"
 	" ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
-	10, {UUIDOID, TEXTOID, DATEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID}
+	11, {UUIDOID, TEXTOID, DATEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID}
 };
 
 /* Operations counted in the ledger since local midnight of `today` ($2) in zone $3. */
@@ -132,6 +132,8 @@ static void default_plan(PlanSettings *plan);
 static void require_read_write(void);
 static bool create_account(const pg_uuid_t *user_id);
 static void grant_signup_bonus(Account *acct);
+static int64 signup_bonus_of(const char *plan_name);
+static bool bonus_withheld(const pg_uuid_t *user_id);
 static void roll_day_over(Account *acct);
 static bool allocation_due(const Account *acct);
 static void grant_monthly_allocation(Account *acct);
@@ -224,6 +226,8 @@ read_account(const pg_uuid_t *user_id, TupleTableSlot *row, Account *acct, bool 
 	acct->has_timezone_from = get_timestamptz(row, ACC_TIMEZONE_FROM, &acct->timezone_from);
 	acct->has_timezone_changed_at = get_timestamptz(row, ACC_TIMEZONE_CHANGED_AT,
 													&acct->timezone_changed_at);
+	acct->signup_bonus_due = DatumGetBool(row_get(&accounts_table, row, ACC_SIGNUP_BONUS_DUE,
+												  &isnull));
 	set_zone_dates(acct);
 	value = row_get(&accounts_table, row, ACC_ALLOCATION_PERIOD, &isnull);
 	acct->has_allocation_period = !isnull;
@@ -284,6 +288,8 @@ account_read(const pg_uuid_t *user_id, Account *acct)
 	roll_day_over(acct);
 	if (maintenance_due(acct))
 		read_maintained(acct);
+	if (acct->signup_bonus_due && request_is_linked(user_id))
+		account_add_balance(acct, signup_bonus_of(acct->base_plan));
 }
 
 /*
@@ -316,7 +322,7 @@ read_new_account(const pg_uuid_t *user_id, Account *acct)
 	if (returning)
 		acct->day_count = carried_day_count(acct, &rec);
 	use_plan(acct, effective_plan(acct));
-	if (!returning && plan.signup_bonus > 0)
+	if (!returning && plan.signup_bonus > 0 && !bonus_withheld(user_id))
 		account_add_balance(acct, plan.signup_bonus);
 	if (allocation_due(acct))
 		account_add_balance(acct, acct->monthly_allocation);
@@ -479,6 +485,11 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 		grant_monthly_allocation(acct);
 		maintained = true;
 	}
+	if (acct->signup_bonus_due && request_is_linked(user_id))
+	{
+		account_grant_withheld_bonus(acct);
+		maintained = true;
+	}
 
 	/*
 	 * The maintenance wrote ledger entries: save the account now, so that a
@@ -558,8 +569,8 @@ record_insert_args(const DeletionRecord *rec, Datum *args, char *nulls)
 static bool
 create_account(const pg_uuid_t *user_id)
 {
-	Datum		args[10];
-	char		nulls[10];
+	Datum		args[11];
+	char		nulls[11];
 	Account		acct;
 	PlanSettings plan;
 	DeletionRecord rec;
@@ -573,6 +584,11 @@ create_account(const pg_uuid_t *user_id)
 	nulls[1] = ' ';
 	if (returning)
 		record_insert_args(&rec, args, nulls);
+	else if (bonus_withheld(user_id))
+	{
+		args[10] = BoolGetDatum(true);
+		nulls[10] = ' ';
+	}
 	if (spi_exec(&account_insert, args, nulls) == 0)
 		return false;			/* created concurrently: that call granted the bonus */
 
@@ -580,7 +596,7 @@ create_account(const pg_uuid_t *user_id)
 		elog(ERROR, "credits: account vanished right after its creation");
 	if (returning)
 		carry_day_count(&acct, carried_day_count(&acct, &rec));
-	else
+	else if (!acct.signup_bonus_due)
 		grant_signup_bonus(&acct);
 	account_save(&acct);
 	return true;
@@ -589,17 +605,49 @@ create_account(const pg_uuid_t *user_id)
 static void
 grant_signup_bonus(Account *acct)
 {
-	PlanSettings plan;
 	LedgerEntry entry = {0};
+	int64		bonus = signup_bonus_of(acct->base_plan);
 
-	if (!plan_find(acct->base_plan, &plan))
-		elog(ERROR, "credits: plan \"%s\" of an account does not exist", acct->base_plan);
-	if (plan.signup_bonus <= 0)
+	if (bonus <= 0)
 		return;
-
 	entry.kind = "grant";
 	entry.reason = cstring_to_text("signup bonus");
-	grant_lot(acct, &entry, plan.signup_bonus, false, 0, 0);
+	grant_lot(acct, &entry, bonus, false, 0, 0);
+}
+
+/* The signup bonus of a plan. */
+static int64
+signup_bonus_of(const char *plan_name)
+{
+	PlanSettings plan;
+
+	if (!plan_find(plan_name, &plan))
+		elog(ERROR, "credits: plan \"%s\" of an account does not exist", plan_name);
+	return plan.signup_bonus;
+}
+
+/*
+ * An anonymous sign-in (claim is_anonymous) gets no signup bonus until the
+ * account is linked (credits.anonymous_bonus_on_link, on by default).
+ */
+static bool
+bonus_withheld(const pg_uuid_t *user_id)
+{
+	return credits_bonus_on_link && request_is_anonymous(user_id);
+}
+
+/*
+ * Grants the signup bonus withheld from an anonymous sign-in, now that the
+ * account is linked (the user's own request without is_anonymous, or
+ * credits.grant_withheld_bonus()).  The caller holds the account lock and
+ * saves the account.
+ */
+void
+account_grant_withheld_bonus(Account *acct)
+{
+	Assert(acct->locked && acct->signup_bonus_due);
+	grant_signup_bonus(acct);
+	acct->signup_bonus_due = false;
 }
 
 static void
@@ -737,6 +785,7 @@ account_save(const Account *acct)
 	row_writer_set(&writer, ACC_RATE_TAT, TimestampTzGetDatum(acct->rate_tat), !acct->has_rate_tat);
 	row_writer_set(&writer, ACC_LAST_OPERATION_AT, TimestampTzGetDatum(acct->last_operation_at),
 				   !acct->has_last_operation_at);
+	row_writer_set(&writer, ACC_SIGNUP_BONUS_DUE, BoolGetDatum(acct->signup_bonus_due), false);
 	row_writer_set(&writer, ACC_UPDATED_AT,
 				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 	row_writer_update(&writer, row);

@@ -41,6 +41,7 @@
 extern char *credits_default_plan;
 extern int	credits_hold_timeout_s;
 extern int	credits_timezone_interval_s;
+extern bool credits_bonus_on_link;
 extern bool credits_ledger_delete_allowed;
 
 /* ---- spi_plans.c: statements prepared once per backend and kept ---- */
@@ -168,6 +169,7 @@ typedef struct Account
 	bool		timezone_due;		/* timezone_from has come: today is in timezone_next */
 	bool		has_timezone_changed_at;
 	TimestampTz timezone_changed_at;
+	bool		signup_bonus_due;	/* withheld from an anonymous sign-in until linked */
 } Account;
 
 extern void account_read(const pg_uuid_t *user_id, Account *acct);
@@ -179,6 +181,7 @@ extern bool account_daily_remaining(const Account *acct, int64 *remaining);
 extern void account_count_operation(Account *acct, int delta);
 extern void account_add_balance(Account *acct, int64 delta);
 extern void account_recount_day(Account *acct);
+extern void account_grant_withheld_bonus(Account *acct);
 
 /* ---- ledger.c ---- */
 typedef struct LedgerEntry
@@ -315,6 +318,8 @@ extern bool request_user_id_or_null(pg_uuid_t *user_id);
 /* ---- guard.c: service functions refuse a client's request ---- */
 extern void refuse_client_request(const char *function);
 extern void refuse_client_read(const char *function, const pg_uuid_t *user_id);
+extern bool request_is_anonymous(const pg_uuid_t *user_id);
+extern bool request_is_linked(const pg_uuid_t *user_id);
 
 /* ---- deletion.c: what deleting an account keeps ---- */
 extern int	credits_deletion_retention_s;

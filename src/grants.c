@@ -280,6 +280,32 @@ timezone_arg(FunctionCallInfo fcinfo, int argno)
 }
 
 /*
+ * credits.grant_withheld_bonus(user_id uuid) returns boolean
+ * The signup bonus withheld from an anonymous sign-in, once the account is
+ * linked (a hook on the identity provider's link event); true when this
+ * call granted it.  A user without an account is given one, as by a first
+ * touch (with its bonus, unless the user id was deleted before).
+ */
+PG_FUNCTION_INFO_V1(credits_grant_withheld_bonus);
+Datum
+credits_grant_withheld_bonus(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+	bool		granted;
+
+	refuse_client_request("credits.grant_withheld_bonus");
+	require_arg(fcinfo, 0, "user_id");
+	SPI_connect();
+	account_lock(PG_GETARG_UUID_P(0), &acct);
+	granted = acct.signup_bonus_due;
+	if (granted)
+		account_grant_withheld_bonus(&acct);
+	account_save(&acct);
+	SPI_finish();
+	PG_RETURN_BOOL(granted);
+}
+
+/*
  * credits.set_timezone(user_id uuid, tz text) returns void
  * Moves the day boundary of the daily limit (see change_timezone).
  */

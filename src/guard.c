@@ -13,6 +13,10 @@
  * my_balance and my_daily_available read through those).  The client
  * functions themselves never call a guarded writer.
  *
+ * It also answers whether a request is an anonymous user's own (Supabase
+ * anonymous sign-ins), whose signup bonus waits until the account is
+ * linked (account.c).
+ *
  * The claims are parsed with the non-throwing JSON parser, as identity.c
  * does; no claims (a direct connection, a cron job) is not a client request.
  * No locks, no catalog access.
@@ -31,77 +35,87 @@ typedef void json_callback_result;
 #define JSON_CALLBACK_DONE return
 #endif
 
-/* Parser state while looking for the root object's "role" member. */
-typedef struct RoleSearch
+/* Parser state while looking for a member of the root object. */
+typedef struct MemberSearch
 {
+	const char *name;			/* the member looked for */
 	int			depth;			/* nesting of objects and arrays; the root object is 1 */
-	bool		in_role;		/* inside the root's "role" member */
-	char	   *role;			/* its value, when it is a string */
-} RoleSearch;
+	bool		in_member;		/* inside the root's member of that name */
+	char	   *value;			/* its value, when it is a scalar (the last one wins) */
+	JsonTokenType type;			/* and the value's type */
+} MemberSearch;
 
 static json_callback_result
-role_nest(void *state)
+member_nest(void *state)
 {
-	((RoleSearch *) state)->depth++;
+	((MemberSearch *) state)->depth++;
 	JSON_CALLBACK_DONE;
 }
 
 static json_callback_result
-role_unnest(void *state)
+member_unnest(void *state)
 {
-	((RoleSearch *) state)->depth--;
+	((MemberSearch *) state)->depth--;
 	JSON_CALLBACK_DONE;
 }
 
 static json_callback_result
-role_field_start(void *state, char *fname, bool isnull)
+member_field_start(void *state, char *fname, bool isnull)
 {
-	RoleSearch *s = (RoleSearch *) state;
+	MemberSearch *s = (MemberSearch *) state;
 
-	s->in_role = (s->depth == 1 && strcmp(fname, "role") == 0);
+	s->in_member = (s->depth == 1 && strcmp(fname, s->name) == 0);
 	JSON_CALLBACK_DONE;
 }
 
 static json_callback_result
-role_field_end(void *state, char *fname, bool isnull)
+member_field_end(void *state, char *fname, bool isnull)
 {
-	((RoleSearch *) state)->in_role = false;
+	((MemberSearch *) state)->in_member = false;
 	JSON_CALLBACK_DONE;
 }
 
 static json_callback_result
-role_scalar(void *state, char *token, JsonTokenType tokentype)
+member_scalar(void *state, char *token, JsonTokenType tokentype)
 {
-	RoleSearch *s = (RoleSearch *) state;
+	MemberSearch *s = (MemberSearch *) state;
 
-	if (s->in_role && s->depth == 1)
-		s->role = (tokentype == JSON_TOKEN_STRING) ? token : NULL;
+	if (s->in_member && s->depth == 1)
+	{
+		s->value = token;
+		s->type = tokentype;
+	}
 	JSON_CALLBACK_DONE;
 }
 
-/* The "role" claim of request.jwt.claims, or NULL.  Never raises. */
+/*
+ * A scalar claim of request.jwt.claims (or of the older per-claim setting
+ * request.jwt.claim.<name>, as a string), or NULL.  Never raises.
+ */
 static char *
-claims_role(void)
+claim(const char *name, JsonTokenType *type)
 {
 	const char *claims = GetConfigOption("request.jwt.claims", true, false);
-	RoleSearch	state = {0};
+	MemberSearch state = {0};
 	JsonSemAction sem = {0};
 	JsonLexContext *lex;
 
 	if (claims == NULL || claims[0] == '\0')
 	{
-		const char *legacy = GetConfigOption("request.jwt.claim.role", true, false);
+		const char *legacy = GetConfigOption(psprintf("request.jwt.claim.%s", name), true, false);
 
+		*type = JSON_TOKEN_STRING;
 		return (legacy != NULL && legacy[0] != '\0') ? pstrdup(legacy) : NULL;
 	}
+	state.name = name;
 	sem.semstate = &state;
-	sem.object_start = role_nest;
-	sem.object_end = role_unnest;
-	sem.array_start = role_nest;
-	sem.array_end = role_unnest;
-	sem.object_field_start = role_field_start;
-	sem.object_field_end = role_field_end;
-	sem.scalar = role_scalar;
+	sem.object_start = member_nest;
+	sem.object_end = member_unnest;
+	sem.array_start = member_nest;
+	sem.array_end = member_unnest;
+	sem.object_field_start = member_field_start;
+	sem.object_field_end = member_field_end;
+	sem.scalar = member_scalar;
 #if PG_VERSION_NUM >= 170000
 	lex = makeJsonLexContextCstringLen(NULL, claims, strlen(claims), GetDatabaseEncoding(), true);
 #else
@@ -110,7 +124,46 @@ claims_role(void)
 #endif
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return NULL;
-	return state.role;
+	*type = state.type;
+	return state.value;
+}
+
+/* The "role" claim, when it is a string. */
+static char *
+claims_role(void)
+{
+	JsonTokenType type = JSON_TOKEN_INVALID;
+	char	   *role = claim("role", &type);
+
+	return type == JSON_TOKEN_STRING ? role : NULL;
+}
+
+/*
+ * The request is the user's own, signed in anonymously (Supabase anonymous
+ * sign-ins: claim is_anonymous true).
+ */
+bool
+request_is_anonymous(const pg_uuid_t *user_id)
+{
+	pg_uuid_t	caller;
+	JsonTokenType type = JSON_TOKEN_INVALID;
+	char	   *value;
+
+	if (!request_user_id_or_null(&caller) || memcmp(&caller, user_id, UUID_LEN) != 0)
+		return false;
+	value = claim("is_anonymous", &type);
+	return value != NULL && (type == JSON_TOKEN_TRUE ||
+							 (type == JSON_TOKEN_STRING && strcmp(value, "true") == 0));
+}
+
+/* The request is the user's own, not (or no longer) anonymous: linked. */
+bool
+request_is_linked(const pg_uuid_t *user_id)
+{
+	pg_uuid_t	caller;
+
+	return request_user_id_or_null(&caller) && memcmp(&caller, user_id, UUID_LEN) == 0 &&
+		!request_is_anonymous(user_id);
 }
 
 /*
