@@ -319,7 +319,7 @@ COMMENT ON FUNCTION credits.user_ref(uuid) IS
 -- Client text shown to an admin: control and format characters escaped.
 CREATE FUNCTION credits.printable(value text)
 RETURNS text
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'credits_printable';
 

@@ -137,7 +137,7 @@ capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_ch
 }
 
 /*
- * credits.printable(value text) returns text
+ * credits.printable(value text) returns text (NULL for NULL)
  * The text with every control or format character written as \u{XXXX},
  * for showing what a client wrote to an admin (account_summary): a
  * reference cannot move the cursor, clear the screen or fake a line.
@@ -146,11 +146,16 @@ PG_FUNCTION_INFO_V1(credits_printable);
 Datum
 credits_printable(PG_FUNCTION_ARGS)
 {
-	text	   *value = PG_GETARG_TEXT_PP(0);
-	const unsigned char *p = (const unsigned char *) VARDATA_ANY(value);
-	int			len = VARSIZE_ANY_EXHDR(value);
+	text	   *value;
+	const unsigned char *p;
+	int			len;
 	StringInfoData buf;
 
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	value = PG_GETARG_TEXT_PP(0);
+	p = (const unsigned char *) VARDATA_ANY(value);
+	len = VARSIZE_ANY_EXHDR(value);
 	initStringInfo(&buf);
 	for (int i = 0, n; i < len; i += n)
 	{
