@@ -4,9 +4,12 @@
  *
  * account_lock() is the one entry point for every write: it takes the
  * account row lock (FOR UPDATE, through the primary key: rows.c), creating
- * the account with its
- * plan's signup bonus on first touch, and then does the lazy maintenance
- * that replaces cron jobs: it rolls the day counter over at local midnight,
+ * the account with its plan's signup bonus on first touch (a user id that
+ * was deleted starts from its deletion record instead, without a bonus:
+ * deletion.c; an anonymous sign-in's bonus waits until the account is
+ * linked), and then does the lazy maintenance
+ * that replaces cron jobs: it switches to a time zone whose change has come
+ * due (grants.c) and recounts today there, rolls the day counter over at local midnight,
  * releases holds that timed out, writes `expire` entries for lots that
  * expired, and grants the monthly allocation on the first touch of a
  * period; when the cached entitlement has lapsed it recomputes the effective
@@ -308,7 +311,7 @@ read_new_account(const pg_uuid_t *user_id, Account *acct)
 	memset(acct, 0, sizeof(*acct));
 	acct->user_id = *user_id;
 	acct->base_plan = pstrdup(returning && rec.plan ? rec.plan : plan.name);
-	acct->timezone = returning ? rec.timezone : "UTC";	/* the column's default */
+	acct->timezone = returning ? rec.timezone : pstrdup("UTC");	/* the column's default */
 	if (returning)
 	{
 		acct->timezone_next = rec.timezone_next;
