@@ -3,6 +3,14 @@
  *		Credits coming in (grant_credits and the grant-like entries of other
  *		parts) and the account settings an admin changes: plan and time zone.
  *
+ * A time zone change never gives a client more operations in a day: with
+ * nothing counted in the day in progress it takes effect at once, else at
+ * the next local midnight of the zone in effect (account.c switches then);
+ * either way today's count is the ledger's count of the new zone's local
+ * day, so every local day of the zone in effect holds at most daily_limit
+ * operations.  A client changes its zone at most once per
+ * credits.timezone_change_interval.
+ *
  * Locks: the account row (account_lock), then the user's lots.
  */
 #include "credits.h"
@@ -33,13 +41,27 @@ static CachedStatement account_set_plan = {
 };
 
 static CachedStatement account_set_timezone = {
-	"UPDATE credits.accounts SET timezone = $2, updated_at = now() WHERE user_id = $1",
+	"UPDATE credits.accounts SET timezone = $2, timezone_next = NULL, timezone_from = NULL,"
+	"  timezone_changed_at = now(), updated_at = now() WHERE user_id = $1",
 	2, {UUIDOID, TEXTOID}
 };
 
-static CachedStatement day_count_from_ledger = {
-	"SELECT credits.day_count_from_ledger($1)", 1, {UUIDOID}
+/* From the next local midnight ($3 is today) of the zone in effect. */
+static CachedStatement account_defer_timezone = {
+	"UPDATE credits.accounts SET timezone_next = $2,"
+	"  timezone_from = ($3::date + 1)::timestamp AT TIME ZONE timezone,"
+	"  timezone_changed_at = now(), updated_at = now() WHERE user_id = $1",
+	3, {UUIDOID, TEXTOID, DATEOID}
 };
+
+static CachedStatement account_cancel_timezone = {
+	"UPDATE credits.accounts SET timezone_next = NULL, timezone_from = NULL, updated_at = now()"
+	" WHERE user_id = $1",
+	1, {UUIDOID}
+};
+
+static void change_timezone(const pg_uuid_t *user_id, text *tz, bool client);
+static void check_timezone_interval(const Account *acct);
 
 /*
  * Is `name` an IANA time zone name, as pg_timezone_names lists them: a zone
@@ -121,6 +143,8 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.grant_credits");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	amount = positive_int64_arg(fcinfo, 1, "amount");
@@ -174,6 +198,8 @@ credits_set_plan(PG_FUNCTION_ARGS)
 	Datum		plan_arg[1];
 	Account		acct;
 
+	refuse_client_request("credits.set_plan");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	require_arg(fcinfo, 1, "plan");
@@ -213,6 +239,8 @@ credits_open_account(PG_FUNCTION_ARGS)
 {
 	Account		acct;
 
+	refuse_client_request("credits.open_account");
+
 	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
 	account_lock(PG_GETARG_UUID_P(0), &acct);
@@ -221,42 +249,141 @@ credits_open_account(PG_FUNCTION_ARGS)
 }
 
 /*
- * credits.set_timezone(user_id uuid, tz text) returns void
- * Moves the day boundary of the daily limit; today's count is re-derived
- * from the ledger for the new local day.
+ * A client changes its time zone at most once per
+ * credits.timezone_change_interval: PT429 with retry_after_ms otherwise.
  */
-PG_FUNCTION_INFO_V1(credits_set_timezone);
-Datum
-credits_set_timezone(PG_FUNCTION_ARGS)
+static void
+check_timezone_interval(const Account *acct)
 {
-	pg_uuid_t  *user_id;
-	text	   *tz;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz next;
+
+	if (!acct->has_timezone_changed_at)
+		return;
+	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s * USECS_PER_SEC;
+	if (next > now)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_TOO_MANY),
+				 errmsg("time zone changed too recently"),
+				 errdetail_internal("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
+									(next - now) / 1000, credits_timezone_interval_s),
+				 errhint("The time zone can be changed once per %d seconds (credits.timezone_change_interval).",
+						 credits_timezone_interval_s)));
+}
+
+/*
+ * Sets the zone of the account's day (see the header): at once when
+ * nothing is counted in the day in progress, else from its end.  Asking
+ * for the zone in effect cancels a pending change.
+ */
+static void
+change_timezone(const pg_uuid_t *user_id, text *tz, bool client)
+{
 	Account		acct;
+	char	   *zone = text_to_cstring(tz);
+	Datum		args[3] = {UUIDPGetDatum(user_id), PointerGetDatum(tz), (Datum) 0};
 
-	require_arg(fcinfo, 0, "user_id");
-	user_id = PG_GETARG_UUID_P(0);
-	require_arg(fcinfo, 1, "tz");
-	tz = optional_text_arg(fcinfo, 1, "tz", 64);
+	account_lock(user_id, &acct);
+	if (strcmp(zone, acct.timezone) == 0)
+	{
+		if (acct.timezone_next != NULL)
+			spi_exec(&account_cancel_timezone, args, NULL);
+	}
+	else
+	{
+		if (client)
+			check_timezone_interval(&acct);
+		if (acct.day_count == 0)
+		{
+			spi_exec(&account_set_timezone, args, NULL);
+			account_lock(user_id, &acct);	/* reload: "today" moved */
+			account_recount_day(&acct);
+		}
+		else
+		{
+			args[2] = DateADTGetDatum(acct.today);
+			spi_exec(&account_defer_timezone, args, NULL);
+		}
+	}
+	account_save(&acct);
+}
 
+/* The tz argument: an IANA time zone name (22023 otherwise). */
+static text *
+timezone_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *tz;
+
+	require_arg(fcinfo, argno, "tz");
+	tz = optional_text_arg(fcinfo, argno, "tz", 64);
 	if (!timezone_is_iana(text_to_cstring(tz)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
 				 errdetail("{\"field\": \"tz\"}"),
 				 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
+	return tz;
+}
 
+/*
+ * credits.grant_withheld_bonus(user_id uuid) returns boolean
+ * The signup bonus withheld from an anonymous sign-in, once the account is
+ * linked (a hook on the identity provider's link event); true when this
+ * call granted it.  A user without an account is given one, as by a first
+ * touch (with its bonus, unless the user id was deleted before).
+ */
+PG_FUNCTION_INFO_V1(credits_grant_withheld_bonus);
+Datum
+credits_grant_withheld_bonus(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+	bool		granted;
+
+	refuse_client_request("credits.grant_withheld_bonus");
+	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
-	account_lock(user_id, &acct);
-	{
-		Datum		args[2] = {UUIDPGetDatum(user_id), PointerGetDatum(tz)};
+	account_lock(PG_GETARG_UUID_P(0), &acct);
+	granted = acct.signup_bonus_due;
+	if (granted)
+		account_grant_withheld_bonus(&acct);
+	account_save(&acct);
+	SPI_finish();
+	PG_RETURN_BOOL(granted);
+}
 
-		spi_exec(&account_set_timezone, args, NULL);
-		account_lock(user_id, &acct);	/* reload: "today" moved */
-		spi_exec(&day_count_from_ledger, args, NULL);
-		acct.day = acct.today;
-		acct.day_count = (int32) spi_get_int64(0, 1);
-		account_save(&acct);
-	}
+/*
+ * credits.set_timezone(user_id uuid, tz text) returns void
+ * Moves the day boundary of the daily limit (see change_timezone).
+ */
+PG_FUNCTION_INFO_V1(credits_set_timezone);
+Datum
+credits_set_timezone(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+
+	refuse_client_request("credits.set_timezone");
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	SPI_connect();
+	change_timezone(user_id, timezone_arg(fcinfo, 1), false);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * credits.set_my_timezone(tz text) returns void
+ * The caller's (JWT sub), at most once per credits.timezone_change_interval.
+ */
+PG_FUNCTION_INFO_V1(credits_set_my_timezone);
+Datum
+credits_set_my_timezone(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user_id;
+
+	request_user_id(&user_id);
+	SPI_connect();
+	change_timezone(&user_id, timezone_arg(fcinfo, 0), true);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

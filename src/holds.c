@@ -88,9 +88,6 @@ static CachedStatement holds_due = {
 };
 
 /* Accounts with a timed-out hold, locked; busy ones are left to their next touch. */
-/* expire_holds() of 1.0, which had no batch_size (the SQL default of 1.1 is the same) */
-#define EXPIRE_HOLDS_DEFAULT_BATCH 1000
-
 /* At most $1 accounts with a timed-out hold, that no other transaction holds. */
 static CachedStatement sweep_accounts = {
 	"SELECT a.user_id FROM credits.accounts a"
@@ -409,6 +406,8 @@ credits_reserve(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.reserve");
+
 	operation_request_from_args(fcinfo, "reserve", &req);
 
 	SPI_connect();
@@ -468,6 +467,8 @@ credits_capture(PG_FUNCTION_ARGS)
 	int64	   *lot_ids;
 	int64	   *deltas;
 	Receipt		receipt;
+
+	refuse_client_request("credits.capture");
 
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
@@ -551,6 +552,8 @@ credits_release(PG_FUNCTION_ARGS)
 	LedgerEntry entry;
 	Receipt		receipt;
 
+	refuse_client_request("credits.release");
+
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
 
@@ -582,14 +585,9 @@ credits_expire_holds(PG_FUNCTION_ARGS)
 	pg_uuid_t  *users;
 	int64		released;
 
-	/* 1.0 declared expire_holds() without arguments: a database not yet updated */
-	if (PG_NARGS() == 0)
-		batch_size = EXPIRE_HOLDS_DEFAULT_BATCH;
-	else
-	{
-		require_arg(fcinfo, 0, "batch_size");
-		batch_size = PG_GETARG_INT32(0);
-	}
+	refuse_client_request("credits.expire_holds");
+	require_arg(fcinfo, 0, "batch_size");
+	batch_size = PG_GETARG_INT32(0);
 	if (batch_size < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

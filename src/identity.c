@@ -249,3 +249,10 @@ credits_current_user_id_or_null(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(user_id);
 }
+
+/* The calling user's id, when the request has one (never raises). */
+bool
+request_user_id_or_null(pg_uuid_t *user_id)
+{
+	return claims_user_id(user_id) == NULL;
+}

@@ -29,6 +29,7 @@ typedef struct Product
 	int64		credits;		/* pack: the credits it adds */
 	bool		has_pack_expiry;
 	TimestampTz pack_expires_at;	/* now() + pack_expires_after */
+	bool		admin_only;		/* source 'admin': granted by an admin, never claimed */
 } Product;
 
 /* One store transaction, from apply_purchase or from a webhook event. */
@@ -52,6 +53,7 @@ typedef struct StoreTxn
 /* A row of credits.purchases. */
 typedef struct PurchaseRow
 {
+	bool		has_user;		/* false: anonymized (the account was deleted) */
 	pg_uuid_t	user_id;
 	char	   *product_id;
 	char	   *kind;			/* pack | subscription */
@@ -110,7 +112,6 @@ extern Account *accounts_get(AccountSet *set, const pg_uuid_t *user_id);
 extern void accounts_save(AccountSet *set, bool entitlements_changed);
 
 extern bool purchase_find(const char *source, const char *transaction_id, PurchaseRow *row);
-extern bool purchase_find_any_source(const char *transaction_id, PurchaseRow *row);
 extern void pack_credit(Account *acct, const StoreTxn *txn, const Product *product,
 						bool over_tombstone, LedgerEntry *entry);
 extern void pack_refund_tombstone(const pg_uuid_t *user_id, const StoreTxn *txn,

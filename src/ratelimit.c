@@ -236,6 +236,7 @@ rate_limit_common(FunctionCallInfo fcinfo, TimestampTz now)
 	int64		interval_us;
 	GcraResult	result;
 
+	refuse_client_request("credits.rate_limit");
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	require_arg(fcinfo, 1, "action");

@@ -98,6 +98,8 @@ credits_refund(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.refund");
+
 	require_arg(fcinfo, 0, "entry_id");
 	entry_id = PG_GETARG_INT64(0);
 	if (has_amount)

@@ -667,6 +667,12 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 		}
 		if (!is_purchase(ev->type) && found)
 		{
+			if (!prior.has_user)
+			{
+				/* the account was deleted: its credits are gone already */
+				result_set(r, "ignored", "account_deleted");
+				break;
+			}
 			if (prior.has_last_event_at && prior.last_event_at > ev->event_at)
 			{
 				result_set(r, "ignored", "stale_event");
@@ -838,6 +844,8 @@ credits_apply_revenuecat_event(PG_FUNCTION_ARGS)
 	RcResult	r;
 	StringInfoData duplicate;
 	Product		product;
+
+	refuse_client_request("credits.apply_revenuecat_event");
 
 	require_arg(fcinfo, 0, "payload");
 	payload = PG_GETARG_JSONB_P(0);
