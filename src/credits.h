@@ -289,6 +289,7 @@ typedef enum DenialReason
 	DENIAL_THROTTLED,			/* credits.rate_limit() said no (not an error) */
 	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
 	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
+	DENIAL_BAD_SIGNATURE,		/* 28000, a webhook whose signature does not verify */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);

@@ -91,6 +91,7 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_THROTTLED] = "throttled",
 	[DENIAL_HOLD_NOT_OPEN] = "hold_not_open",
 	[DENIAL_OVER_REFUND] = "over_refund",
+	[DENIAL_BAD_SIGNATURE] = "bad_signature",
 };
 
 /* credits.log_denials */
