@@ -115,9 +115,11 @@ $$;
 -- verified (HMAC-SHA256 with the secret set here) and applied exactly once
 -- in the database (src/webhooks.c, src/webhook_stripe.c, src/webhook_creem.c).
 
+-- Not STRICT: a call with NULL still checks EXECUTE (the planner folds a
+-- strict function of a NULL constant to NULL without calling it).
 CREATE FUNCTION credits.user_uuid(external_id text)
 RETURNS uuid
-LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'credits_user_uuid';
 
 COMMENT ON FUNCTION credits.user_uuid(text) IS

@@ -118,14 +118,18 @@ user_uuid_from_text(const char *external_id, const char *field, pg_uuid_t *out)
 
 /*
  * credits.user_uuid(external_id text) returns uuid
- * The account id of a user id from any identity system (see the file header).
+ * The account id of a user id from any identity system (see the file header);
+ * NULL for NULL.
  */
 PG_FUNCTION_INFO_V1(credits_user_uuid);
 Datum
 credits_user_uuid(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t  *out = palloc(sizeof(pg_uuid_t));
+	pg_uuid_t  *out;
 
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	out = palloc(sizeof(pg_uuid_t));
 	user_uuid_from_text(text_to_cstring(PG_GETARG_TEXT_PP(0)), "external_id", out);
 	PG_RETURN_UUID_P(out);
 }

@@ -351,6 +351,8 @@ parse_fields(JsonbContainer *event, RcEvent *ev)
 	{
 		const char *user = get_string(event, "app_user_id", true, CREDITS_MAX_KEY_CHARS);
 
+		if (strncmp(user, "$RCAnonymousID:", 15) == 0)
+			malformed("event.app_user_id", "is anonymous (set the app's user id with Purchases.logIn)");
 		user_uuid_from_text(user, "event.app_user_id", &ev->user_id);
 	}
 	ev->product_id = get_string(event, "product_id", true, CREDITS_MAX_KEY_CHARS);

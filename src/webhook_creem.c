@@ -22,80 +22,82 @@
  */
 #include "webhooks.h"
 
+/* Members of the event's object, by their path from the body (errors name it). */
+#define OBJ "object."
+
 static void
-creem_checkout(JsonbContainer *obj, WebhookEvent *ev)
+creem_checkout(JsonbContainer *root, WebhookEvent *ev)
 {
 	ev->action = WH_CHECKOUT;
-	webhook_user(ev, webhook_object(obj, "metadata", false), "user_id");
-	if (!ev->has_user)
-		webhook_user(ev, obj, "request_id");
-	ev->product_id = webhook_id_of(obj, "product");
+	webhook_object(root, OBJ "metadata", false);
+	webhook_user(ev, root, OBJ "metadata.user_id");
+	webhook_user(ev, root, OBJ "request_id");
+	ev->product_id = webhook_id_of(root, OBJ "product");
 	if (ev->product_id == NULL)
-		ev->product_id = webhook_string(obj, "order.product", false);
-	ev->transaction_id = webhook_id_of(obj, "order");
+		ev->product_id = webhook_string(root, OBJ "order.product", false);
+	ev->transaction_id = webhook_id_of(root, OBJ "order");
 	if (ev->transaction_id == NULL)
-		ev->transaction_id = webhook_string(obj, "id", true);
-	ev->subscription_id = webhook_id_of(obj, "subscription");
+		ev->transaction_id = webhook_string(root, OBJ "id", true);
+	ev->subscription_id = webhook_id_of(root, OBJ "subscription");
 	ev->status = "active";
 }
 
 static void
-creem_subscription(JsonbContainer *obj, WebhookEvent *ev, const char *status)
+creem_subscription(JsonbContainer *root, WebhookEvent *ev, const char *status)
 {
 	ev->action = WH_SUBSCRIPTION;
 	ev->status = status;
-	ev->subscription_id = webhook_string(obj, "id", true);
-	ev->product_id = webhook_id_of(obj, "product");
-	webhook_user(ev, webhook_object(obj, "metadata", false), "user_id");
-	ev->has_expires_at = webhook_iso_time(obj, "current_period_end_date", &ev->expires_at);
+	ev->subscription_id = webhook_string(root, OBJ "id", true);
+	ev->product_id = webhook_id_of(root, OBJ "product");
+	webhook_object(root, OBJ "metadata", false);
+	webhook_user(ev, root, OBJ "metadata.user_id");
+	ev->has_expires_at = webhook_iso_time(root, OBJ "current_period_end_date", &ev->expires_at);
 	if (strcmp(ev->type, "subscription.paid") == 0)
-		ev->transaction_id = webhook_string(obj, "last_transaction_id", false);
+		ev->transaction_id = webhook_string(root, OBJ "last_transaction_id", false);
 }
 
 static void
-creem_refund(JsonbContainer *obj, WebhookEvent *ev)
+creem_refund(JsonbContainer *root, WebhookEvent *ev)
 {
 	ev->action = WH_REFUND;
-	ev->transaction_id = webhook_id_of(obj, "order");
+	ev->transaction_id = webhook_id_of(root, OBJ "order");
 	if (ev->transaction_id == NULL)
-		ev->transaction_id = webhook_string(obj, "transaction.order", false);
-	ev->subscription_id = webhook_id_of(obj, "subscription");
+		ev->transaction_id = webhook_string(root, OBJ "transaction.order", false);
+	ev->subscription_id = webhook_id_of(root, OBJ "subscription");
 	if (ev->subscription_id == NULL)
-		ev->subscription_id = webhook_string(obj, "transaction.subscription", false);
-	ev->product_id = webhook_string(obj, "order.product", false);
+		ev->subscription_id = webhook_string(root, OBJ "transaction.subscription", false);
+	ev->product_id = webhook_string(root, OBJ "order.product", false);
 	if (ev->transaction_id == NULL && ev->subscription_id == NULL)
-		webhook_malformed("object.order", "is missing");
+		webhook_malformed(OBJ "order", "is missing");
 }
 
 void
 creem_parse(JsonbContainer *root, WebhookEvent *ev)
 {
-	JsonbContainer *obj;
-
 	memset(ev, 0, sizeof(*ev));
 	ev->provider = "creem";
 	ev->id = webhook_string(root, "id", true);
 	ev->type = webhook_string(root, "eventType", true);
 	if (!webhook_unix_time(root, "created_at", 1000, &ev->event_at))
 		webhook_malformed("created_at", "is missing");
-	obj = webhook_object(root, "object", true);
-	ev->environment = webhook_string(obj, "mode", false);
+	webhook_object(root, "object", true);
+	ev->environment = webhook_string(root, OBJ "mode", false);
 
 	if (strcmp(ev->type, "checkout.completed") == 0)
-		creem_checkout(obj, ev);
+		creem_checkout(root, ev);
 	else if (strcmp(ev->type, "subscription.active") == 0 ||
 			 strcmp(ev->type, "subscription.paid") == 0 ||
 			 strcmp(ev->type, "subscription.trialing") == 0 ||
 			 strcmp(ev->type, "subscription.update") == 0)
-		creem_subscription(obj, ev, "active");
+		creem_subscription(root, ev, "active");
 	else if (strcmp(ev->type, "subscription.canceled") == 0)
-		creem_subscription(obj, ev, "cancelled");
+		creem_subscription(root, ev, "cancelled");
 	else if (strcmp(ev->type, "subscription.paused") == 0)
-		creem_subscription(obj, ev, "paused");
+		creem_subscription(root, ev, "paused");
 	else if (strcmp(ev->type, "subscription.expired") == 0)
-		creem_subscription(obj, ev, "expired");
+		creem_subscription(root, ev, "expired");
 	else if (strcmp(ev->type, "refund.created") == 0 || strcmp(ev->type, "dispute.created") == 0)
-		creem_refund(obj, ev);
+		creem_refund(root, ev);
 	else
 	{
 		ev->action = WH_NONE;

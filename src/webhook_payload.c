@@ -175,13 +175,16 @@ webhook_iso_time(JsonbContainer *obj, const char *path, TimestampTz *out)
 	return true;
 }
 
-/* The user, when the member is there: a uuid, or any other id through user_uuid(). */
+/*
+ * The user, when the member is there and no earlier one named it: a uuid, or
+ * any other id through user_uuid().
+ */
 void
 webhook_user(WebhookEvent *ev, JsonbContainer *obj, const char *path)
 {
 	const char *id;
 
-	if (ev->has_user || obj == NULL)
+	if (ev->has_user)
 		return;
 	id = webhook_string(obj, path, false);
 	if (id == NULL)

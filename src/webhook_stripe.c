@@ -25,12 +25,14 @@
  */
 #include "webhooks.h"
 
+/* Members of the event's object, by their path from the body (errors name it). */
+#define OBJ "data.object."
+
 static void
-stripe_checkout(JsonbContainer *obj, WebhookEvent *ev)
+stripe_checkout(JsonbContainer *root, WebhookEvent *ev)
 {
-	JsonbContainer *metadata = webhook_object(obj, "metadata", false);
-	const char *mode = webhook_string(obj, "mode", true);
-	const char *paid = webhook_string(obj, "payment_status", false);
+	const char *mode = webhook_string(root, OBJ "mode", true);
+	const char *paid = webhook_string(root, OBJ "payment_status", false);
 
 	if (paid != NULL && strcmp(paid, "unpaid") == 0)
 	{
@@ -38,20 +40,20 @@ stripe_checkout(JsonbContainer *obj, WebhookEvent *ev)
 		ev->ignore_reason = "payment_pending";
 		return;
 	}
-	webhook_user(ev, obj, "client_reference_id");
-	webhook_user(ev, metadata, "user_id");
-	if (metadata != NULL)
-		ev->product_id = webhook_string(metadata, "price_id", false);
-	if (ev->product_id == NULL && metadata != NULL)
-		ev->product_id = webhook_string(metadata, "product_id", false);
-	ev->transaction_id = webhook_id_of(obj, "payment_intent");
+	webhook_object(root, OBJ "metadata", false);
+	webhook_user(ev, root, OBJ "client_reference_id");
+	webhook_user(ev, root, OBJ "metadata.user_id");
+	ev->product_id = webhook_string(root, OBJ "metadata.price_id", false);
+	if (ev->product_id == NULL)
+		ev->product_id = webhook_string(root, OBJ "metadata.product_id", false);
+	ev->transaction_id = webhook_id_of(root, OBJ "payment_intent");
 	if (ev->transaction_id == NULL)
-		ev->transaction_id = webhook_string(obj, "id", true);
+		ev->transaction_id = webhook_string(root, OBJ "id", true);
 	if (strcmp(mode, "subscription") == 0)
 	{
-		ev->subscription_id = webhook_id_of(obj, "subscription");
+		ev->subscription_id = webhook_id_of(root, OBJ "subscription");
 		if (ev->subscription_id == NULL)
-			webhook_malformed("data.object.subscription", "is missing");
+			webhook_malformed(OBJ "subscription", "is missing");
 	}
 	else if (strcmp(mode, "payment") != 0)
 	{
@@ -63,39 +65,38 @@ stripe_checkout(JsonbContainer *obj, WebhookEvent *ev)
 }
 
 static void
-stripe_invoice_paid(JsonbContainer *obj, WebhookEvent *ev)
+stripe_invoice_paid(JsonbContainer *root, WebhookEvent *ev)
 {
-	JsonbContainer *details = webhook_object(obj, "parent.subscription_details", false);
+	/* where the subscription is: parent.subscription_details since API 2025-03, before at the top */
+	const char *details = webhook_object(root, OBJ "parent.subscription_details", false) ?
+		OBJ "parent.subscription_details." : OBJ "subscription_details.";
 
-	if (details == NULL)
-		details = webhook_object(obj, "subscription_details", false);
-	ev->subscription_id = webhook_id_of(obj, "subscription");
-	if (ev->subscription_id == NULL && details != NULL)
-		ev->subscription_id = webhook_id_of(details, "subscription");
+	ev->subscription_id = webhook_id_of(root, OBJ "subscription");
+	if (ev->subscription_id == NULL)
+		ev->subscription_id = webhook_id_of(root, psprintf("%ssubscription", details));
 	if (ev->subscription_id == NULL)
 	{
 		ev->ignore_reason = "not_a_subscription";
 		return;
 	}
-	if (details != NULL)
-		webhook_user(ev, webhook_object(details, "metadata", false), "user_id");
-	ev->product_id = webhook_string(obj, "lines.data.0.price.id", false);
+	webhook_user(ev, root, psprintf("%smetadata.user_id", details));
+	ev->product_id = webhook_string(root, OBJ "lines.data.0.price.id", false);
 	if (ev->product_id == NULL)
-		ev->product_id = webhook_string(obj, "lines.data.0.pricing.price_details.price", false);
-	ev->has_expires_at = webhook_unix_time(obj, "lines.data.0.period.end", 1, &ev->expires_at);
-	ev->transaction_id = webhook_string(obj, "id", true);
+		ev->product_id = webhook_string(root, OBJ "lines.data.0.pricing.price_details.price", false);
+	ev->has_expires_at = webhook_unix_time(root, OBJ "lines.data.0.period.end", 1, &ev->expires_at);
+	ev->transaction_id = webhook_string(root, OBJ "id", true);
 	ev->action = WH_SUBSCRIPTION;
 	ev->status = "active";
 }
 
 /* The entitlement status for a Stripe subscription status; NULL: no change to apply. */
 static const char *
-subscription_status(JsonbContainer *obj)
+subscription_status(JsonbContainer *root)
 {
-	const char *status = webhook_string(obj, "status", true);
+	const char *status = webhook_string(root, OBJ "status", true);
 
 	if (strcmp(status, "active") == 0 || strcmp(status, "trialing") == 0)
-		return webhook_bool(obj, "cancel_at_period_end") ? "cancelled" : "active";
+		return webhook_bool(root, OBJ "cancel_at_period_end") ? "cancelled" : "active";
 	if (strcmp(status, "past_due") == 0 || strcmp(status, "unpaid") == 0)
 		return "billing_issue";
 	if (strcmp(status, "paused") == 0)
@@ -106,49 +107,47 @@ subscription_status(JsonbContainer *obj)
 }
 
 static void
-stripe_subscription(JsonbContainer *obj, WebhookEvent *ev, bool deleted)
+stripe_subscription(JsonbContainer *root, WebhookEvent *ev, bool deleted)
 {
-	ev->status = deleted ? "expired" : subscription_status(obj);
+	ev->status = deleted ? "expired" : subscription_status(root);
 	if (ev->status == NULL)
 	{
 		ev->ignore_reason = "subscription_incomplete";
 		return;
 	}
-	ev->subscription_id = webhook_string(obj, "id", true);
-	webhook_user(ev, webhook_object(obj, "metadata", false), "user_id");
-	ev->product_id = webhook_string(obj, "items.data.0.price.id", false);
+	ev->subscription_id = webhook_string(root, OBJ "id", true);
+	webhook_user(ev, root, OBJ "metadata.user_id");
+	ev->product_id = webhook_string(root, OBJ "items.data.0.price.id", false);
 	if (deleted)
-		ev->has_expires_at = webhook_unix_time(obj, "ended_at", 1, &ev->expires_at);
+		ev->has_expires_at = webhook_unix_time(root, OBJ "ended_at", 1, &ev->expires_at);
 	else
 	{
-		ev->has_expires_at = webhook_unix_time(obj, "current_period_end", 1, &ev->expires_at);
+		ev->has_expires_at = webhook_unix_time(root, OBJ "current_period_end", 1, &ev->expires_at);
 		if (!ev->has_expires_at)
-			ev->has_expires_at = webhook_unix_time(obj, "items.data.0.current_period_end", 1,
+			ev->has_expires_at = webhook_unix_time(root, OBJ "items.data.0.current_period_end", 1,
 												   &ev->expires_at);
 	}
 	ev->action = WH_SUBSCRIPTION;
 }
 
 static void
-stripe_refund(JsonbContainer *obj, WebhookEvent *ev, bool dispute)
+stripe_refund(JsonbContainer *root, WebhookEvent *ev, bool dispute)
 {
-	if (!dispute && !webhook_bool(obj, "refunded"))
+	if (!dispute && !webhook_bool(root, OBJ "refunded"))
 	{
 		/* a partial refund: the credits stay (refund the pack fully to claw them back) */
 		ev->ignore_reason = "partial_refund";
 		return;
 	}
-	ev->transaction_id = webhook_id_of(obj, "payment_intent");
+	ev->transaction_id = webhook_id_of(root, OBJ "payment_intent");
 	if (ev->transaction_id == NULL)
-		ev->transaction_id = webhook_id_of(obj, dispute ? "charge" : "id");
+		ev->transaction_id = webhook_id_of(root, dispute ? OBJ "charge" : OBJ "id");
 	ev->action = WH_REFUND;
 }
 
 void
 stripe_parse(JsonbContainer *root, WebhookEvent *ev)
 {
-	JsonbContainer *obj;
-
 	memset(ev, 0, sizeof(*ev));
 	ev->provider = "stripe";
 	ev->id = webhook_string(root, "id", true);
@@ -156,21 +155,21 @@ stripe_parse(JsonbContainer *root, WebhookEvent *ev)
 	if (!webhook_unix_time(root, "created", 1, &ev->event_at))
 		webhook_malformed("created", "is missing");
 	ev->environment = webhook_bool(root, "livemode") ? "live" : "test";
-	obj = webhook_object(root, "data.object", true);
+	webhook_object(root, "data.object", true);
 	ev->action = WH_NONE;
 	ev->ignore_reason = "unknown_event_type";
 
 	if (strcmp(ev->type, "checkout.session.completed") == 0 ||
 		strcmp(ev->type, "checkout.session.async_payment_succeeded") == 0)
-		stripe_checkout(obj, ev);
+		stripe_checkout(root, ev);
 	else if (strcmp(ev->type, "invoice.paid") == 0)
-		stripe_invoice_paid(obj, ev);
+		stripe_invoice_paid(root, ev);
 	else if (strcmp(ev->type, "customer.subscription.updated") == 0)
-		stripe_subscription(obj, ev, false);
+		stripe_subscription(root, ev, false);
 	else if (strcmp(ev->type, "customer.subscription.deleted") == 0)
-		stripe_subscription(obj, ev, true);
+		stripe_subscription(root, ev, true);
 	else if (strcmp(ev->type, "charge.refunded") == 0)
-		stripe_refund(obj, ev, false);
+		stripe_refund(root, ev, false);
 	else if (strcmp(ev->type, "charge.dispute.created") == 0)
-		stripe_refund(obj, ev, true);
+		stripe_refund(root, ev, true);
 }

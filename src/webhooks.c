@@ -508,6 +508,23 @@ moved_during_call(const WebhookEvent *ev)
 			 errhint("Deliver the event again.")));
 }
 
+/*
+ * The plan product the event puts the subscription on: the event's own, or,
+ * when the event names none or an unmapped one, the entitlement's (an end,
+ * a cancel or a payment problem does not depend on the price).  False when
+ * there is none: an unmapped price must not start or renew access.
+ */
+static bool
+subscription_product(const WebhookEvent *ev, const EntitlementRow *existing, Product *product)
+{
+	if (ev->product_id != NULL && product_find(ev->product_id, ev->provider, product) &&
+		product->plan != NULL)
+		return true;
+	if (existing == NULL || (ev->product_id != NULL && strcmp(ev->status, "active") == 0))
+		return false;
+	return product_find(existing->product_id, ev->provider, product) && product->plan != NULL;
+}
+
 /* A subscription starts or changes: its entitlement takes the newest event's state. */
 static void
 apply_subscription(const WebhookEvent *ev, WhResult *r)
@@ -515,7 +532,6 @@ apply_subscription(const WebhookEvent *ev, WhResult *r)
 	EntitlementRow existing;
 	EntitlementRow ent;
 	bool		found = entitlement_find(ev->provider, ev->subscription_id, NULL, &existing);
-	const char *product_id = ev->product_id ? ev->product_id : found ? existing.product_id : NULL;
 	Product		product;
 	pg_uuid_t	ids[2];
 	AccountSet	set;
@@ -529,9 +545,9 @@ apply_subscription(const WebhookEvent *ev, WhResult *r)
 		result_ignore(r, "unknown_user", true);
 		return;
 	}
-	if (product_id == NULL || !product_find(product_id, ev->provider, &product) || product.plan == NULL)
+	if (!subscription_product(ev, found ? &existing : NULL, &product))
 	{
-		result_str(r, "product_id", product_id);
+		result_str(r, "product_id", ev->product_id);
 		result_ignore(r, "unknown_product", true);
 		return;
 	}

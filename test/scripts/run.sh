@@ -93,6 +93,7 @@ mode_test() {
     run_isolation
     run_pgtap
     run_load
+    run_betterauth
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
     print_summary
     summary_status
