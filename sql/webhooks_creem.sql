@@ -23,7 +23,7 @@ SELECT test.said(test.creem(test.wh('creem', 'subscription_paid', jsonb_build_ob
 SELECT * FROM test.wh_user(:'docs_user');
 -- subscription.update and .active change nothing but the time of the newest event.
 SELECT test.said(test.creem(test.wh('creem', 'subscription_active', jsonb_build_object(
-    'created_at', test.unix_ms(now() - interval '59 min'), 'object.id', 'sub_6pC2lNB6joCRQIZ1aMrTpi',
+    'id', 'evt_docs_active', 'created_at', test.unix_ms(now() - interval '59 min'), 'object.id', 'sub_6pC2lNB6joCRQIZ1aMrTpi',
     'object.product.id', 'prod_d1AY2Sadk9YAvLI0pj97f')))) ->> 'entitlement_status' AS active;
 -- subscription.canceled: no renewal, the plan lasts until the period ends.
 SELECT test.said(test.creem(test.wh('creem', 'subscription_canceled', jsonb_build_object(
@@ -37,18 +37,44 @@ SELECT test.said(test.creem(test.wh('creem', 'subscription_paid', jsonb_build_ob
 SELECT * FROM test.wh_user(:'docs_user');
 -- subscription.expired: access ends now.
 SELECT test.said(test.creem(test.wh('creem', 'subscription_expired', jsonb_build_object(
-    'created_at', test.unix_ms(now() - interval '40 min'), 'object.id', 'sub_6pC2lNB6joCRQIZ1aMrTpi',
+    'id', 'evt_docs_expired', 'created_at', test.unix_ms(now() - interval '40 min'), 'object.id', 'sub_6pC2lNB6joCRQIZ1aMrTpi',
     'object.product.id', 'prod_d1AY2Sadk9YAvLI0pj97f'))));
 SELECT * FROM test.wh_user(:'docs_user');
 -- refund.created of the subscription payment: the entitlement is refunded (access ended already).
 SELECT test.said(test.creem(test.wh('creem', 'refund_created', jsonb_build_object(
     'created_at', test.unix_ms(now() - interval '30 min')))));
 SELECT * FROM test.wh_user(:'docs_user');
--- The samples that name no known subscription or payment are kept for later, answered "ignored".
+-- The other samples name subscriptions and orders credits has not seen: kept for later, answered "ignored".
 SELECT name, test.said(test.creem(body)) ->> 'reason' AS reason
   FROM test.wh_fixtures
- WHERE provider = 'creem' AND name IN ('dispute_created', 'subscription_trialing', 'subscription_update', 'subscription_paused')
+ WHERE provider = 'creem' AND name IN ('dispute_created', 'subscription_active', 'subscription_expired',
+                                       'subscription_trialing', 'subscription_update', 'subscription_paused')
  ORDER BY name;
+-- Their products, and then the checkouts that name their user (a minute before each sample):
+-- each kept sample is replayed and applied.
+INSERT INTO credits.products (product_id, plan) VALUES
+    ('prod_AnVJ11ujp7x953ARpJvAF', 'pro'), ('prod_3ELsC3Lt97orn81SOdgQI3', 'pro'), ('prod_3kpf0ZdpcfsSCQ3kDiwg9m', 'pro'),
+    ('prod_1dP15yoyogQe2seEt1Evf3', 'pro'), ('prod_sYwbyE1tPbsqbLu6S0bsR', 'pro');
+INSERT INTO credits.products (product_id, credits) VALUES ('prod_3EFtQRQ9SNIizK3xwfxZHu', 50);
+SELECT s.name, r ->> 'status' AS checkout,
+       (SELECT string_agg(concat_ws(' ', x ->> 'type', x ->> 'status', x ->> 'reason', x ->> 'entitlement_status',
+                                    'clawed back ' || (x ->> 'clawed_back')), '; ')
+          FROM jsonb_array_elements(r -> 'replayed') x) AS replayed
+  FROM (VALUES ('subscription_active', 'sub_21lfZb67szyvMiXnm6SVi0', 'prod_AnVJ11ujp7x953ARpJvAF'),
+               ('subscription_expired', 'sub_7FgHvrOMC28tG5DEemoCli', 'prod_3ELsC3Lt97orn81SOdgQI3'),
+               ('subscription_trialing', 'sub_dxiauR8zZOwULx5QM70wJ', 'prod_3kpf0ZdpcfsSCQ3kDiwg9m'),
+               ('subscription_update', 'sub_2qAuJgWmXhXHAuef9k4Kur', 'prod_1dP15yoyogQe2seEt1Evf3'),
+               ('subscription_paused', 'sub_3ZT1iYMeDBpiUpRTqq4veE', 'prod_sYwbyE1tPbsqbLu6S0bsR'),
+               ('dispute_created', NULL, 'prod_3EFtQRQ9SNIizK3xwfxZHu')) AS s(name, sub, product),
+  LATERAL (SELECT f.body::jsonb AS j FROM test.wh_fixtures f WHERE f.provider = 'creem' AND f.name = s.name) f,
+  LATERAL test.creem(test.wh('creem', 'checkout_completed', jsonb_build_object(
+      'id', 'evt_checkout_for_' || s.name, 'created_at', (f.j ->> 'created_at')::bigint - 60000,
+      'object.request_id', 'creem-docs-customer', 'object.product.id', s.product,
+      'object.subscription', CASE WHEN s.sub IS NULL THEN 'null' ELSE jsonb_build_object('id', s.sub) END,
+      'object.order.id', coalesce('ord_' || s.sub, f.j #>> '{object,order,id}')))) r
+ ORDER BY s.name;
+SELECT * FROM test.wh_user(credits.user_uuid('creem-docs-customer'));
+SELECT count(*) AS still_kept FROM credits.webhook_events WHERE provider = 'creem';
 
 -- ==== A credit pack: credited once, refunded, clawed back ====
 \set pack_user '9c4fb8e5-7685-5cc6-9817-aa6a4b43f10f'

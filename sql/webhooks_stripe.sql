@@ -84,7 +84,13 @@ INSERT INTO credits.products (product_id, credits) VALUES ('price_new_pack', 40)
 SELECT x - 'results' AS replay, (SELECT jsonb_agg(test.said(r) ->> 'reason' ORDER BY r ->> 'event_id') FROM jsonb_array_elements(x -> 'results') r) AS reasons
   FROM credits.replay_webhook_events('stripe') x;
 SELECT * FROM test.wh_user(:'pack_user');
+-- A dispute of that payment (the documented dispute with its payment_intent): clawed back like a refund.
+SELECT test.said(test.stripe(test.wh('stripe', 'charge_dispute_created', jsonb_build_object(
+    'id', 'evt_dispute_new_price', 'created', test.unix_s(now() - interval '5 min'),
+    'data.object.payment_intent', 'pi_new_price'))));
+SELECT * FROM test.wh_user(:'pack_user');
 SELECT event_id, reason FROM credits.webhook_events WHERE provider = 'stripe' ORDER BY event_id;
+SELECT * FROM credits.reconcile();
 
 -- ==== Signatures ====
 SELECT body FROM test.wh_fixtures WHERE provider = 'stripe' AND name = 'charge_refunded' \gset
