@@ -226,6 +226,22 @@ LANGUAGE c VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'credits_replay_webhook_events';
 
+CREATE FUNCTION credits.forget_webhook_events(provider text DEFAULT NULL, older_than interval DEFAULT '30 days')
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM credits.webhook_events k
+         WHERE (forget_webhook_events.provider IS NULL OR k.provider OPERATOR(pg_catalog.=) forget_webhook_events.provider)
+           AND k.received_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) forget_webhook_events.older_than)
+        RETURNING 1)
+    SELECT pg_catalog.count(*) FROM gone
+$$;
+
+COMMENT ON FUNCTION credits.forget_webhook_events(text, interval) IS
+'Deletes the kept webhook events received longer ago than older_than (event types nobody applies, say); returns how many.';
+
 COMMENT ON FUNCTION credits.replay_webhook_events(text) IS
 'Applies the kept webhook events again, oldest first (after mapping a product, say); returns {"replayed": n, "applied": n, "kept": n, "results": [...]}.';
 

@@ -91,6 +91,10 @@ SELECT test.said(test.stripe(test.wh('stripe', 'charge_dispute_created', jsonb_b
 SELECT * FROM test.wh_user(:'pack_user');
 SELECT event_id, reason FROM credits.webhook_events WHERE provider = 'stripe' ORDER BY event_id;
 SELECT * FROM credits.reconcile();
+-- Kept events can be forgotten after a while (admins delete nothing by hand).
+SELECT credits.forget_webhook_events('stripe') AS forgotten_too_young,
+       credits.forget_webhook_events('stripe', interval '0 seconds') AS forgotten;
+SELECT count(*) AS kept FROM credits.webhook_events WHERE provider = 'stripe';
 
 -- ==== Signatures ====
 SELECT body FROM test.wh_fixtures WHERE provider = 'stripe' AND name = 'charge_refunded' \gset

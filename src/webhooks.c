@@ -660,7 +660,13 @@ refund_pack(const WebhookEvent *ev, const PurchaseRow *found, WhResult *r)
 		account_save(&acct);
 		return;
 	}
-	purchase_find(ev->provider, ev->transaction_id, &prior);
+	/* under the lock: a concurrent refund (or the account's deletion) may have come first */
+	if (!purchase_find(ev->provider, ev->transaction_id, &prior))
+	{
+		account_save(&acct);
+		result_ignore(r, "unknown_purchase", true);
+		return;
+	}
 	if (prior.refund_state != NULL && strcmp(prior.refund_state, "refunded") == 0)
 	{
 		account_save(&acct);
