@@ -40,6 +40,12 @@ typedef struct WebhookEvent
 
 extern void webhooks_init(void);
 
+/* webhook_signatures.c: 28000 unless the header signs the raw body with the provider's secret */
+extern void webhook_signatures_init(void);
+extern const char *webhook_secret(const char *provider);
+extern void webhook_check_stripe(const char *secret, const char *payload, const char *header);
+extern void webhook_check_creem(const char *secret, const char *payload, const char *header);
+
 /* The provider parsers (webhook_stripe.c, webhook_creem.c): a verified payload -> an event. */
 extern void stripe_parse(JsonbContainer *root, WebhookEvent *ev);
 extern void creem_parse(JsonbContainer *root, WebhookEvent *ev);
