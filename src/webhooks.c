@@ -24,17 +24,23 @@
  * replays the kept events of the same subscription or payment, and
  * replay_webhook_events() replays all of them (after a product mapping).
  *
- * Locks: the account rows of the users concerned, in user_id order (a
- * subscription that changes hands locks both), then purchases.c's rows.
+ * Locks: a transaction-level advisory lock per subscription and payment the
+ * event names (lock_subjects), then the account rows of the users concerned,
+ * in user_id order (a subscription that changes hands locks both), then
+ * purchases.c's rows.  A kept event replayed after another event may name
+ * one more subject, locked after that event's accounts: two such replays
+ * crossing can deadlock (40P01), and the provider's retry applies them.
  */
 #include "webhooks.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 
 /* JSON parser entry points changed in PostgreSQL 17. */
@@ -43,6 +49,9 @@
 #else
 #define json_lex_context(s) makeJsonLexContextCstringLen(pstrdup(s), (int) strlen(s), GetDatabaseEncoding(), true)
 #endif
+
+/* First key of the advisory locks on a subscription or payment ("cred"). */
+#define SUBJECT_LOCK_CLASS 0x63726564
 
 typedef void (*SignatureCheck) (const char *secret, const char *payload, const char *signature);
 typedef void (*EventParser) (JsonbContainer *root, WebhookEvent *ev);
@@ -596,6 +605,42 @@ replay_related(const Provider *p, const WebhookEvent *ev, WhResult *r)
 	}
 }
 
+static int32
+subject_key(const char *provider, const char *subject)
+{
+	char	   *s = psprintf("%s:%s", provider, subject);
+
+	return (int32) hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+/*
+ * Serializes the events of one subscription or payment: a transaction-level
+ * advisory lock per subject (in key order), taken before any account lock.
+ * So an event kept because its purchase (or its subscription's checkout) was
+ * not committed yet is seen by that purchase's replay, or sees the purchase.
+ */
+static void
+lock_subjects(const WebhookEvent *ev)
+{
+	int32		keys[2];
+	int			n = 0;
+
+	if (ev->subscription_id != NULL)
+		keys[n++] = subject_key(ev->provider, ev->subscription_id);
+	if (ev->transaction_id != NULL)
+		keys[n++] = subject_key(ev->provider, ev->transaction_id);
+	if (n == 2 && keys[0] > keys[1])
+	{
+		int32		k = keys[0];
+
+		keys[0] = keys[1];
+		keys[1] = k;
+	}
+	for (int i = 0; i < n; i++)
+		DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(SUBJECT_LOCK_CLASS),
+							Int32GetDatum(keys[i]));
+}
+
 /*
  * Applies one verified event and keeps it aside, or forgets it, by what it
  * answered; replay_kept: then replays what it unblocked.
@@ -604,6 +649,7 @@ static void
 apply_event(const Provider *p, const WebhookEvent *ev, const char *payload, WhResult *r,
 			bool replay_kept)
 {
+	lock_subjects(ev);
 	if (already_applied(ev, r))
 		;
 	else if (ev->action == WH_CHECKOUT)
