@@ -8,6 +8,8 @@
  * credits.notify and, when preloaded, the listener count).
  */
 #include "credits.h"
+#include "external_ids.h"
+#include "webhooks.h"
 
 #include "commands/trigger.h"
 #include "miscadmin.h"
@@ -75,6 +77,8 @@ _PG_init(void)
 	deletion_init();
 	purchases_init();
 	notify_init();
+	external_ids_init();
+	webhooks_init();
 
 	MarkGUCPrefixReserved("credits");
 }

@@ -359,6 +359,7 @@ typedef enum DenialReason
 	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
 	DENIAL_PURCHASE_CONFLICT,	/* PT409, a store transaction applied elsewhere */
 	DENIAL_CLAIM_LIMIT,			/* PT429, too many pending purchase claims */
+	DENIAL_BAD_SIGNATURE,		/* 28000, a webhook whose signature does not verify */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);

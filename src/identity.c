@@ -20,6 +20,7 @@
  * No locks, no catalog access.
  */
 #include "credits.h"
+#include "external_ids.h"
 
 #include <ctype.h>
 
@@ -201,7 +202,11 @@ claims_user_id(pg_uuid_t *user_id)
 	if (sub == NULL)
 		return "no sub claim in request.jwt.claims";
 	if (!parse_uuid(sub, user_id))
-		return "the sub claim is not a uuid";
+	{
+		if (!credits_external_user_ids)
+			return "the sub claim is not a uuid";
+		external_id_uuid(sub, user_id); /* as credits.user_uuid(sub) */
+	}
 	return NULL;
 }
 

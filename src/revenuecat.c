@@ -30,6 +30,7 @@
  * every user it takes subscriptions from, and the one it gives them to).
  */
 #include "purchases.h"
+#include "external_ids.h"
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
@@ -306,8 +307,9 @@ parse_fields(JsonbContainer *event, RcEvent *ev)
 	{
 		const char *user = get_string(event, "app_user_id", true, CREDITS_MAX_KEY_CHARS);
 
-		if (!parse_uuid(user, &ev->user_id))
-			malformed("event.app_user_id", "must be a uuid (the app's user id, set with Purchases.logIn)");
+		if (strncmp(user, "$RCAnonymousID:", 15) == 0)
+			malformed("event.app_user_id", "is anonymous (set the app's user id with Purchases.logIn)");
+		user_uuid_from_text(user, "event.app_user_id", &ev->user_id);
 	}
 	ev->product_id = get_string(event, "product_id", true, CREDITS_MAX_KEY_CHARS);
 	ev->transaction_id = get_string(event, "transaction_id", true, CREDITS_MAX_KEY_CHARS);

@@ -97,6 +97,7 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_OVER_REFUND] = "over_refund",
 	[DENIAL_PURCHASE_CONFLICT] = "purchase_conflict",
 	[DENIAL_CLAIM_LIMIT] = "claim_limit",
+	[DENIAL_BAD_SIGNATURE] = "bad_signature",
 };
 
 /* credits.log_denials */

@@ -100,7 +100,7 @@ start_cluster() {
 # CREDITS_SUITES=load CREDITS_LOAD=abuse make test; CI runs them all.
 mode_test() {
     local suite
-    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops}; do
+    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops betterauth}; do
         "run_$suite"
     done
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi

@@ -233,6 +233,39 @@ run_ops() {
     return 0
 }
 
+# The Better Auth example (test/betterauth): TypeScript against the test
+# cluster, through the PG* variables; it prints TAP.  node_modules is a cache:
+# `npm ci` runs when it is missing or older than package-lock.json (the npm
+# registry must be reachable then).
+run_betterauth() {
+    local dir=$ROOT/test/betterauth rel=test/betterauth/signup_bonus.test.ts
+    local out=$WORK/betterauth.log rc=0
+    echo "== Better Auth example"
+    if ! command -v npm >/dev/null 2>&1 && [[ -n ${CREDITS_IN_ROOTFS:-} ]]; then
+        # the root filesystems of 17 and 18 carry PostgreSQL only; the host's 15 run covers it
+        echo "ok 1 # SKIP no Node.js in the PostgreSQL $PG_MAJOR root filesystem" >"$out"
+        count_tap "$rel" "$out" 0
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "not ok 1 - the Better Auth example needs Node.js 20 and npm" >"$out"
+        count_tap "$rel" "$out" 1
+        return 0
+    fi
+    if [[ ! $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
+        if ! run_bounded 600 npm ci --prefix "$dir" --no-audit --no-fund >"$WORK/npm.log" 2>&1 </dev/null; then
+            { echo "not ok 1 - npm ci in test/betterauth"; sed 's/^/# /' "$WORK/npm.log"; } >"$out"
+            count_tap "$rel" "$out" 1
+            return 0
+        fi
+    fi
+    run_bounded "$SUITE_TIMEOUT" "$dir/node_modules/.bin/tsx" "$dir/signup_bonus.test.ts" \
+        >"$out" 2>"$WORK/betterauth.err" </dev/null || rc=$?
+    count_tap "$rel" "$out" "$rc"
+    if ((rc != 0)); then show_file "$rel stderr" "$WORK/betterauth.err"; fi
+    return 0
+}
+
 print_summary() {
     echo "$PASSED passed, $FAILED failed"
 }
