@@ -27,7 +27,10 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=cr
 # compiler may warn about something new, and that must not fail the build.
 # The harness (make test / demo / bench, CI) builds with PG_CFLAGS=-Werror
 # on every PostgreSQL major it tests.
-PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+	-DCREDITS_VERSION='"$(EXTVERSION)"'
+# The schema version this library runs on: the control file's default_version (src/version.c).
+EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" credits.control)
 EXTRA_CLEAN = test/output_iso
 
 PG_CONFIG ?= pg_config

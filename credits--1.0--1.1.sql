@@ -576,6 +576,501 @@ BEGIN
 END
 $$;
 
+-- == expire_holds: a bounded batch ==
+/*
+ * expire_holds() locked every account with a timed-out hold in one
+ * transaction.  It now takes at most batch_size accounts per call (default
+ * 1000) and returns how many holds it released, so a caller loops while the
+ * result is positive.  `SELECT credits.expire_holds()` keeps working (the
+ * default); the old zero-argument function is replaced, not overloaded, so
+ * that call is not ambiguous.
+ */
+DO $$
+DECLARE
+    r regrole;
+    grantees regrole[];
+BEGIN
+    -- whoever may call it now (the admin role, a pg_cron role) keeps that right
+    SELECT pg_catalog.array_agg(DISTINCT a.grantee::regrole) INTO grantees
+      FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+     WHERE p.oid = 'credits.expire_holds()'::pg_catalog.regprocedure
+       AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0;
+    DROP FUNCTION credits.expire_holds();
+    CREATE FUNCTION credits.expire_holds(batch_size integer DEFAULT 1000)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'credits_expire_holds';
+    REVOKE ALL ON FUNCTION credits.expire_holds(integer) FROM PUBLIC;
+    FOREACH r IN ARRAY coalesce(grantees, '{}') LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION credits.expire_holds(integer) TO %s', r);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION credits.expire_holds(integer) IS
+'Releases timed-out holds now, in at most batch_size accounts (for an admin or pg_cron; the next touch of an account does it anyway); returns how many holds, call again while positive.';
+
+-- == Abuse-proof client surface ==
+-- Nothing a signed-in user can call resets, farms or floods (issue 12).
+--
+-- Deletion is not a reset (src/deletion.c).  delete_account() keeps, per
+-- deleted user, one record keyed by sha256(salt || the 16 bytes of the user
+-- id), with a random per-database salt: no user id, no personal data.  It
+-- holds what a returning user id must not get back: the signup bonus (the
+-- record's existence), the month already allocated, today's count (with the
+-- time zone that defines "today"), the plan limiter's state, the
+-- instant-unlock claims of the last 24 hours and a base plan an admin set.
+-- It is kept for credits.deletion_retention after the last deletion.
+-- Purchases and store events are anonymized (user_id NULL), not deleted, so
+-- a transaction or event applied before stays applied.
+
+CREATE TABLE credits.deletion_salt (
+    one  boolean PRIMARY KEY DEFAULT true CHECK (one),
+    salt bytea NOT NULL CHECK (length(salt) >= 16)
+);
+ALTER TABLE credits.deletion_salt ENABLE ROW LEVEL SECURITY;
+-- Created by the first deletion (not by this script), so a restore of a
+-- dump inserts the dumped salt into an empty table.
+SELECT pg_catalog.pg_extension_config_dump('credits.deletion_salt', '');
+
+CREATE TABLE credits.deletion_records (
+    user_hash           bytea PRIMARY KEY,       -- sha256(salt || uuid_send(user_id))
+    plan                text,                    -- base plan, when not the default plan
+    timezone            text NOT NULL,           -- the zone of day / day_count
+    timezone_next       text,                    -- a change not in effect yet ...
+    timezone_from       timestamptz,             -- ... from this local midnight
+    timezone_changed_at timestamptz,             -- last change asked by the user
+    day                 date NOT NULL,
+    day_count           integer NOT NULL CHECK (day_count >= 0),
+    allocation_period   date,                    -- the month already allocated
+    rate_tat            timestamptz,             -- the plan limiter's state
+    last_operation_at   timestamptz,             -- (the cooldown)
+    claims              timestamptz[] NOT NULL DEFAULT '{}',  -- instant-unlock claims, last 24 hours
+    tombstone_id        bigint,                  -- its one row of credits.deleted_accounts
+    deleted_at          timestamptz NOT NULL,    -- last deletion (credits.deletion_interval)
+    keep_until          timestamptz NOT NULL     -- deleted_at + credits.deletion_retention
+);
+CREATE INDEX deletion_records_expiry ON credits.deletion_records (keep_until);
+ALTER TABLE credits.deletion_records ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.deletion_records', '');
+
+-- Anonymized rows keep no user.
+ALTER TABLE credits.purchases ALTER COLUMN user_id DROP NOT NULL;
+
+-- delete_account() finds every row of a user through an index.
+CREATE INDEX holds_by_user ON credits.holds (user_id);
+CREATE INDEX store_events_by_user ON credits.store_events (user_id) WHERE user_id IS NOT NULL;
+
+-- Time zone changes (src/account.c, src/grants.c): a change takes effect at
+-- the next local midnight of the zone in effect, when no operation was
+-- counted in the day in progress at once.
+ALTER TABLE credits.accounts
+    ADD COLUMN timezone_next text,
+    ADD COLUMN timezone_from timestamptz,
+    ADD COLUMN timezone_changed_at timestamptz,
+    ADD CONSTRAINT accounts_timezone_pending CHECK ((timezone_next IS NULL) = (timezone_from IS NULL));
+
+CREATE OR REPLACE FUNCTION credits.set_my_timezone(tz text)
+RETURNS void
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_set_my_timezone';
+
+COMMENT ON FUNCTION credits.set_my_timezone(text) IS
+'Client: sets the caller''s IANA time zone; it takes effect at the next local midnight (at once when nothing was counted today); at most one change per credits.timezone_change_interval.';
+
+CREATE OR REPLACE FUNCTION credits.delete_my_account()
+RETURNS credits.account_deletion
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_delete_my_account';
+
+COMMENT ON FUNCTION credits.delete_my_account() IS
+'Client: deletes the caller''s account and history (anonymous tombstone and deletion record kept); at most once per credits.deletion_interval.';
+
+
+-- The client path has tighter caps than the admin path: idempotency key and
+-- reference 128 characters, metadata 1 KiB (src/consume.c), and a client
+-- consume no longer goes through the service function credits_consume.
+CREATE OR REPLACE FUNCTION credits.consume(
+    operation text,
+    units bigint DEFAULT 1,
+    idempotency_key text DEFAULT NULL,
+    reference text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}')
+RETURNS credits.receipt
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_consume_client';
+
+-- Shipped plans come with a rate limit (a plan that charges nothing would
+-- otherwise let one client write the ledger as fast as it can); an admin's
+-- own settings are kept.
+UPDATE credits.plans SET rate_burst = 10, rate_per_second = 1
+ WHERE name = 'free' AND rate_burst IS NULL;
+UPDATE credits.plans SET rate_burst = 20, rate_per_second = 2
+ WHERE name = 'pro' AND rate_burst IS NULL;
+
+-- Supabase anonymous sign-ins give every anonymous session a new user id:
+-- such a user (JWT claim is_anonymous, auth.users.is_anonymous) gets the
+-- signup bonus only once the account is linked to an identity
+-- (credits.anonymous_bonus_on_link, on by default; src/account.c).
+ALTER TABLE credits.accounts ADD COLUMN signup_bonus_due boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION credits.grant_withheld_bonus(user_id uuid)
+RETURNS boolean
+LANGUAGE c VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_grant_withheld_bonus';
+
+COMMENT ON FUNCTION credits.grant_withheld_bonus(uuid) IS
+'Grants the signup bonus withheld from an anonymous sign-in, once the account is linked; true when this call granted it.';
+
+-- Signup creates the account, except for an anonymous sign-in (its first
+-- request does, without the bonus); linking grants the bonus.
+CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND coalesce(NULLIF(pg_catalog.current_setting('credits.anonymous_bonus_on_link', true), '')::boolean,
+                    true) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM credits.open_account(NEW.id);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION credits.on_auth_user_linked()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce((pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND NOT coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false) THEN
+        PERFORM credits.grant_withheld_bonus(NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION credits.attach_supabase_auth()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('auth.users') IS NULL THEN
+        RAISE EXCEPTION 'table auth.users does not exist'
+            USING ERRCODE = 'undefined_table',
+                  DETAIL = '{"table": "auth.users"}',
+                  HINT = 'attach_supabase_auth() is for Supabase projects. Elsewhere accounts are created on first touch; call credits.delete_account(user_id) when you delete a user.';
+    END IF;
+    CREATE OR REPLACE TRIGGER credits_account_on_signup
+        AFTER INSERT ON auth.users
+        FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_created();
+    CREATE OR REPLACE TRIGGER credits_account_on_delete
+        AFTER DELETE ON auth.users
+        FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_deleted();
+    -- Anonymous sign-ins (auth.users.is_anonymous): the bonus when linked.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'auth.users'::regclass AND attname = 'is_anonymous' AND NOT attisdropped) THEN
+        CREATE OR REPLACE TRIGGER credits_account_on_link
+            AFTER UPDATE OF is_anonymous ON auth.users
+            FOR EACH ROW EXECUTE FUNCTION credits.on_auth_user_linked();
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION credits.detach_supabase_auth()
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('auth.users') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS credits_account_on_signup ON auth.users;
+        DROP TRIGGER IF EXISTS credits_account_on_delete ON auth.users;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = 'auth.users'::regclass AND tgname = 'credits_account_on_link') THEN
+            DROP TRIGGER credits_account_on_link ON auth.users;
+        END IF;
+    END IF;
+END
+$$;
+
+-- LISTEN credits is open to every role: the payload names the account by an
+-- opaque reference only (src/notify.c); an admin maps a user to it.
+CREATE FUNCTION credits.user_ref(user_id uuid)
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.encode(pg_catalog.substr(pg_catalog.sha256(
+               s.salt OPERATOR(pg_catalog.||) pg_catalog.uuid_send(user_ref.user_id)
+               OPERATOR(pg_catalog.||) 'notify'::bytea), 1, 16), 'hex')
+      FROM credits.deletion_salt s
+$$;
+
+COMMENT ON FUNCTION credits.user_ref(uuid) IS
+'The opaque reference that NOTIFY credits sends for the user''s account changes (NULL before the first one).';
+
+-- Client text shown to an admin: control and format characters escaped.
+CREATE FUNCTION credits.printable(value text)
+RETURNS text
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_printable';
+
+COMMENT ON FUNCTION credits.printable(text) IS
+'The text with every control (Cc) and format (Cf) character written as \u{XXXX}: for showing client-written text (references, reasons) to an admin.';
+
+CREATE OR REPLACE FUNCTION credits.account_summary(user_id uuid, recent integer DEFAULT 10)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a credits.accounts;
+    p credits.plans;
+    eff text;
+    today date;
+    used integer;
+    spendable bigint;
+    r record;
+    lines text[] := '{}';
+BEGIN
+    IF account_summary.user_id IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22023',
+            DETAIL = '{"field": "user_id"}', HINT = 'Pass a user id.';
+    END IF;
+    IF recent IS NULL OR recent < 0 OR recent > 1000 THEN
+        RAISE EXCEPTION 'recent must be between 0 and 1000' USING ERRCODE = '22023',
+            DETAIL = '{"field": "recent"}', HINT = 'How many recent ledger entries to show.';
+    END IF;
+
+    SELECT * INTO a FROM credits.accounts x WHERE x.user_id = account_summary.user_id;
+    IF NOT FOUND THEN
+        RETURN format('account %s: none yet (accounts are created on first touch)', account_summary.user_id);
+    END IF;
+    SELECT x.plan INTO eff FROM credits.account_plans x WHERE x.user_id = a.user_id;
+    SELECT * INTO p FROM credits.plans x WHERE x.name = eff;
+    today := (now() AT TIME ZONE a.timezone)::date;
+    used := CASE WHEN a.day = today THEN a.day_count ELSE 0 END;
+    SELECT coalesce(sum(l.remaining), 0) INTO spendable
+      FROM credits.lots l
+     WHERE l.user_id = a.user_id AND l.spendable
+       AND (l.expires_at IS NULL OR l.expires_at > now());
+
+    lines := lines || format('account      %s (time zone %s, since %s)',
+                         a.user_id, a.timezone, to_char(a.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'));
+    lines := lines || format('plan         %s%s', eff,
+                         CASE WHEN eff IS DISTINCT FROM a.plan
+                              THEN format(' (entitlement until %s; base plan %s)',
+                                          coalesce(to_char(a.entitlement_until AT TIME ZONE 'UTC',
+                                                           'YYYY-MM-DD HH24:MI "UTC"'), 'no end'),
+                                          a.plan)
+                              ELSE '' END);
+    lines := lines || format('balance      %s credits%s', spendable,
+                         CASE WHEN spendable <> a.balance
+                              THEN format(' (%s expired, written off on the next touch)', a.balance - spendable)
+                              ELSE '' END);
+    lines := lines || format('today        %s operation(s)%s', used,
+                         CASE WHEN p.daily_limit IS NULL THEN ', no daily limit'
+                              ELSE format(', %s of %s left', greatest(p.daily_limit - used, 0), p.daily_limit) END);
+    lines := lines || format('limits       %s; cooldown %s',
+                         CASE WHEN p.rate_burst IS NULL THEN 'no rate limit'
+                              ELSE format('burst %s then %s/s', p.rate_burst, p.rate_per_second) END,
+                         CASE WHEN p.cooldown_ms = 0 THEN 'none' ELSE p.cooldown_ms || ' ms' END);
+    lines := lines || format('last op      %s',
+                         coalesce(to_char(a.last_operation_at AT TIME ZONE 'UTC',
+                                          'YYYY-MM-DD HH24:MI:SS "UTC"'), 'never'));
+
+    lines := lines || 'lots (spend order)'::text;
+    FOR r IN
+        SELECT l.id, l.amount, l.remaining, l.expires_at, e.kind, e.reason
+          FROM credits.lots l
+          LEFT JOIN credits.ledger e ON e.id = l.entry_id
+         WHERE l.user_id = a.user_id AND l.spendable
+         ORDER BY l.expires_at NULLS LAST, l.priority DESC, l.id
+    LOOP
+        lines := lines || format('  lot %s: %s of %s left, %s, %s%s', r.id, r.remaining, r.amount,
+                             CASE WHEN r.expires_at IS NULL THEN 'no expiry'
+                                  WHEN r.expires_at <= now() THEN 'EXPIRED '
+                                       || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')
+                                  ELSE 'expires '
+                                       || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"') END,
+                             r.kind, coalesce(' (' || credits.printable(r.reason) || ')', ''));
+    END LOOP;
+    IF NOT FOUND THEN
+        lines := lines || '  none'::text;
+    END IF;
+
+    lines := lines || 'open holds'::text;
+    FOR r IN
+        SELECT h.id, h.amount, h.units, h.operation, h.expires_at
+          FROM credits.holds h
+         WHERE h.user_id = a.user_id AND h.status = 'open'
+         ORDER BY h.id
+    LOOP
+        lines := lines || format('  hold %s: %s credits for %s x %s, %s', r.id, r.amount, r.units, r.operation,
+                             CASE WHEN r.expires_at <= now()
+                                  THEN 'TIMED OUT ' || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')
+                                       || ' (released on the next touch)'
+                                  ELSE 'until ' || to_char(r.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"') END);
+    END LOOP;
+    IF NOT FOUND THEN
+        lines := lines || '  none'::text;
+    END IF;
+
+    lines := lines || format('recent entries (latest %s)', recent);
+    FOR r IN
+        SELECT e.id, e.kind, e.amount, e.balance_after, e.operation, e.units,
+               e.reference, e.reason, e.created_at
+          FROM credits.ledger e
+         WHERE e.user_id = a.user_id
+         ORDER BY e.id DESC
+         LIMIT recent
+    LOOP
+        lines := lines || format('  #%s %s %s %s -> %s%s%s%s', r.id,
+                             to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                             rpad(r.kind::text, 10),
+                             lpad(CASE WHEN r.amount > 0 THEN '+' ELSE '' END || r.amount, 6),
+                             r.balance_after,
+                             coalesce('  ' || r.operation || coalesce(' x ' || r.units, ''), ''),
+                             coalesce('  ref ' || credits.printable(r.reference), ''),
+                             coalesce('  (' || credits.printable(r.reason) || ')', ''));
+    END LOOP;
+    IF NOT FOUND THEN
+        lines := lines || '  none'::text;
+    END IF;
+
+    RETURN array_to_string(lines, E'\n');
+END
+$$;
+
+-- grant_roles: a client role that can create roles, or grant itself a role
+-- leading to the admin role, is refused like one that is a member of it.
+CREATE OR REPLACE FUNCTION credits.grant_roles(client_role name, admin_role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r name;
+    f record;
+    t record;
+BEGIN
+    IF client_role IS NULL OR admin_role IS NULL THEN
+        RAISE EXCEPTION 'client_role and admin_role must not be null'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "%s"}', CASE WHEN client_role IS NULL THEN 'client_role' ELSE 'admin_role' END),
+                  HINT = 'On Supabase: SELECT credits.grant_roles(''authenticated'', ''service_role'');';
+    END IF;
+    IF client_role = admin_role THEN
+        RAISE EXCEPTION 'the client role and the admin role must differ'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "admin_role", "role": %s}', to_json(admin_role::text)),
+                  HINT = 'A client role that could call the admin functions could give itself credits.';
+    END IF;
+    FOREACH r IN ARRAY ARRAY[client_role, admin_role] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            RAISE EXCEPTION 'role "%" does not exist', r
+                USING ERRCODE = 'undefined_object',
+                      DETAIL = format('{"field": "%s", "role": %s}',
+                                      CASE WHEN r = client_role THEN 'client_role' ELSE 'admin_role' END,
+                                      to_json(r::text)),
+                      HINT = format('Create it first, e.g. CREATE ROLE %I NOLOGIN; then GRANT %I TO the login role of your app.', r, r);
+        END IF;
+    END LOOP;
+
+    -- A client role that skips row level security, or that inherits the admin
+    -- role, would read or do everything: refuse it.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = client_role AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'the client role "%" bypasses row level security', client_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s}', to_json(client_role::text)),
+                  HINT = 'Use a role without SUPERUSER and BYPASSRLS for requests made on behalf of users.';
+    END IF;
+    -- CREATEROLE (its own, or of a role it can become) lets a role grant
+    -- itself any role; ADMIN OPTION on a role that reaches the admin role
+    -- lets it grant itself that one.
+    IF EXISTS (SELECT 1 FROM pg_roles x
+                WHERE pg_has_role(client_role, x.oid, 'MEMBER')
+                  AND (x.rolcreaterole OR x.rolsuper OR x.rolbypassrls)) THEN
+        RAISE EXCEPTION 'the client role "%" can create roles', client_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "attribute": "CREATEROLE"}',
+                                  to_json(client_role::text)),
+                  HINT = format('ALTER ROLE %I NOCREATEROLE; a client must not be able to grant itself the admin role.', client_role);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_auth_members m
+                WHERE m.admin_option
+                  AND pg_has_role(client_role, m.member, 'MEMBER')
+                  AND pg_has_role(m.roleid, admin_role, 'MEMBER')) THEN
+        RAISE EXCEPTION 'the client role "%" can grant itself the admin role "%"', client_role, admin_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "can_grant": %s}',
+                                  to_json(client_role::text), to_json(admin_role::text)),
+                  HINT = 'Revoke the ADMIN OPTION the client role holds on a role that leads to the admin role.';
+    END IF;
+    IF pg_has_role(client_role, admin_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'the client role "%" is a member of the admin role "%"', client_role, admin_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "member_of": %s}',
+                                  to_json(client_role::text), to_json(admin_role::text)),
+                  HINT = format('REVOKE %I FROM %I; a client must not inherit the admin functions.', admin_role, client_role);
+    END IF;
+
+    -- Start from nothing, so that a broader grant made by hand is undone.
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('REVOKE ALL ON ALL ROUTINES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA credits TO %I, %I', client_role, admin_role);
+
+    FOR f IN
+        SELECT p.oid::regprocedure AS fn,
+               p.oid IN (SELECT credits.client_functions()) AS for_client,
+               p.prorettype = 'trigger'::regtype
+               OR p.oid IN ('credits.grant_roles(name, name)'::regprocedure,
+                            'credits.attach_supabase_auth()'::regprocedure,
+                            'credits.detach_supabase_auth()'::regprocedure) AS owner_only
+          FROM pg_proc p
+         WHERE p.pronamespace = 'credits'::regnamespace
+    LOOP
+        IF f.for_client THEN
+            EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', f.fn, client_role);
+        ELSIF NOT f.owner_only THEN
+            EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', f.fn, admin_role);
+        END IF;
+    END LOOP;
+
+    -- The read surface: every relation with a SELECT policy, and the account view.
+    FOR t IN
+        SELECT c.oid::regclass AS rel
+          FROM pg_class c
+         WHERE c.relnamespace = 'credits'::regnamespace
+           AND ((c.relkind IN ('r', 'p') AND c.relrowsecurity
+                 AND EXISTS (SELECT 1 FROM pg_policy pol
+                              WHERE pol.polrelid = c.oid AND pol.polcmd IN ('r', '*')))
+                OR c.oid = 'credits.my_account'::regclass)
+    LOOP
+        EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, client_role);
+    END LOOP;
+
+    -- Admins read everything and write nothing.  Row level security still
+    -- applies to an admin role without BYPASSRLS (Supabase's service_role has
+    -- it), whose policies call current_user_id_or_null().
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA credits TO %I', admin_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credits.current_user_id_or_null() TO %I', admin_role);
+END
+$$;
+
 -- == Sharding ==
 /*
  * A shard of a credits database split by user behind a PL/Proxy router (the
@@ -587,8 +1082,10 @@ $$;
  * ids from the residue class of its number modulo the shard count
  * (configure_shard), so an id names its shard and no lookup table exists.
  *
- * credits.shard    this database's place among the shards: one row, none on
- *                  a single node (nothing here changes a single node)
+ * The shard's place is kept in the ledger's identity sequence itself:
+ * INCREMENT BY shard_count, START WITH a value congruent to shard_no
+ * (credits.shard_place).  A single node is shard 0 of 1; nothing here
+ * changes it.
  *
  * The config tables (plans, operations, products) and the credits.* database
  * settings are copies on every shard; the router writes them on all shards
@@ -596,16 +1093,20 @@ $$;
  * (each shard in its own transaction), and shard_status() gives each copy's
  * digest so that the router can report a shard whose copy differs.
  */
-CREATE TABLE credits.shard (
-    one           boolean PRIMARY KEY DEFAULT true CHECK (one),
-    shard_no      integer NOT NULL,
-    shard_count   integer NOT NULL,
-    configured_at timestamptz NOT NULL DEFAULT now(),
-    CHECK (shard_count BETWEEN 1 AND 1024 AND (shard_count & (shard_count - 1)) = 0),
-    CHECK (shard_no >= 0 AND shard_no < shard_count)
-);
-ALTER TABLE credits.shard ENABLE ROW LEVEL SECURITY;
-SELECT pg_catalog.pg_extension_config_dump('credits.shard', '');
+
+-- This database's place: shard_count = the ledger id increment, shard_no = its start modulo it.
+CREATE FUNCTION credits.shard_place(OUT shard_no integer, OUT shard_count integer)
+RETURNS record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (q.seqstart % q.seqincrement)::integer, q.seqincrement::integer
+      FROM pg_catalog.pg_sequence q
+     WHERE q.seqrelid = pg_catalog.pg_get_serial_sequence('credits.ledger', 'id')::pg_catalog.regclass
+$$;
+
+COMMENT ON FUNCTION credits.shard_place() IS
+'This database''s shard number and shard count, from the ledger id sequence (0 of 1 unless credits.configure_shard ran).';
 
 -- The partition a user belongs to among shard_count shards (as the router computes it).
 CREATE FUNCTION credits.user_partition(user_id uuid, shard_count integer)
@@ -619,15 +1120,15 @@ COMMENT ON FUNCTION credits.user_partition(uuid, integer) IS
 
 /*
  * Makes this database shard shard_no of shard_count: ledger ids from now on
- * are congruent to shard_no modulo shard_count.  Refused when the database
+ * are congruent to shard_no modulo shard_count; returns the next one.  Refused when the database
  * already holds entries or accounts that belong to another shard (configure a
  * shard before its first write).  Running it again with the same numbers
- * restarts the ids in the class (after a restore, where the dump keeps the
- * sequence's value but not its increment).  Locks the ledger against writers
+ * restarts the ids in the class (after a restore: a dump keeps the
+ * sequence's value but not its increment and start).  Locks the ledger against writers
  * (EXCLUSIVE) while it checks and restarts the identity.
  */
 CREATE FUNCTION credits.configure_shard(shard_no integer, shard_count integer)
-RETURNS credits.shard
+RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -636,7 +1137,6 @@ DECLARE
     next_id bigint;
     foreign_entries bigint;
     foreign_accounts bigint;
-    result credits.shard;
 BEGIN
     IF shard_count IS NULL OR shard_count < 1 OR shard_count > 1024
        OR (shard_count & (shard_count - 1)) <> 0 THEN
@@ -671,20 +1171,14 @@ BEGIN
     IF next_id <= top THEN
         next_id := next_id + shard_count;
     END IF;
-    EXECUTE format('ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY %s RESTART WITH %s',
-                   shard_count, next_id);
-
-    INSERT INTO credits.shard AS s (shard_no, shard_count)
-    VALUES (configure_shard.shard_no, configure_shard.shard_count)
-    ON CONFLICT (one) DO UPDATE
-        SET shard_no = excluded.shard_no, shard_count = excluded.shard_count, configured_at = now()
-    RETURNING s.* INTO result;
-    RETURN result;
+    EXECUTE format('ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY %s SET START WITH %s RESTART WITH %s',
+                   shard_count, next_id, next_id);
+    RETURN next_id;
 END
 $$;
 
 COMMENT ON FUNCTION credits.configure_shard(integer, integer) IS
-'Owner: makes this database shard shard_no of shard_count (ledger ids congruent to shard_no); before the first write.';
+'Owner: makes this database shard shard_no of shard_count (ledger ids congruent to shard_no, from the id returned); before the first write.';
 
 /*
  * md5 of each config copy, in key order, without created_at (each shard
@@ -717,14 +1211,13 @@ COMMENT ON FUNCTION credits.config_digests() IS
 'md5 of the plans, operations, products and credits.* database settings in key order (created_at left out): equal on every shard when the config copies agree.';
 
 /*
- * This shard as the router's check sees it: its place, the ledger id
- * increment (shard_count when configured), how many accounts belong to
- * another shard (a full scan of credits.accounts), and the config digests.
+ * This shard as the router's check sees it: its place, how many accounts
+ * belong to another shard (a full scan of credits.accounts), and the config
+ * digests.
  */
 CREATE FUNCTION credits.shard_status(
     OUT shard_no integer,
     OUT shard_count integer,
-    OUT ledger_increment bigint,
     OUT foreign_accounts bigint,
     OUT plans_digest text,
     OUT operations_digest text,
@@ -736,14 +1229,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     SELECT s.shard_no, s.shard_count INTO shard_status.shard_no, shard_status.shard_count
-      FROM credits.shard s;
-    SELECT q.seqincrement INTO ledger_increment
-      FROM pg_sequence q
-     WHERE q.seqrelid = pg_get_serial_sequence('credits.ledger', 'id')::regclass;
+      FROM credits.shard_place() s;
     SELECT count(*) INTO foreign_accounts
       FROM credits.accounts a
-     WHERE credits.user_partition(a.user_id, coalesce(shard_status.shard_count, 1))
-           <> coalesce(shard_status.shard_no, 0);
+     WHERE credits.user_partition(a.user_id, shard_status.shard_count) <> shard_status.shard_no;
     SELECT max(d.digest) FILTER (WHERE d.config = 'plans'),
            max(d.digest) FILTER (WHERE d.config = 'operations'),
            max(d.digest) FILTER (WHERE d.config = 'products'),
@@ -754,7 +1243,7 @@ END
 $$;
 
 COMMENT ON FUNCTION credits.shard_status() IS
-'This shard''s number and count, ledger id increment, accounts of users routed to another shard, and config digests.';
+'This shard''s number and count, accounts of users routed to another shard, and config digests.';
 
 /*
  * Config writes, one row at a time, as the router repeats them on every
@@ -792,7 +1281,7 @@ BEGIN
             allocation_rollover = excluded.allocation_rollover, bypass_credits = excluded.bypass_credits,
             rank = excluded.rank, rate_burst = excluded.rate_burst,
             rate_per_second = excluded.rate_per_second, cooldown_ms = excluded.cooldown_ms;
-    SELECT s.shard_no INTO put_plan.shard_no FROM credits.shard s;
+    SELECT s.shard_no INTO put_plan.shard_no FROM credits.shard_place() s;
     SELECT d.digest INTO put_plan.digest FROM credits.config_digests() d WHERE d.config = 'plans';
 END
 $$;
@@ -817,7 +1306,7 @@ BEGIN
     ON CONFLICT ON CONSTRAINT operations_pkey DO UPDATE
         SET cost = excluded.cost, max_units = excluded.max_units, enabled = excluded.enabled,
             required_plan = excluded.required_plan, description = excluded.description;
-    SELECT s.shard_no INTO put_operation.shard_no FROM credits.shard s;
+    SELECT s.shard_no INTO put_operation.shard_no FROM credits.shard_place() s;
     SELECT d.digest INTO put_operation.digest FROM credits.config_digests() d WHERE d.config = 'operations';
 END
 $$;
@@ -843,7 +1332,7 @@ BEGIN
         SET plan = excluded.plan, credits = excluded.credits,
             pack_expires_after = excluded.pack_expires_after, source = excluded.source,
             description = excluded.description;
-    SELECT s.shard_no INTO put_product.shard_no FROM credits.shard s;
+    SELECT s.shard_no INTO put_product.shard_no FROM credits.shard_place() s;
     SELECT d.digest INTO put_product.digest FROM credits.config_digests() d WHERE d.config = 'products';
 END
 $$;
@@ -864,7 +1353,7 @@ BEGIN
                       DETAIL = format('{"field": "config", "value": %s}', to_json(remove_config.config)),
                       HINT = 'One of plans, operations, products.';
     END CASE;
-    SELECT s.shard_no INTO remove_config.shard_no FROM credits.shard s;
+    SELECT s.shard_no INTO remove_config.shard_no FROM credits.shard_place() s;
     SELECT d.digest INTO remove_config.digest FROM credits.config_digests() d WHERE d.config = remove_config.config;
 END
 $$;
@@ -887,7 +1376,7 @@ BEGIN
     ELSE
         EXECUTE format('ALTER DATABASE %I SET %s = %L', current_database(), put_setting.name, put_setting.value);
     END IF;
-    SELECT s.shard_no INTO put_setting.shard_no FROM credits.shard s;
+    SELECT s.shard_no INTO put_setting.shard_no FROM credits.shard_place() s;
     SELECT d.digest INTO put_setting.digest FROM credits.config_digests() d WHERE d.config = 'settings';
 END
 $$;

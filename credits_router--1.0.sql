@@ -225,6 +225,15 @@ CREATE FUNCTION credits.account_summary(user_id uuid, recent integer DEFAULT 10)
 RETURNS text LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
 
+CREATE FUNCTION credits.grant_withheld_bonus(user_id uuid)
+RETURNS boolean LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
+
+-- Each shard has its own salt: the reference its NOTIFY payloads carry comes from the user's shard.
+CREATE FUNCTION credits.user_ref(user_id uuid)
+RETURNS text LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
+
 /* ---- Service functions on a ledger entry: on the shard that drew its id ---- */
 
 CREATE FUNCTION credits.capture(hold_id bigint, units bigint DEFAULT NULL)
@@ -355,13 +364,14 @@ AS $$
     SELECT * FROM credits_router.reconcile_user($1) WHERE $1 IS NOT NULL
 $$;
 
-CREATE FUNCTION credits_router.expire_holds()
+CREATE FUNCTION credits_router.expire_holds(batch_size integer)
 RETURNS SETOF bigint LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.expire_holds; $$;
 
-CREATE FUNCTION credits.expire_holds()
+-- batch_size accounts per shard; holds released on all shards together.
+CREATE FUNCTION credits.expire_holds(batch_size integer DEFAULT 1000)
 RETURNS bigint LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(sum(n), 0)::bigint FROM credits_router.expire_holds() n $$;
+AS $$ SELECT coalesce(sum(n), 0)::bigint FROM credits_router.expire_holds(expire_holds.batch_size) n $$;
 
 CREATE FUNCTION credits_router.rate_limit_prune()
 RETURNS SETOF bigint LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -504,29 +514,28 @@ AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.put_setting; $$;
 /* ---- Checks ---- */
 
 CREATE FUNCTION credits_router.shard_status_on(part_no integer)
-RETURNS TABLE (shard_no integer, shard_count integer, ledger_increment bigint, foreign_accounts bigint,
+RETURNS TABLE (shard_no integer, shard_count integer, foreign_accounts bigint,
                plans_digest text, operations_digest text, products_digest text, settings_digest text)
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON part_no;
-      SELECT s.shard_no, s.shard_count, s.ledger_increment, s.foreign_accounts, s.plans_digest,
+      SELECT s.shard_no, s.shard_count, s.foreign_accounts, s.plans_digest,
              s.operations_digest, s.products_digest, s.settings_digest
         FROM credits.shard_status() s; $$;
 
 /*
  * Every partition, as it answers: one row per shard, with `problems` listing
  * what is wrong (empty when nothing is):
- *   not configured        credits.configure_shard never ran there
  *   shard_no              it is configured as another partition
- *   shard_count           it is configured for another number of shards
- *   ledger_increment      its ledger ids do not step by the shard count
- *                         (a restore: run configure_shard again)
+ *   shard_count           it is configured for another number of shards (1:
+ *                         never configured, or restored from a dump; run
+ *                         credits.configure_shard there)
  *   foreign_accounts      it holds accounts of users routed elsewhere
  *   plans, operations, products, settings
  *                         its copy differs from the copy most shards have
  *                         (ties: from the lowest-numbered partition's)
  */
 CREATE FUNCTION credits_router.check_shards()
-RETURNS TABLE (partition integer, shard_no integer, shard_count integer, ledger_increment bigint,
+RETURNS TABLE (partition integer, shard_no integer, shard_count integer,
                foreign_accounts bigint, plans_digest text, operations_digest text,
                products_digest text, settings_digest text, problems text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -557,13 +566,11 @@ BEGIN
                  GROUP BY d.digest ORDER BY count(*) DESC, min(s.part) LIMIT 1) AS digest
           FROM unnest(ARRAY['plans', 'operations', 'products', 'settings']) AS c(config)
     )
-    SELECT s.part, s.shard_no, s.shard_count, s.ledger_increment, s.foreign_accounts,
+    SELECT s.part, s.shard_no, s.shard_count, s.foreign_accounts,
            s.plans_digest, s.operations_digest, s.products_digest, s.settings_digest,
            array_remove(ARRAY[
-               CASE WHEN s.shard_no IS NULL THEN 'not configured' END,
                CASE WHEN s.shard_no <> s.part THEN 'shard_no' END,
                CASE WHEN s.shard_count <> n THEN 'shard_count' END,
-               CASE WHEN s.ledger_increment <> n THEN 'ledger_increment' END,
                CASE WHEN s.foreign_accounts > 0 THEN 'foreign_accounts' END,
                CASE WHEN s.plans_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'plans') THEN 'plans' END,
                CASE WHEN s.operations_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'operations') THEN 'operations' END,
@@ -576,7 +583,7 @@ END
 $$;
 
 COMMENT ON FUNCTION credits_router.check_shards() IS
-'One row per shard: its configuration and config digests, and problems (not configured, wrong number or count, ledger ids not carrying the shard, accounts of other shards, config copies that differ from most shards).';
+'One row per shard: its place and config digests, and problems (wrong number or count, accounts of other shards, config copies that differ from most shards).';
 
 /* ---- Roles ---- */
 

@@ -69,13 +69,28 @@ SELECT credits.balance(:'u4') AS balance_after_switch;
 SELECT state, detail FROM test.error_of($$SELECT credits.set_plan('c1000000-0000-0000-0000-000000000004', 'platinum')$$);
 SELECT state, detail FROM test.error_of($$SELECT credits.set_plan('c1000000-0000-0000-0000-000000000004', NULL)$$);
 
--- Time zones: IANA names only; the day boundary moves with the zone.
+-- Time zones: IANA names only; the day boundary moves with the zone.  An
+-- account that has counted operations today keeps its day: the new zone
+-- takes effect at the next local midnight.
+SELECT credits.balance(:'u1') > 0 AS has_credits, credits.daily_available(:'u1') < 5 AS counted_today;
 SELECT credits.set_timezone(:'u1', 'Pacific/Kiritimati');
-SELECT timezone, day = (now() AT TIME ZONE 'Pacific/Kiritimati')::date AS local_day FROM credits.accounts WHERE user_id = :'u1';
-SELECT daily_remaining FROM credits.credits_consume(:'u1', 'image');
-SELECT c.daily_remaining FROM generate_series(1, 3) g, LATERAL credits.credits_consume(:'u1', 'image', 1 + 0 * g) c ORDER BY g;
+SELECT timezone, timezone_next,
+       timezone_from = ((now() AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC' AS from_next_midnight
+  FROM credits.accounts WHERE user_id = :'u1';
+-- Asking for the zone in effect cancels the change.
+SELECT credits.set_timezone(:'u1', 'UTC');
+SELECT timezone, timezone_next, timezone_from FROM credits.accounts WHERE user_id = :'u1';
+-- With nothing counted today the zone changes at once.
+\set u5 'c1000000-0000-0000-0000-000000000015'
+SELECT credits.grant_credits(:'u5', 10, 'pack') IS NOT NULL AS granted;
+SELECT credits.set_timezone(:'u5', 'Pacific/Kiritimati');
+SELECT timezone, timezone_next, day = (now() AT TIME ZONE 'Pacific/Kiritimati')::date AS local_day FROM credits.accounts WHERE user_id = :'u5';
+SELECT daily_remaining FROM credits.credits_consume(:'u5', 'image');
+SELECT c.daily_remaining FROM generate_series(1, 3) g, LATERAL credits.credits_consume(:'u5', 'image', 1 + 0 * g) c ORDER BY g;
+SELECT credits.daily_available(:'u5') AS one_left;
+SELECT credits.credits_consume(:'u5', 'image') IS NOT NULL AS fifth;
 SELECT state, (detail->>'resets_at')::timestamptz = ((now() AT TIME ZONE 'Pacific/Kiritimati')::date + 1)::timestamp AT TIME ZONE 'Pacific/Kiritimati' AS resets_at_local_midnight
-  FROM test.error_of(format($$SELECT credits.credits_consume(%L, 'image')$$, :'u1'));
+  FROM test.error_of(format($$SELECT credits.credits_consume(%L, 'image')$$, :'u5'));
 SELECT s.tz, e.state, e.detail->>'field' AS field
   FROM (VALUES ('Mars/Olympus_Mons'), ('EST+5'), (''), ('UTC; DROP TABLE credits.ledger')) AS s(tz),
        LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', 'c1000000-0000-0000-0000-000000000001', s.tz)) e;

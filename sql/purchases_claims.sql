@@ -54,11 +54,26 @@ SELECT * FROM test.entitlements_of(:'u1');
 SELECT * FROM test.access_of(:'u1');
 -- Claiming it now says so.
 SELECT test.claim('studio_pro_monthly', 'C1');
--- Another user cannot claim a transaction the store confirmed for user 1.
-SELECT test.as_user(:'u2');
-SELECT state, detail FROM test.error_of($$SELECT credits.claim_pending_purchase('studio_pro_monthly', 'C1')$$);
-SELECT test.rows_of(:'u2') AS rows_of_u2;
+-- Another user claiming a transaction the store confirmed for user 1 learns
+-- nothing: the answer is the one for a transaction the store has not
+-- reported (no oracle), the claim counts against the limit, and the store's
+-- entitlement stays user 1's alone.
+\set u5 'e3000000-0000-0000-0000-000000000005'
+SELECT test.as_user(:'u5');
+SELECT test.claim('studio_pro_monthly', 'C1') - 'claims_left_today' AS confirmed_for_another,
+       test.claim('studio_pro_monthly', 'C1-never-reported') - 'claims_left_today' AS unknown;
+SELECT count(*) AS claims_of_u5 FROM credits.entitlements WHERE user_id = :'u5' AND provisional;
+SELECT user_id = :'u1' AS owner_is_u1, count(*) FROM credits.entitlements
+ WHERE original_transaction_id = 'C1' AND NOT provisional GROUP BY 1;
 SELECT * FROM credits.reconcile(:'u1');
+SELECT * FROM credits.reconcile(:'u5');
+-- Products an admin grants (source 'admin') cannot be claimed: like an unknown product.
+INSERT INTO credits.products (product_id, plan, source) VALUES ('staff_pro', 'pro', 'admin');
+SELECT e.state, e.message, e.detail FROM test.error_of($$SELECT credits.claim_pending_purchase('staff_pro', 'S1')$$) e
+UNION ALL
+SELECT e.state, replace(e.message, 'no_such_product', 'staff_pro'), e.detail
+  FROM test.error_of($$SELECT credits.claim_pending_purchase('no_such_product', 'S1')$$) e;
+SELECT test.as_user(:'u2');
 
 -- Without the webhook, the unlock lapses at the end of the window (lazily, on the next touch).
 SET credits.pending_purchase_grace = '1s';

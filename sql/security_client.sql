@@ -87,10 +87,14 @@ SELECT user_id = :'alice' AS mine, plan, base_plan, balance, daily_limit, daily_
 SELECT credits.set_my_timezone('Mars/Olympus_Mons');
 SELECT credits.set_my_timezone(repeat('x', 65));
 SELECT credits.set_my_timezone(NULL);
+-- Alice has counted operations today: the new zone takes effect at the next
+-- local midnight (her day in progress is not restarted); asking for the zone
+-- in effect cancels the change.
 SELECT credits.set_my_timezone('Pacific/Kiritimati');
 SELECT timezone FROM credits.my_account;
-SELECT timezone FROM credits.accounts WHERE user_id = :'alice';
+SELECT timezone, timezone_next FROM credits.accounts WHERE user_id = :'alice';
 SELECT credits.set_my_timezone('UTC');
+SELECT timezone, timezone_next FROM credits.accounts WHERE user_id = :'alice';
 
 -- History: newest first, keyset pagination with before_id.
 SELECT kind, amount, balance_after, operation, units, reference, idempotency_key, reason, metadata

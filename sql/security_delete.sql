@@ -50,7 +50,8 @@ SELECT count(*) = :tombstones AS no_new_tombstone FROM credits.deleted_accounts;
 SELECT deleted, tombstone_id, entries FROM credits.delete_account(:'ghost');
 SELECT * FROM credits.delete_account(NULL);
 
--- Dana comes back: reads show a fresh start (a new signup bonus), the history is empty.
+-- Dana comes back: the history is empty, but deletion is not a reset: no
+-- second signup bonus, and today's operations still count (security_abuse).
 SELECT credits.my_balance(), credits.my_daily_available();
 SELECT kind, amount, reason FROM credits.my_history();
 SELECT timezone FROM credits.my_account;

@@ -23,7 +23,7 @@ SELECT entry_id AS hold_id FROM credits.reserve(:'u1', 'kinds_op', 2) \gset
 SELECT kind FROM credits.capture(:hold_id, 1);
 SELECT kind FROM credits.grant_credits(:'u1', 5, 'short', expires_at => clock_timestamp() + interval '100 ms');
 SELECT pg_sleep(0.2);
-SELECT credits.balance(:'u1') IS NOT NULL AS touched;                                 -- expire (lazily)
+SELECT credits.open_account(:'u1') AS created;                                           -- expire (lazily, by a write)
 -- adjust: written by store refunds of packs (purchases_revenuecat); here a zero one, directly.
 INSERT INTO credits.ledger (user_id, kind, amount, balance_after, actor)
 SELECT :'u1', 'adjust', 0, balance, 'test' FROM credits.accounts WHERE user_id = :'u1';

@@ -4,9 +4,12 @@
  *
  * account_lock() is the one entry point for every write: it takes the
  * account row lock (FOR UPDATE, through the primary key: rows.c), creating
- * the account with its
- * plan's signup bonus on first touch, and then does the lazy maintenance
- * that replaces cron jobs: it rolls the day counter over at local midnight,
+ * the account with its plan's signup bonus on first touch (a user id that
+ * was deleted starts from its deletion record instead, without a bonus:
+ * deletion.c; an anonymous sign-in's bonus waits until the account is
+ * linked), and then does the lazy maintenance
+ * that replaces cron jobs: it switches to a time zone whose change has come
+ * due (grants.c) and recounts today there, rolls the day counter over at local midnight,
  * releases holds that timed out, writes `expire` entries for lots that
  * expired, and grants the monthly allocation on the first touch of a
  * period; when the cached entitlement has lapsed it recomputes the effective
@@ -37,6 +40,7 @@ enum
 	ACC_PLAN, ACC_TIMEZONE, ACC_BALANCE, ACC_DAY, ACC_DAY_COUNT,
 	ACC_ALLOCATION_PERIOD, ACC_NEXT_EXPIRY, ACC_NEXT_HOLD_EXPIRY, ACC_ENTITLEMENT_PLAN,
 	ACC_ENTITLEMENT_UNTIL, ACC_RATE_TAT, ACC_LAST_OPERATION_AT, ACC_UPDATED_AT,
+	ACC_TIMEZONE_NEXT, ACC_TIMEZONE_FROM, ACC_TIMEZONE_CHANGED_AT, ACC_SIGNUP_BONUS_DUE,
 	ACC_NCOLUMNS
 };
 
@@ -44,14 +48,37 @@ static CreditsTable accounts_table = {
 	"accounts", ACC_NCOLUMNS,
 	{"plan", "timezone", "balance", "day", "day_count", "allocation_period",
 		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
-	"rate_tat", "last_operation_at", "updated_at"}
+	"rate_tat", "last_operation_at", "updated_at", "timezone_next", "timezone_from",
+	"timezone_changed_at", "signup_bonus_due"}
 };
 
+/*
+ * A new account; for a user id that was deleted, from its deletion record
+ * (deletion.c): plan, time zone, allocated month and limiter state.
+ */
 static CachedStatement account_insert = {
-	"INSERT INTO credits.accounts (user_id, plan, day)"
-	" VALUES ($1, $2, (now() AT TIME ZONE 'UTC')::date)"
+	"INSERT INTO credits.accounts (user_id, plan, day, timezone, timezone_next, timezone_from,"
+	"  timezone_changed_at, allocation_period, rate_tat, last_operation_at, signup_bonus_due)"
+	" VALUES ($1, $2, coalesce($3, (now() AT TIME ZONE 'UTC')::date), coalesce($4, 'UTC'),"
+	"  $5, $6, $7, $8, $9, $10, coalesce($11, false))"
 	" ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
-	2, {UUIDOID, TEXTOID}
+	11, {UUIDOID, TEXTOID, DATEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID}
+};
+
+/* Operations counted in the ledger since local midnight of `today` ($2) in zone $3. */
+static CachedStatement day_count_in_zone = {
+	"SELECT coalesce(sum(day_ops), 0)::integer FROM credits.ledger"
+	" WHERE user_id = $1 AND day_ops IS NOT NULL"
+	"   AND created_at >= $2::timestamp AT TIME ZONE $3",
+	3, {UUIDOID, DATEOID, TEXTOID}
+};
+
+static CachedStatement account_switch_timezone = {
+	"UPDATE credits.accounts SET timezone = timezone_next, timezone_next = NULL,"
+	"  timezone_from = NULL, updated_at = now()"
+	" WHERE user_id = $1 AND timezone_next IS NOT NULL",
+	1, {UUIDOID}
 };
 
 /* End of the current local month (the start of the next one), for allocations that do not roll over. */
@@ -99,11 +126,17 @@ static CachedStatement maintenance_effect = {
 
 static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock);
 static void read_new_account(const pg_uuid_t *user_id, Account *acct);
+static void set_zone_dates(Account *acct);
+static void switch_timezone(Account *acct);
+static int32 carried_day_count(const Account *acct, const DeletionRecord *rec);
+static void carry_day_count(Account *acct, int32 count);
 static void read_maintained(Account *acct);
 static void default_plan(PlanSettings *plan);
 static void require_read_write(void);
 static bool create_account(const pg_uuid_t *user_id);
 static void grant_signup_bonus(Account *acct);
+static int64 signup_bonus_of(const char *plan_name);
+static bool bonus_withheld(const pg_uuid_t *user_id);
 static void roll_day_over(Account *acct);
 static bool allocation_due(const Account *acct);
 static void grant_monthly_allocation(Account *acct);
@@ -131,6 +164,18 @@ get_timestamptz(TupleTableSlot *row, int col, TimestampTz *value)
 	return !isnull;
 }
 
+/* An account names a plan that credits.plans lacks (drift, or credits.default_plan). */
+pg_noreturn static void refuse_missing_plan(const char *name);
+static void
+refuse_missing_plan(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_DRIFT),
+			 errmsg("plan \"%s\" of an account does not exist", name),
+			 errdetail_internal("{\"plan\": %s}", json_quote(name)),
+			 errhint("Create the plan in credits.plans, or set credits.default_plan to a plan that exists.")));
+}
+
 /* Sets the account's effective plan and that plan's settings. */
 static void
 use_plan(Account *acct, const char *name)
@@ -138,7 +183,7 @@ use_plan(Account *acct, const char *name)
 	PlanSettings plan;
 
 	if (!plan_find(name, &plan))
-		elog(ERROR, "credits: plan \"%s\" of an account does not exist", name);
+		refuse_missing_plan(name);
 	acct->plan = pstrdup(plan.name);
 	acct->plan_rank = plan.rank;
 	acct->has_daily_limit = plan.has_daily_limit;
@@ -189,7 +234,14 @@ read_account(const pg_uuid_t *user_id, TupleTableSlot *row, Account *acct, bool 
 	acct->balance = DatumGetInt64(row_get(&accounts_table, row, ACC_BALANCE, &isnull));
 	acct->day = DatumGetDateADT(row_get(&accounts_table, row, ACC_DAY, &isnull));
 	acct->day_count = DatumGetInt32(row_get(&accounts_table, row, ACC_DAY_COUNT, &isnull));
-	set_local_dates(acct, row_get(&accounts_table, row, ACC_TIMEZONE, &isnull));
+	acct->timezone = get_text(row, ACC_TIMEZONE);
+	acct->timezone_next = get_text(row, ACC_TIMEZONE_NEXT);
+	acct->has_timezone_from = get_timestamptz(row, ACC_TIMEZONE_FROM, &acct->timezone_from);
+	acct->has_timezone_changed_at = get_timestamptz(row, ACC_TIMEZONE_CHANGED_AT,
+													&acct->timezone_changed_at);
+	acct->signup_bonus_due = DatumGetBool(row_get(&accounts_table, row, ACC_SIGNUP_BONUS_DUE,
+												  &isnull));
+	set_zone_dates(acct);
 	value = row_get(&accounts_table, row, ACC_ALLOCATION_PERIOD, &isnull);
 	acct->has_allocation_period = !isnull;
 	acct->allocation_period = isnull ? 0 : DatumGetDateADT(value);
@@ -244,28 +296,126 @@ account_read(const pg_uuid_t *user_id, Account *acct)
 		read_new_account(user_id, acct);
 		return;
 	}
+	if (acct->timezone_due)
+		account_recount_day(acct);
 	roll_day_over(acct);
 	if (maintenance_due(acct))
 		read_maintained(acct);
+	if (acct->signup_bonus_due && request_is_linked(user_id))
+		account_add_balance(acct, signup_bonus_of(acct->base_plan));
 }
 
-/* An account that does not exist yet, as create_account() would make it. */
+/*
+ * An account that does not exist yet, as create_account() would make it:
+ * for a user id that was deleted, from its deletion record, without a
+ * signup bonus.
+ */
 static void
 read_new_account(const pg_uuid_t *user_id, Account *acct)
 {
 	PlanSettings plan;
+	DeletionRecord rec;
+	bool		returning = deletion_record_find(user_id, &rec);
 
 	default_plan(&plan);
 	memset(acct, 0, sizeof(*acct));
 	acct->user_id = *user_id;
-	acct->base_plan = pstrdup(plan.name);
-	set_local_dates(acct, CStringGetTextDatum("UTC"));	/* the column's default */
+	acct->base_plan = pstrdup(returning && rec.plan ? rec.plan : plan.name);
+	acct->timezone = returning ? rec.timezone : pstrdup("UTC");	/* the column's default */
+	if (returning)
+	{
+		acct->timezone_next = rec.timezone_next;
+		acct->has_timezone_from = rec.has_timezone_from;
+		acct->timezone_from = rec.timezone_from;
+		acct->has_allocation_period = rec.has_allocation_period;
+		acct->allocation_period = rec.allocation_period;
+	}
+	set_zone_dates(acct);
 	acct->day = acct->today;
-	use_plan(acct, acct->base_plan);
-	if (plan.signup_bonus > 0)
+	if (returning)
+		acct->day_count = carried_day_count(acct, &rec);
+	use_plan(acct, effective_plan(acct));
+	if (!returning && plan.signup_bonus > 0 && !bonus_withheld(user_id))
 		account_add_balance(acct, plan.signup_bonus);
 	if (allocation_due(acct))
 		account_add_balance(acct, acct->monthly_allocation);
+}
+
+/*
+ * The dates of the account's day: in its time zone, or in the zone a
+ * change switches to once that change's local midnight has come.
+ */
+static void
+set_zone_dates(Account *acct)
+{
+	acct->timezone_due = acct->timezone_next != NULL && acct->has_timezone_from &&
+		acct->timezone_from <= GetCurrentTransactionStartTimestamp();
+	set_local_dates(acct, CStringGetTextDatum(acct->timezone_due ? acct->timezone_next
+											  : acct->timezone));
+}
+
+/*
+ * Today's count as the ledger has it in the zone of the account's dates:
+ * what a time zone change leaves (every local day of the zone in effect
+ * counts every operation made in it, also those made before the change).
+ */
+void
+account_recount_day(Account *acct)
+{
+	Datum		args[3] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->today),
+		CStringGetTextDatum(acct->timezone_due ? acct->timezone_next : acct->timezone)};
+	bool		isnull;
+
+	spi_exec(&day_count_in_zone, args, NULL);
+	acct->day = acct->today;
+	acct->day_count = DatumGetInt32(spi_get(0, 1, &isnull));
+}
+
+/* A time zone change whose local midnight has come takes effect. */
+static void
+switch_timezone(Account *acct)
+{
+	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
+
+	spi_exec(&account_switch_timezone, args, NULL);
+	account_recount_day(acct);
+	acct->timezone = acct->timezone_next;
+	acct->timezone_next = NULL;
+	acct->has_timezone_from = false;
+	acct->timezone_due = false;
+}
+
+/*
+ * The count a returning user id takes over: the record's, while its day
+ * is still the day in progress.  (Once a pending time zone change has
+ * switched, the record's day has ended.)
+ */
+static int32
+carried_day_count(const Account *acct, const DeletionRecord *rec)
+{
+	if (acct->timezone_due || rec->day != acct->today)
+		return 0;
+	return rec->day_count;
+}
+
+/*
+ * Records the day count a returning user id takes over as an `adjust` of
+ * no credits that counts those operations today, so that the count stays
+ * derivable from the ledger (credits.reconcile).
+ */
+static void
+carry_day_count(Account *acct, int32 count)
+{
+	LedgerEntry entry = {0};
+
+	if (count <= 0)
+		return;
+	entry.kind = "adjust";
+	entry.amount = 0;
+	entry.day_ops = (int16) Min(count, PG_INT16_MAX);
+	entry.reason = cstring_to_text("day count carried over from a deleted account");
+	account_count_operation(acct, entry.day_ops);
+	ledger_append(acct, &entry);
 }
 
 /*
@@ -303,21 +453,32 @@ void
 account_lock(const pg_uuid_t *user_id, Account *acct)
 {
 	bool		maintained = false;
-
 	bool		created = false;
 
 	require_read_write();
-	if (!load_account(user_id, acct, true))
+
+	/*
+	 * An account another transaction created (our insert did nothing) may
+	 * be deleted again before we lock it (delete_account): start over, as a
+	 * first touch.  Each round means another transaction committed.
+	 */
+	for (int attempt = 0; !load_account(user_id, acct, true); attempt++)
 	{
+		if (attempt == 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not lock the credit account"),
+					 errdetail_internal("{\"attempts\": %d}", attempt),
+					 errhint("The account was created and deleted concurrently; retry the transaction.")));
 		created = create_account(user_id);
-		if (!load_account(user_id, acct, true))
-			elog(ERROR, "credits: account vanished right after its creation");
 	}
 	acct->created = created;
 
 	/* the plan first: the allocation below depends on it */
 	if (entitlement_lapsed(acct))
 		entitlements_refresh(acct);
+	if (acct->timezone_due)
+		switch_timezone(acct);
 	roll_day_over(acct);
 	/* holds first: credits they return to an expired lot expire just below */
 	if (acct->has_next_hold_expiry &&
@@ -335,6 +496,11 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	if (allocation_due(acct))
 	{
 		grant_monthly_allocation(acct);
+		maintained = true;
+	}
+	if (acct->signup_bonus_due && request_is_linked(user_id))
+	{
+		account_grant_withheld_bonus(acct);
 		maintained = true;
 	}
 
@@ -389,21 +555,62 @@ require_read_write(void)
  * second waits for the first to commit and inserts nothing, so the signup
  * bonus is granted exactly once.
  */
+/* The columns of account_insert that a deletion record gives ($3 ... $10). */
+static void
+record_insert_args(const DeletionRecord *rec, Datum *args, char *nulls)
+{
+	args[2] = DateADTGetDatum(rec->day);
+	nulls[2] = ' ';
+	args[3] = CStringGetTextDatum(rec->timezone);
+	nulls[3] = ' ';
+	if (rec->timezone_next && rec->has_timezone_from)
+	{
+		args[4] = CStringGetTextDatum(rec->timezone_next);
+		args[5] = TimestampTzGetDatum(rec->timezone_from);
+		nulls[4] = nulls[5] = ' ';
+	}
+	args[6] = TimestampTzGetDatum(rec->timezone_changed_at);
+	nulls[6] = rec->has_timezone_changed_at ? ' ' : 'n';
+	args[7] = DateADTGetDatum(rec->allocation_period);
+	nulls[7] = rec->has_allocation_period ? ' ' : 'n';
+	args[8] = TimestampTzGetDatum(rec->rate_tat);
+	nulls[8] = rec->has_rate_tat ? ' ' : 'n';
+	args[9] = TimestampTzGetDatum(rec->last_operation_at);
+	nulls[9] = rec->has_last_operation_at ? ' ' : 'n';
+}
+
 static bool
 create_account(const pg_uuid_t *user_id)
 {
-	Datum		insert_args[2] = {UUIDPGetDatum(user_id),
-	CStringGetTextDatum(credits_default_plan)};
+	Datum		args[11];
+	char		nulls[11];
 	Account		acct;
 	PlanSettings plan;
+	DeletionRecord rec;
+	bool		returning = deletion_record_find(user_id, &rec);
 
 	default_plan(&plan);
-	if (spi_exec(&account_insert, insert_args, NULL) == 0)
+	memset(nulls, 'n', sizeof(nulls));
+	args[0] = UUIDPGetDatum(user_id);
+	nulls[0] = ' ';
+	args[1] = CStringGetTextDatum(returning && rec.plan ? rec.plan : credits_default_plan);
+	nulls[1] = ' ';
+	if (returning)
+		record_insert_args(&rec, args, nulls);
+	else if (bonus_withheld(user_id))
+	{
+		args[10] = BoolGetDatum(true);
+		nulls[10] = ' ';
+	}
+	if (spi_exec(&account_insert, args, nulls) == 0)
 		return false;			/* created concurrently: that call granted the bonus */
 
 	if (!load_account(user_id, &acct, true))
 		elog(ERROR, "credits: account vanished right after its creation");
-	grant_signup_bonus(&acct);
+	if (returning)
+		carry_day_count(&acct, carried_day_count(&acct, &rec));
+	else if (!acct.signup_bonus_due)
+		grant_signup_bonus(&acct);
 	account_save(&acct);
 	return true;
 }
@@ -411,17 +618,49 @@ create_account(const pg_uuid_t *user_id)
 static void
 grant_signup_bonus(Account *acct)
 {
-	PlanSettings plan;
 	LedgerEntry entry = {0};
+	int64		bonus = signup_bonus_of(acct->base_plan);
 
-	if (!plan_find(acct->base_plan, &plan))
-		elog(ERROR, "credits: plan \"%s\" of an account does not exist", acct->base_plan);
-	if (plan.signup_bonus <= 0)
+	if (bonus <= 0)
 		return;
-
 	entry.kind = "grant";
 	entry.reason = cstring_to_text("signup bonus");
-	grant_lot(acct, &entry, plan.signup_bonus, false, 0, 0);
+	grant_lot(acct, &entry, bonus, false, 0, 0);
+}
+
+/* The signup bonus of a plan. */
+static int64
+signup_bonus_of(const char *plan_name)
+{
+	PlanSettings plan;
+
+	if (!plan_find(plan_name, &plan))
+		refuse_missing_plan(plan_name);
+	return plan.signup_bonus;
+}
+
+/*
+ * An anonymous sign-in (claim is_anonymous) gets no signup bonus until the
+ * account is linked (credits.anonymous_bonus_on_link, on by default).
+ */
+static bool
+bonus_withheld(const pg_uuid_t *user_id)
+{
+	return credits_bonus_on_link && request_is_anonymous(user_id);
+}
+
+/*
+ * Grants the signup bonus withheld from an anonymous sign-in, now that the
+ * account is linked (the user's own request without is_anonymous, or
+ * credits.grant_withheld_bonus()).  The caller holds the account lock and
+ * saves the account.
+ */
+void
+account_grant_withheld_bonus(Account *acct)
+{
+	Assert(acct->locked && acct->signup_bonus_due);
+	grant_signup_bonus(acct);
+	acct->signup_bonus_due = false;
 }
 
 static void
@@ -559,6 +798,7 @@ account_save(const Account *acct)
 	row_writer_set(&writer, ACC_RATE_TAT, TimestampTzGetDatum(acct->rate_tat), !acct->has_rate_tat);
 	row_writer_set(&writer, ACC_LAST_OPERATION_AT, TimestampTzGetDatum(acct->last_operation_at),
 				   !acct->has_last_operation_at);
+	row_writer_set(&writer, ACC_SIGNUP_BONUS_DUE, BoolGetDatum(acct->signup_bonus_due), false);
 	row_writer_set(&writer, ACC_UPDATED_AT,
 				   TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), false);
 	row_writer_update(&writer, row);
@@ -600,6 +840,11 @@ account_add_balance(Account *acct, int64 delta)
 						   acct->balance, delta),
 				 errhint("A balance holds at most 9223372036854775807 credits.")));
 	if (result < 0)
-		elog(ERROR, "credits: balance of an account would become negative");
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_DRIFT),
+				 errmsg("credit balance would become negative"),
+				 errdetail_internal("{\"balance\": " INT64_FORMAT ", \"amount\": " INT64_FORMAT "}",
+									acct->balance, delta),
+				 errhint("The cached balance no longer matches the lots; run credits.reconcile() for this user.")));
 	acct->balance = result;
 }

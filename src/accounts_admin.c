@@ -10,6 +10,13 @@
  * add up (credits granted and spent by users who are gone) without keeping
  * anything that identifies the user.
  *
+ * Deletion is not a reset (deletion.c): a record of the deleted user id,
+ * with no personal data, keeps what a returning id must not get again, and
+ * the user's tombstone stays one row (later deletions add to it).
+ * Purchases and store events are anonymized (user_id NULL), not deleted,
+ * so that a store transaction or event applied once stays applied; limiter
+ * buckets (credits.rate_limits) stay until they have drained.
+ *
  * Locks: the account row first (SELECT ... FOR UPDATE), like every writer, so
  * a concurrent call for the same user waits for the deletion and then finds
  * no account (it starts a new one, as any first touch does).  Then the user's
@@ -40,9 +47,15 @@ static CachedStatement ledger_by_kind = {
 	1, {UUIDOID}
 };
 
-/* Every table of the extension's schema with a per-user column, the accounts last. */
+/*
+ * Every table of the extension's schema with a per-user column, the
+ * accounts last, with what deletion does to its rows (UserRowsRule).
+ */
 static CachedStatement per_user_tables = {
-	"SELECT n.nspname::text, c.relname::text, c.relname = 'ledger'"
+	"SELECT n.nspname::text, c.relname::text,"
+	"       CASE c.relname WHEN 'ledger' THEN 1"
+	"                      WHEN 'purchases' THEN 2 WHEN 'store_events' THEN 2"
+	"                      WHEN 'rate_limits' THEN 3 ELSE 0 END"
 	"  FROM pg_class c"
 	"  JOIN pg_namespace n ON n.oid = c.relnamespace"
 	"  JOIN pg_attribute a ON a.attrelid = c.oid"
@@ -50,6 +63,16 @@ static CachedStatement per_user_tables = {
 	"   AND a.attname = 'user_id' AND a.atttypid = 'uuid'::regtype AND NOT a.attisdropped"
 	" ORDER BY c.relname = 'accounts', c.relname",
 	0, {0}
+};
+
+/* A later deletion of the same user id adds to its tombstone. */
+static CachedStatement tombstone_add = {
+	"UPDATE credits.deleted_accounts SET plan = $1, entries = entries + $2,"
+	"  granted = granted + $3, spent = spent + $4, refunded = refunded + $5,"
+	"  expired = expired + $6, adjusted = adjusted + $7, balance = balance + $8,"
+	"  deleted_at = now()"
+	" WHERE id = $10 RETURNING id, deleted_at",
+	10, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, DATEOID, INT8OID}
 };
 
 static CachedStatement tombstone_insert = {
@@ -71,9 +94,28 @@ typedef struct Deletion
 	TimestampTz deleted_at;
 } Deletion;
 
+/* What deletion does to a per-user table's rows (per_user_tables). */
+typedef enum UserRowsRule
+{
+	ROWS_DELETE,				/* deleted */
+	ROWS_LEDGER,				/* deleted, past the append-only guard */
+	ROWS_ANONYMIZE,				/* kept with user_id NULL: exactly-once records */
+	ROWS_DRAINED				/* deleted once they carry nothing (limiter buckets) */
+} UserRowsRule;
+
+static const char *const user_rows_sql[] = {
+	[ROWS_DELETE] = "DELETE FROM %s WHERE user_id = $1",
+	[ROWS_LEDGER] = "DELETE FROM %s WHERE user_id = $1",
+	[ROWS_ANONYMIZE] = "UPDATE %s SET user_id = NULL WHERE user_id = $1",
+	[ROWS_DRAINED] = "DELETE FROM %s WHERE user_id = $1 AND tat <= now()",
+};
+
 static bool ledger_totals(const pg_uuid_t *user_id, Deletion *d, Datum *first_day);
 static int	execute_ledger_delete(const char *sql, Oid *argtypes, Datum *args);
 static void delete_user_rows(const pg_uuid_t *user_id);
+static void write_tombstone(const pg_uuid_t *user_id, bool has_account, Datum plan,
+							bool plan_isnull, Datum created_on, bool created_isnull, Deletion *d);
+static void delete_account(const pg_uuid_t *user_id, Deletion *d);
 static Datum deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id,
 							const Deletion *d);
 
@@ -131,8 +173,9 @@ execute_ledger_delete(const char *sql, Oid *argtypes, Datum *args)
 }
 
 /*
- * DELETE FROM <table> WHERE user_id = $1 for every per-user table, the
- * ledger's through execute_ledger_delete.
+ * Removes (or anonymizes) the user's rows of every per-user table, the
+ * ledger's through execute_ledger_delete.  Every statement goes through an
+ * index on user_id.
  */
 static void
 delete_user_rows(const pg_uuid_t *user_id)
@@ -147,16 +190,16 @@ delete_user_rows(const pg_uuid_t *user_id)
 		bool		isnull;
 		char	   *nsp = TextDatumGetCString(SPI_getbinval(tables->vals[i], tables->tupdesc, 1, &isnull));
 		char	   *rel = TextDatumGetCString(SPI_getbinval(tables->vals[i], tables->tupdesc, 2, &isnull));
-		bool		is_ledger = DatumGetBool(SPI_getbinval(tables->vals[i], tables->tupdesc, 3, &isnull));
-		char	   *sql = psprintf("DELETE FROM %s WHERE user_id = $1",
-								   quote_qualified_identifier(nsp, rel));
+		UserRowsRule rule = DatumGetInt32(SPI_getbinval(tables->vals[i], tables->tupdesc, 3, &isnull));
+		bool		is_ledger = rule == ROWS_LEDGER;
+		char	   *sql = psprintf(user_rows_sql[rule], quote_qualified_identifier(nsp, rel));
 		int			rc;
 
 		if (!is_ledger)
 			rc = SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0);
 		else
 			rc = execute_ledger_delete(sql, argtypes, args);
-		if (rc != SPI_OK_DELETE)
+		if (rc != (rule == ROWS_ANONYMIZE ? SPI_OK_UPDATE : SPI_OK_DELETE))
 			elog(ERROR, "credits: %s failed (%s)", sql, SPI_result_code_string(rc));
 	}
 }
@@ -188,31 +231,57 @@ deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id, const Deletion
 }
 
 /*
- * credits.delete_account(user_id uuid) returns credits.account_deletion
- * Removes every row of the user and keeps an anonymous tombstone of the
- * totals.  A user without an account is not an error: deleted = false.
+ * The tombstone of the deletion: a new one, or the one of the user id's
+ * earlier deletion (deletion record) with these totals added.
  */
-PG_FUNCTION_INFO_V1(credits_delete_account);
-Datum
-credits_delete_account(PG_FUNCTION_ARGS)
+static void
+write_tombstone(const pg_uuid_t *user_id, bool has_account, Datum plan, bool plan_isnull,
+				Datum created_on, bool created_isnull, Deletion *d)
 {
-	pg_uuid_t  *user_id;
-	Datum		args[1];
-	Deletion	d = {0};
+	Datum		targs[10];
+	char		tnulls[10];
+	int64		earlier = 0;
+	bool		isnull;
+	bool		add = has_account && deletion_remember(user_id, &earlier);
+
+	memset(tnulls, ' ', sizeof(tnulls));
+	targs[0] = plan;
+	tnulls[0] = plan_isnull ? 'n' : ' ';
+	targs[1] = Int64GetDatum(d->entries);
+	for (int i = 0; i < KIND_NBUCKETS; i++)
+		targs[2 + i] = Int64GetDatum(d->totals[i]);
+	targs[7] = Int64GetDatum(d->balance);
+	targs[8] = created_on;
+	tnulls[8] = created_isnull ? 'n' : ' ';
+	targs[9] = Int64GetDatum(earlier);
+
+	delete_user_rows(user_id);
+	if (!add || spi_exec(&tombstone_add, targs, tnulls) == 0)
+		spi_exec(&tombstone_insert, targs, tnulls);
+	d->deleted = true;
+	d->tombstone_id = spi_get_int64(0, 1);
+	d->deleted_at = DatumGetTimestampTz(spi_get(0, 2, &isnull));
+	if (has_account)
+		deletion_link_tombstone(user_id, d->tombstone_id);
+}
+
+/*
+ * Removes every row of the user and keeps an anonymous tombstone of the
+ * totals and the deletion record.  A user without an account is not an
+ * error: deleted = false.
+ */
+static void
+delete_account(const pg_uuid_t *user_id, Deletion *d)
+{
+	Datum		args[1] = {UUIDPGetDatum(user_id)};
 	bool		has_account;
 	bool		has_entries;
-	bool		isnull;
 	Datum		unused_day;
 	Datum		plan = (Datum) 0;
 	bool		plan_isnull = true;
 	Datum		created_on = (Datum) 0;
 	bool		created_isnull = true;
 
-	require_arg(fcinfo, 0, "user_id");
-	user_id = PG_GETARG_UUID_P(0);
-	args[0] = UUIDPGetDatum(user_id);
-
-	SPI_connect();
 	has_account = spi_exec(&account_lock_for_delete, args, NULL) > 0;
 	if (has_account)
 	{
@@ -220,31 +289,49 @@ credits_delete_account(PG_FUNCTION_ARGS)
 		created_on = spi_get(0, 2, &created_isnull);
 	}
 
-	has_entries = ledger_totals(user_id, &d, has_account ? &unused_day : &created_on);
+	has_entries = ledger_totals(user_id, d, has_account ? &unused_day : &created_on);
 	if (!has_account)
 		created_isnull = !has_entries;
 
 	if (has_account || has_entries)
-	{
-		Datum		targs[9];
-		char		tnulls[9];
+		write_tombstone(user_id, has_account, plan, plan_isnull, created_on, created_isnull, d);
+}
 
-		delete_user_rows(user_id);
+/*
+ * credits.delete_account(user_id uuid) returns credits.account_deletion
+ */
+PG_FUNCTION_INFO_V1(credits_delete_account);
+Datum
+credits_delete_account(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id;
+	Deletion	d = {0};
 
-		memset(tnulls, ' ', sizeof(tnulls));
-		targs[0] = plan;
-		tnulls[0] = plan_isnull ? 'n' : ' ';
-		targs[1] = Int64GetDatum(d.entries);
-		for (int i = 0; i < KIND_NBUCKETS; i++)
-			targs[2 + i] = Int64GetDatum(d.totals[i]);
-		targs[7] = Int64GetDatum(d.balance);
-		targs[8] = created_on;
-		tnulls[8] = created_isnull ? 'n' : ' ';
-		spi_exec(&tombstone_insert, targs, tnulls);
-		d.deleted = true;
-		d.tombstone_id = spi_get_int64(0, 1);
-		d.deleted_at = DatumGetTimestampTz(spi_get(0, 2, &isnull));
-	}
+	refuse_client_request("credits.delete_account");
+
+	require_arg(fcinfo, 0, "user_id");
+	user_id = PG_GETARG_UUID_P(0);
+	SPI_connect();
+	delete_account(user_id, &d);
+	SPI_finish();
+	PG_RETURN_DATUM(deletion_datum(fcinfo, user_id, &d));
+}
+
+/*
+ * credits.delete_my_account() returns credits.account_deletion
+ * The caller's account (JWT sub), at most once per credits.deletion_interval.
+ */
+PG_FUNCTION_INFO_V1(credits_delete_my_account);
+Datum
+credits_delete_my_account(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *user_id = palloc(sizeof(pg_uuid_t));
+	Deletion	d = {0};
+
+	request_user_id(user_id);
+	SPI_connect();
+	deletion_check_interval(user_id);
+	delete_account(user_id, &d);
 	SPI_finish();
 	PG_RETURN_DATUM(deletion_datum(fcinfo, user_id, &d));
 }

@@ -14,6 +14,10 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 
+static void parse_request(FunctionCallInfo fcinfo, int first, int max_chars, int max_metadata,
+						  const char *kind, OperationRequest *req);
+static Datum consume_request(FunctionCallInfo fcinfo, const OperationRequest *req);
+
 static void
 find_operation(text *name, Operation *op)
 {
@@ -78,16 +82,27 @@ check_operation(Account *acct, text *operation, int64 units, int64 *list_cost)
 void
 operation_request_from_args(FunctionCallInfo fcinfo, const char *kind, OperationRequest *req)
 {
-	RequestHash rh;
-
 	require_arg(fcinfo, 0, "user_id");
 	req->user_id = PG_GETARG_UUID_P(0);
-	require_arg(fcinfo, 1, "operation");
-	req->operation = optional_text_arg(fcinfo, 1, "operation", CREDITS_MAX_KEY_CHARS);
-	req->units = positive_int64_arg(fcinfo, 2, "units");
-	req->key = optional_key_arg(fcinfo, 3, "idempotency_key");
-	req->reference = optional_text_arg(fcinfo, 4, "reference", CREDITS_MAX_KEY_CHARS);
-	req->metadata = optional_metadata_arg(fcinfo, 5);
+	parse_request(fcinfo, 1, CREDITS_MAX_KEY_CHARS, CREDITS_MAX_METADATA_BYTES, kind, req);
+}
+
+/*
+ * The operation, units, key, reference and metadata from argument `first`
+ * on, with the caps of the path (the client's are tighter), fingerprinted.
+ */
+static void
+parse_request(FunctionCallInfo fcinfo, int first, int max_chars, int max_metadata,
+			  const char *kind, OperationRequest *req)
+{
+	RequestHash rh;
+
+	require_arg(fcinfo, first, "operation");
+	req->operation = optional_text_arg(fcinfo, first, "operation", CREDITS_MAX_KEY_CHARS);
+	req->units = positive_int64_arg(fcinfo, first + 1, "units");
+	req->key = capped_key_arg(fcinfo, first + 2, "idempotency_key", max_chars);
+	req->reference = optional_text_arg(fcinfo, first + 3, "reference", max_chars);
+	req->metadata = capped_metadata_arg(fcinfo, first + 4, max_metadata);
 
 	request_hash_init(&rh, kind);
 	request_hash_text(&rh, req->operation);
@@ -135,18 +150,48 @@ Datum
 credits_consume(PG_FUNCTION_ARGS)
 {
 	OperationRequest req;
+
+	refuse_client_request("credits.credits_consume");
+
+	operation_request_from_args(fcinfo, "consume", &req);
+	return consume_request(fcinfo, &req);
+}
+
+/*
+ * credits.consume(operation text, units bigint default 1, idempotency_key
+ *     text default null, reference text default null, metadata jsonb
+ *     default '{}') returns credits.receipt
+ * The caller's (JWT sub), with the client path's caps on key, reference
+ * (CREDITS_CLIENT_MAX_KEY_CHARS) and metadata (CREDITS_CLIENT_MAX_METADATA_BYTES).
+ */
+PG_FUNCTION_INFO_V1(credits_consume_client);
+Datum
+credits_consume_client(PG_FUNCTION_ARGS)
+{
+	OperationRequest req;
+	pg_uuid_t  *user_id = palloc(sizeof(pg_uuid_t));
+
+	request_user_id(user_id);
+	req.user_id = user_id;
+	parse_request(fcinfo, 0, CREDITS_CLIENT_MAX_KEY_CHARS, CREDITS_CLIENT_MAX_METADATA_BYTES,
+				  "consume", &req);
+	return consume_request(fcinfo, &req);
+}
+
+/* Charges one request (a replay returns the first receipt). */
+static Datum
+consume_request(FunctionCallInfo fcinfo, const OperationRequest *req)
+{
 	Account		acct;
 	Receipt		receipt;
 
-	operation_request_from_args(fcinfo, "consume", &req);
-
 	SPI_connect();
-	account_lock(req.user_id, &acct);
-	if (req.key == NULL || !ledger_find_replay(&acct, req.key, &req.request_hash, &receipt))
+	account_lock(req->user_id, &acct);
+	if (req->key == NULL || !ledger_find_replay(&acct, req->key, &req->request_hash, &receipt))
 	{
 		LedgerEntry entry = {0};
 
-		charge_operation(&acct, &req, "consume", &entry);
+		charge_operation(&acct, req, "consume", &entry);
 		account_save(&acct);
 		receipt_from_entry(&acct, &entry, &receipt);
 	}
@@ -162,6 +207,7 @@ credits_balance(PG_FUNCTION_ARGS)
 	Account		acct;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.balance", PG_GETARG_UUID_P(0));
 	SPI_connect();
 	account_read(PG_GETARG_UUID_P(0), &acct);
 	SPI_finish();
@@ -187,6 +233,7 @@ credits_account_status(PG_FUNCTION_ARGS)
 	int64		remaining = 0;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.account_status", PG_GETARG_UUID_P(0));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "credits: account_status must return a composite type");
 	SPI_connect();
@@ -217,6 +264,7 @@ credits_daily_available(PG_FUNCTION_ARGS)
 	bool		limited;
 
 	require_arg(fcinfo, 0, "user_id");
+	refuse_client_read("credits.daily_available", PG_GETARG_UUID_P(0));
 	SPI_connect();
 	account_read(PG_GETARG_UUID_P(0), &acct);
 	limited = account_daily_remaining(&acct, &remaining);

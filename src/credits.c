@@ -17,6 +17,8 @@ PG_MODULE_MAGIC;
 
 char	   *credits_default_plan = NULL;
 int			credits_hold_timeout_s = 900;
+int			credits_timezone_interval_s = 86400;
+bool		credits_bonus_on_link = true;
 
 /* Set only by credits.delete_account, for the one recorded deletion. */
 bool		credits_ledger_delete_allowed = false;
@@ -49,7 +51,28 @@ _PG_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("credits.timezone_change_interval",
+							"How often a client may change its time zone.",
+							"set_my_timezone refuses another change within this time (PT429).",
+							&credits_timezone_interval_s,
+							86400,
+							0,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("credits.anonymous_bonus_on_link",
+							 "An anonymous sign-in gets its signup bonus only when the account is linked.",
+							 "A user signed in anonymously (JWT claim is_anonymous) is a new user id per session.",
+							 &credits_bonus_on_link,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	stats_init();
+	deletion_init();
 	purchases_init();
 	notify_init();
 
@@ -58,7 +81,9 @@ _PG_init(void)
 
 /*
  * credits.ledger_is_append_only() trigger, BEFORE UPDATE OR DELETE OR
- * TRUNCATE FOR EACH STATEMENT on credits.ledger.
+ * TRUNCATE FOR EACH STATEMENT on credits.ledger.  0A000
+ * (feature_not_supported): the table does not support changing its rows,
+ * whoever asks, superusers included; it is not a missing privilege (42501).
  */
 PG_FUNCTION_INFO_V1(credits_ledger_is_append_only);
 Datum
@@ -73,9 +98,9 @@ credits_ledger_is_append_only(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("the credits ledger is append-only"),
-			 errdetail("{\"table\": \"credits.ledger\"}"),
+			 errdetail_internal("{\"table\": \"credits.ledger\"}"),
 			 errhint("Correct a balance with a new entry (credits.grant_credits, credits.refund); "
 					 "credits.delete_account removes a user's rows.")));
 	PG_RETURN_NULL();

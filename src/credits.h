@@ -32,6 +32,16 @@
 #define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
 
 /*
+ * Drift: the cached state (balance, lots, holds, an account's plan) no longer
+ * matches the ledger or the configuration, because a row was changed outside
+ * the functions.  Not an internal error (XX000) nor corrupted storage
+ * (XX001): the database is fine, its rows disagree.  55000
+ * object_not_in_prerequisite_state (PostgREST: HTTP 500), with the rows
+ * concerned in the detail and credits.reconcile() in the hint.
+ */
+#define ERRCODE_CREDITS_DRIFT			ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+
+/*
  * A refusal of the contract (errors.c): raised with ereport_refusal(), which
  * tags the error with this message domain (never a real translation domain),
  * so that the log hook (stats.c) knows it by that mark alone, whatever file
@@ -44,10 +54,15 @@
 #define CREDITS_MAX_KEY_CHARS		255
 #define CREDITS_MAX_REASON_CHARS	1000
 #define CREDITS_MAX_METADATA_BYTES	8192
+/* ... tighter on the client path (client functions, the user's own request) */
+#define CREDITS_CLIENT_MAX_KEY_CHARS		128
+#define CREDITS_CLIENT_MAX_METADATA_BYTES	1024
 
 /* ---- GUCs (credits.c) ---- */
 extern char *credits_default_plan;
 extern int	credits_hold_timeout_s;
+extern int	credits_timezone_interval_s;
+extern bool credits_bonus_on_link;
 extern bool credits_ledger_delete_allowed;
 
 /* ---- spi_plans.c: statements prepared once per backend and kept ---- */
@@ -154,7 +169,6 @@ typedef struct Account
 	char	   *entitlement_plan;	/* cached best entitlement (purchases.c), or NULL */
 	bool		has_entitlement_until;
 	TimestampTz entitlement_until;
-	const char *last_kind;			/* kind of the last entry written, for NOTIFY */
 	bool		locked;				/* FOR UPDATE held: may be changed and saved */
 	bool		created;			/* account_lock() created the account */
 	ItemPointerData row_tid;		/* the row version locked (account_save's first guess) */
@@ -168,6 +182,15 @@ typedef struct Account
 	bool		has_last_operation_at;
 	TimestampTz last_operation_at;
 	const char *operation;			/* operation being checked, for denial counters */
+	/* the time zone of the day count (grants.c changes it) */
+	char	   *timezone;			/* the zone day and today are dates of */
+	char	   *timezone_next;		/* a change not in effect yet, or NULL */
+	bool		has_timezone_from;
+	TimestampTz timezone_from;		/* ... from this local midnight of timezone */
+	bool		timezone_due;		/* timezone_from has come: today is in timezone_next */
+	bool		has_timezone_changed_at;
+	TimestampTz timezone_changed_at;
+	bool		signup_bonus_due;	/* withheld from an anonymous sign-in until linked */
 } Account;
 
 extern void account_read(const pg_uuid_t *user_id, Account *acct);
@@ -178,6 +201,8 @@ extern void account_set_entitlement(Account *acct, const char *plan, bool has_un
 extern bool account_daily_remaining(const Account *acct, int64 *remaining);
 extern void account_count_operation(Account *acct, int delta);
 extern void account_add_balance(Account *acct, int64 delta);
+extern void account_recount_day(Account *acct);
+extern void account_grant_withheld_bonus(Account *acct);
 
 /* ---- ledger.c ---- */
 typedef struct LedgerEntry
@@ -284,6 +309,8 @@ extern text *optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *f
 							   int max_chars);
 extern text *optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field);
 extern Jsonb *optional_metadata_arg(FunctionCallInfo fcinfo, int argno);
+extern text *capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_chars);
+extern Jsonb *capped_metadata_arg(FunctionCallInfo fcinfo, int argno, int max_bytes);
 extern int64 positive_int64_arg(FunctionCallInfo fcinfo, int argno, const char *field);
 extern int64 checked_mul(int64 a, int64 b, const char *what);
 extern int64 checked_add(int64 a, int64 b, const char *what);
@@ -304,7 +331,6 @@ pg_noreturn extern void refuse_over_refund(int64 entry_id, int64 refundable, boo
 pg_noreturn extern void refuse_purchase_conflict(const char *source, const char *transaction_id,
 												 const char *state, bool has_entry,
 												 int64 original_entry_id);
-pg_noreturn extern void refuse_claim_taken(const char *transaction_id);
 pg_noreturn extern void refuse_claim_limit(int limit, int64 retry_after_ms);
 pg_noreturn extern void refuse_rate_limited(const Account *acct, const char *operation,
 											int64 retry_after_ms);
@@ -332,7 +358,6 @@ typedef enum DenialReason
 	DENIAL_HOLD_NOT_OPEN,		/* PT409, capture/release of a settled hold */
 	DENIAL_OVER_REFUND,			/* PT409, refund beyond the charge */
 	DENIAL_PURCHASE_CONFLICT,	/* PT409, a store transaction applied elsewhere */
-	DENIAL_CLAIM_TAKEN,			/* PT409, a claim of another user's transaction */
 	DENIAL_CLAIM_LIMIT,			/* PT429, too many pending purchase claims */
 	DENIAL_NREASONS
 } DenialReason;
@@ -342,10 +367,49 @@ extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 
 /* ---- identity.c ---- */
 extern void request_user_id(pg_uuid_t *user_id);
+extern bool parse_uuid(const char *s, pg_uuid_t *uuid);
+extern bool request_user_id_or_null(pg_uuid_t *user_id);
 
-/* ---- local_day.c: the one day rule (see local_day.c) ---- */
+/* ---- local_day.c: the one day rule (SQL: credits.local_day, credits.local_day_start) ---- */
 extern DateADT local_day(text *tz, TimestampTz t);
-extern TimestampTz local_day_start(text *tz, DateADT day);
+
+/* ---- guard.c: service functions refuse a client's request ---- */
+extern void refuse_client_request(const char *function);
+extern void refuse_client_read(const char *function, const pg_uuid_t *user_id);
+extern bool request_is_anonymous(const pg_uuid_t *user_id);
+extern bool request_is_linked(const pg_uuid_t *user_id);
+
+/* ---- deletion.c: what deleting an account keeps ---- */
+extern int	credits_deletion_retention_s;
+extern int	credits_deletion_interval_s;
+
+/* The record of a deleted user id (credits.deletion_records). */
+typedef struct DeletionRecord
+{
+	char	   *plan;				/* base plan an admin set, NULL: the default plan */
+	char	   *timezone;
+	char	   *timezone_next;		/* a change not in effect yet, or NULL */
+	bool		has_timezone_from;
+	TimestampTz timezone_from;
+	bool		has_timezone_changed_at;
+	TimestampTz timezone_changed_at;
+	DateADT		day;
+	int32		day_count;
+	bool		has_allocation_period;
+	DateADT		allocation_period;
+	bool		has_rate_tat;
+	TimestampTz rate_tat;
+	bool		has_last_operation_at;
+	TimestampTz last_operation_at;
+	TimestampTz deleted_at;
+} DeletionRecord;
+
+extern void deletion_init(void);
+extern bool deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec);
+extern bool deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id);
+extern void deletion_link_tombstone(const pg_uuid_t *user_id, int64 tombstone_id);
+extern void deletion_check_interval(const pg_uuid_t *user_id);
+extern char *user_ref(const pg_uuid_t *user_id);
 
 /* ---- price_list.c ---- */
 

@@ -208,20 +208,6 @@ refuse_purchase_conflict(const char *source, const char *transaction_id, const c
 					 "send the original parameters to get the first receipt again.")));
 }
 
-/* an instant-unlock claim of a transaction that the store confirmed for another user */
-void
-refuse_claim_taken(const char *transaction_id)
-{
-	char	   *detail = psprintf("{\"field\": \"transaction_id\"}");
-
-	denial_record(DENIAL_CLAIM_TAKEN, NULL, NULL, detail);
-	ereport_refusal(
-			(errcode(ERRCODE_CREDITS_CONFLICT),
-			 errmsg("store transaction \"%s\" belongs to another account", transaction_id),
-			 errdetail_internal("%s", detail),
-			 errhint("Claim the transaction the store sheet returned to this user; restore purchases to move a subscription.")));
-}
-
 /* too many instant-unlock claims in 24 hours */
 void
 refuse_claim_limit(int limit, int64 retry_after_ms)

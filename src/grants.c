@@ -3,12 +3,33 @@
  *		Credits coming in (grant_credits and the grant-like entries of other
  *		parts) and the account settings an admin changes: plan and time zone.
  *
+ * A time zone change never gives a client more operations in a day: with
+ * nothing counted in the day in progress it takes effect at once, else at
+ * the next local midnight of the zone in effect (account.c switches then);
+ * either way today's count is the ledger's count of the new zone's local
+ * day, so every local day of the zone in effect holds at most daily_limit
+ * operations.  A client changes its zone at most once per
+ * credits.timezone_change_interval.
+ *
  * Locks: the account row (account_lock), then the user's lots.
  */
 #include "credits.h"
 
+#include <time.h>
+#include <unistd.h>
+
 #include "catalog/pg_type.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
+
+/*
+ * From src/timezone/pgtz.h, which is not installed with the server headers;
+ * exported by the server, with this signature since PostgreSQL 8.3.  Opens
+ * the zone file `name` of the time zone database, matching each path
+ * component case-insensitively and never a hidden entry (so no "..");
+ * canonname receives the file's own spelling.
+ */
+extern int	pg_open_tzfile(const char *name, char *canonname);
 
 static CachedStatement plan_exists = {
 	"SELECT 1 FROM credits.plans WHERE name = $1", 1, {TEXTOID}
@@ -19,19 +40,60 @@ static CachedStatement account_set_plan = {
 	2, {UUIDOID, TEXTOID}
 };
 
-/* IANA names only: pg_timezone_names lists the zone files, not abbreviations or POSIX specs. */
-static CachedStatement timezone_is_iana = {
-	"SELECT 1 FROM pg_timezone_names WHERE name = $1", 1, {TEXTOID}
-};
-
 static CachedStatement account_set_timezone = {
-	"UPDATE credits.accounts SET timezone = $2, updated_at = now() WHERE user_id = $1",
+	"UPDATE credits.accounts SET timezone = $2, timezone_next = NULL, timezone_from = NULL,"
+	"  timezone_changed_at = now(), updated_at = now() WHERE user_id = $1",
 	2, {UUIDOID, TEXTOID}
 };
 
-static CachedStatement day_count_from_ledger = {
-	"SELECT credits.day_count_from_ledger($1)", 1, {UUIDOID}
+/* From the next local midnight ($3 is today) of the zone in effect. */
+static CachedStatement account_defer_timezone = {
+	"UPDATE credits.accounts SET timezone_next = $2,"
+	"  timezone_from = ($3::date + 1)::timestamp AT TIME ZONE timezone,"
+	"  timezone_changed_at = now(), updated_at = now() WHERE user_id = $1",
+	3, {UUIDOID, TEXTOID, DATEOID}
 };
+
+static CachedStatement account_cancel_timezone = {
+	"UPDATE credits.accounts SET timezone_next = NULL, timezone_from = NULL, updated_at = now()"
+	" WHERE user_id = $1",
+	1, {UUIDOID}
+};
+
+static void change_timezone(const pg_uuid_t *user_id, text *tz, bool client);
+static void check_timezone_interval(const Account *acct);
+
+/*
+ * Is `name` an IANA time zone name, as pg_timezone_names lists them: a zone
+ * file of the time zone database, spelt exactly like it, that PostgreSQL
+ * loads (not a leap-second zone) and that is not zic's "Factory"
+ * placeholder?  Abbreviations ("CEST") and POSIX specs ("UTC+3") are no
+ * files, so they are not.  One directory lookup and a zone load that
+ * PostgreSQL caches, where scanning pg_timezone_names read every zone file.
+ */
+static bool
+timezone_is_iana(const char *name)
+{
+	char		canonical[TZ_STRLEN_MAX + 1];
+	int			fd;
+	pg_tz	   *tz;
+	pg_time_t	now = (pg_time_t) time(NULL);
+	struct pg_tm *tm;
+
+	if (name[0] == '\0' || strlen(name) > TZ_STRLEN_MAX)
+		return false;
+	fd = pg_open_tzfile(name, canonical);
+	if (fd < 0)
+		return false;
+	close(fd);
+	if (strcmp(canonical, name) != 0)
+		return false;
+	tz = pg_tzset(name);
+	if (tz == NULL || !pg_tz_acceptable(tz))
+		return false;
+	tm = pg_localtime(&now, tz);
+	return tm != NULL && tm->tm_zone != NULL && strcmp(tm->tm_zone, "-00") != 0;
+}
 
 /*
  * Appends a grant-like entry (grant, purchase, allocation, positive adjust)
@@ -80,6 +142,8 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 	RequestHash rh;
 	Account		acct;
 	Receipt		receipt;
+
+	refuse_client_request("credits.grant_credits");
 
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
@@ -134,6 +198,8 @@ credits_set_plan(PG_FUNCTION_ARGS)
 	Datum		plan_arg[1];
 	Account		acct;
 
+	refuse_client_request("credits.set_plan");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	require_arg(fcinfo, 1, "plan");
@@ -173,6 +239,8 @@ credits_open_account(PG_FUNCTION_ARGS)
 {
 	Account		acct;
 
+	refuse_client_request("credits.open_account");
+
 	require_arg(fcinfo, 0, "user_id");
 	SPI_connect();
 	account_lock(PG_GETARG_UUID_P(0), &acct);
@@ -181,45 +249,141 @@ credits_open_account(PG_FUNCTION_ARGS)
 }
 
 /*
+ * A client changes its time zone at most once per
+ * credits.timezone_change_interval: PT429 with retry_after_ms otherwise.
+ */
+static void
+check_timezone_interval(const Account *acct)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz next;
+
+	if (!acct->has_timezone_changed_at)
+		return;
+	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s * USECS_PER_SEC;
+	if (next > now)
+		ereport(ERROR,
+				(errcode(ERRCODE_CREDITS_TOO_MANY),
+				 errmsg("time zone changed too recently"),
+				 errdetail_internal("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
+									(next - now) / 1000, credits_timezone_interval_s),
+				 errhint("The time zone can be changed once per %d seconds (credits.timezone_change_interval).",
+						 credits_timezone_interval_s)));
+}
+
+/*
+ * Sets the zone of the account's day (see the header): at once when
+ * nothing is counted in the day in progress, else from its end.  Asking
+ * for the zone in effect cancels a pending change.
+ */
+static void
+change_timezone(const pg_uuid_t *user_id, text *tz, bool client)
+{
+	Account		acct;
+	char	   *zone = text_to_cstring(tz);
+	Datum		args[3] = {UUIDPGetDatum(user_id), PointerGetDatum(tz), (Datum) 0};
+
+	account_lock(user_id, &acct);
+	if (strcmp(zone, acct.timezone) == 0)
+	{
+		if (acct.timezone_next != NULL)
+			spi_exec(&account_cancel_timezone, args, NULL);
+	}
+	else
+	{
+		if (client)
+			check_timezone_interval(&acct);
+		if (acct.day_count == 0)
+		{
+			spi_exec(&account_set_timezone, args, NULL);
+			account_lock(user_id, &acct);	/* reload: "today" moved */
+			account_recount_day(&acct);
+		}
+		else
+		{
+			args[2] = DateADTGetDatum(acct.today);
+			spi_exec(&account_defer_timezone, args, NULL);
+		}
+	}
+	account_save(&acct);
+}
+
+/* The tz argument: an IANA time zone name (22023 otherwise). */
+static text *
+timezone_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *tz;
+
+	require_arg(fcinfo, argno, "tz");
+	tz = optional_text_arg(fcinfo, argno, "tz", 64);
+	if (!timezone_is_iana(text_to_cstring(tz)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
+				 errdetail("{\"field\": \"tz\"}"),
+				 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
+	return tz;
+}
+
+/*
+ * credits.grant_withheld_bonus(user_id uuid) returns boolean
+ * The signup bonus withheld from an anonymous sign-in, once the account is
+ * linked (a hook on the identity provider's link event); true when this
+ * call granted it.  A user without an account is given one, as by a first
+ * touch (with its bonus, unless the user id was deleted before).
+ */
+PG_FUNCTION_INFO_V1(credits_grant_withheld_bonus);
+Datum
+credits_grant_withheld_bonus(PG_FUNCTION_ARGS)
+{
+	Account		acct;
+	bool		granted;
+
+	refuse_client_request("credits.grant_withheld_bonus");
+	require_arg(fcinfo, 0, "user_id");
+	SPI_connect();
+	account_lock(PG_GETARG_UUID_P(0), &acct);
+	granted = acct.signup_bonus_due;
+	if (granted)
+		account_grant_withheld_bonus(&acct);
+	account_save(&acct);
+	SPI_finish();
+	PG_RETURN_BOOL(granted);
+}
+
+/*
  * credits.set_timezone(user_id uuid, tz text) returns void
- * Moves the day boundary of the daily limit; today's count is re-derived
- * from the ledger for the new local day.
+ * Moves the day boundary of the daily limit (see change_timezone).
  */
 PG_FUNCTION_INFO_V1(credits_set_timezone);
 Datum
 credits_set_timezone(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *user_id;
-	text	   *tz;
-	Account		acct;
+
+	refuse_client_request("credits.set_timezone");
 
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
-	require_arg(fcinfo, 1, "tz");
-	tz = optional_text_arg(fcinfo, 1, "tz", 64);
-
 	SPI_connect();
-	{
-		Datum		tz_arg[1] = {PointerGetDatum(tz)};
+	change_timezone(user_id, timezone_arg(fcinfo, 1), false);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
 
-		if (spi_exec(&timezone_is_iana, tz_arg, NULL) == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown time zone \"%s\"", text_to_cstring(tz)),
-					 errdetail("{\"field\": \"tz\"}"),
-					 errhint("Use an IANA time zone name such as 'Europe/Paris' or 'UTC'.")));
-	}
-	account_lock(user_id, &acct);
-	{
-		Datum		args[2] = {UUIDPGetDatum(user_id), PointerGetDatum(tz)};
+/*
+ * credits.set_my_timezone(tz text) returns void
+ * The caller's (JWT sub), at most once per credits.timezone_change_interval.
+ */
+PG_FUNCTION_INFO_V1(credits_set_my_timezone);
+Datum
+credits_set_my_timezone(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user_id;
 
-		spi_exec(&account_set_timezone, args, NULL);
-		account_lock(user_id, &acct);	/* reload: "today" moved */
-		spi_exec(&day_count_from_ledger, args, NULL);
-		acct.day = acct.today;
-		acct.day_count = (int32) spi_get_int64(0, 1);
-		account_save(&acct);
-	}
+	request_user_id(&user_id);
+	SPI_connect();
+	change_timezone(&user_id, timezone_arg(fcinfo, 0), true);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

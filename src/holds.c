@@ -15,9 +15,10 @@
  * Locks: the hold's user is looked up without a lock, then the account row
  * is locked (account_lock, which also releases holds that timed out) and the
  * hold is re-read under it; holds, lots and ledger rows of a user are only
- * changed under that lock.  expire_holds() locks the accounts that have a
- * timed-out hold in user_id order, skipping accounts another transaction
- * holds (the next touch of that account releases them).
+ * changed under that lock.  expire_holds() locks (at most batch_size of)
+ * the accounts that have a timed-out hold in user_id order, skipping
+ * accounts another transaction holds (the next touch of that account
+ * releases them).
  */
 #include "credits.h"
 
@@ -87,13 +88,15 @@ static CachedStatement holds_due = {
 };
 
 /* Accounts with a timed-out hold, locked; busy ones are left to their next touch. */
+/* At most $1 accounts with a timed-out hold, that no other transaction holds. */
 static CachedStatement sweep_accounts = {
 	"SELECT a.user_id FROM credits.accounts a"
 	" WHERE a.user_id IN (SELECT h.user_id FROM credits.holds h"
 	"                      WHERE h.status = 'open' AND h.expires_at <= now())"
 	" ORDER BY a.user_id"
+	" LIMIT $1"
 	" FOR UPDATE OF a SKIP LOCKED",
-	0, {}
+	1, {INT4OID}
 };
 
 static CachedStatement lots_update = {
@@ -167,7 +170,7 @@ lots_add(Account *acct, int nmoves, const int64 *lot_ids, const int64 *deltas)
 	nrows = spi_exec(&lots_update, args, NULL);
 	if (nrows != (uint64) nmoves)
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
+				(errcode(ERRCODE_CREDITS_DRIFT),
 				 errmsg("credit lots recorded in the ledger are missing"),
 				 errdetail("{\"lots\": %d, \"found\": " UINT64_FORMAT "}", nmoves, nrows),
 				 errhint("Run credits.reconcile() for this user.")));
@@ -241,7 +244,7 @@ load_hold(Account *acct, int64 hold_id, Hold *hold)
 	}
 	if (total != hold->amount)
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
+				(errcode(ERRCODE_CREDITS_DRIFT),
 				 errmsg("hold " INT64_FORMAT " does not match its ledger entry", hold_id),
 				 errdetail("{\"hold_id\": " INT64_FORMAT ", \"amount\": " INT64_FORMAT ", \"in_lots\": " INT64_FORMAT "}",
 						   hold_id, hold->amount, total),
@@ -403,6 +406,8 @@ credits_reserve(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.reserve");
+
 	operation_request_from_args(fcinfo, "reserve", &req);
 
 	SPI_connect();
@@ -462,6 +467,8 @@ credits_capture(PG_FUNCTION_ARGS)
 	int64	   *lot_ids;
 	int64	   *deltas;
 	Receipt		receipt;
+
+	refuse_client_request("credits.capture");
 
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
@@ -545,6 +552,8 @@ credits_release(PG_FUNCTION_ARGS)
 	LedgerEntry entry;
 	Receipt		receipt;
 
+	refuse_client_request("credits.release");
+
 	require_arg(fcinfo, 0, "hold_id");
 	hold_id = PG_GETARG_INT64(0);
 
@@ -561,20 +570,37 @@ credits_release(PG_FUNCTION_ARGS)
 }
 
 /*
- * credits.expire_holds() returns bigint
- * Releases every hold that has timed out (for an admin or a pg_cron job; the
- * next touch of an account does the same lazily).  Returns how many.
+ * credits.expire_holds(batch_size integer default 1000) returns bigint
+ * Releases the holds that have timed out (for an admin or a pg_cron job; the
+ * next touch of an account does the same lazily), in at most batch_size
+ * accounts, so that one call locks a bounded number of accounts.  Returns
+ * how many holds it released: call again while that is more than 0.
  */
 PG_FUNCTION_INFO_V1(credits_expire_holds);
 Datum
 credits_expire_holds(PG_FUNCTION_ARGS)
 {
+	int32		batch_size;
 	uint64		naccounts;
 	pg_uuid_t  *users;
 	int64		released;
 
+	refuse_client_request("credits.expire_holds");
+	require_arg(fcinfo, 0, "batch_size");
+	batch_size = PG_GETARG_INT32(0);
+	if (batch_size < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be positive"),
+				 errdetail_internal("{\"field\": \"batch_size\"}"),
+				 errhint("Pass how many accounts one call may lock, e.g. 1000.")));
+
 	SPI_connect();
-	naccounts = spi_exec(&sweep_accounts, NULL, NULL);
+	{
+		Datum		args[1] = {Int32GetDatum(batch_size)};
+
+		naccounts = spi_exec(&sweep_accounts, args, NULL);
+	}
 	users = palloc(sizeof(pg_uuid_t) * Max(naccounts, 1));
 	for (uint64 i = 0; i < naccounts; i++)
 	{

@@ -9,11 +9,14 @@
  * after verifying the token's signature.  The user is the `sub` claim.
  * Older PostgREST versions set `request.jwt.claim.sub` instead; both work.
  *
- * Reading the claims never raises on its own: the claims are parsed with the
- * non-throwing JSON parser and the uuid with the same grammar as uuid_in, so
- * the row-level security policies can ask "who is this, if anyone?" without
- * turning a malformed token into an error (credits.current_user_id_or_null).
- * The client functions raise 28000 instead (credits.current_user_id).
+ * Reading the claims never raises on its own: claims nested deeper than
+ * CLAIMS_MAX_DEPTH are not parsed at all (the recursive parser would hit the
+ * stack depth limit), the rest is parsed with the non-throwing JSON parser
+ * and the uuid with the same grammar as uuid_in, so the row-level security
+ * policies can ask "who is this, if anyone?" without turning a malformed
+ * token into an error (credits.current_user_id_or_null).  The client
+ * functions raise 28000 instead (credits.current_user_id).  parse_uuid() is
+ * also the uuid parser of the RevenueCat webhook (app user ids).
  * No locks, no catalog access.
  */
 #include "credits.h"
@@ -74,8 +77,43 @@ sub_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
+ * Real JWT claims nest a few levels (app_metadata, ...); anything deeper is
+ * not a token PostgREST verified for a user of ours.
+ */
+#define CLAIMS_MAX_DEPTH 64
+
+/* Do the claims nest objects or arrays deeper than CLAIMS_MAX_DEPTH?  Never raises. */
+static bool
+claims_too_deep(const char *claims)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (const char *p = claims; *p != '\0'; p++)
+	{
+		if (in_string)
+		{
+			if (*p == '\\' && p[1] != '\0')
+				p++;			/* an escaped character, perhaps a quote */
+			else if (*p == '"')
+				in_string = false;
+		}
+		else if (*p == '"')
+			in_string = true;
+		else if (*p == '{' || *p == '[')
+		{
+			if (++depth > CLAIMS_MAX_DEPTH)
+				return true;
+		}
+		else if (*p == '}' || *p == ']')
+			depth--;
+	}
+	return false;
+}
+
+/*
  * The "sub" member of the claims JSON object, or NULL (no such member, not a
- * string, or the claims are not valid JSON).  Never raises.
+ * string, nested too deep, or the claims are not valid JSON).  Never raises.
  */
 static char *
 sub_from_claims(const char *claims)
@@ -93,6 +131,8 @@ sub_from_claims(const char *claims)
 	sem.object_field_end = sub_field_end;
 	sem.scalar = sub_scalar;
 
+	if (claims_too_deep(claims))
+		return NULL;
 	lex = compat_json_lexer(claims);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return NULL;
@@ -111,7 +151,7 @@ hex_value(char c)
  * Parses a uuid with the grammar uuid_in accepts (32 hex digits, optionally
  * in braces, a hyphen allowed after any group of four), without raising.
  */
-static bool
+bool
 parse_uuid(const char *s, pg_uuid_t *uuid)
 {
 	bool		braces = false;
@@ -208,4 +248,11 @@ credits_current_user_id_or_null(PG_FUNCTION_ARGS)
 	if (claims_user_id(user_id) != NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_UUID_P(user_id);
+}
+
+/* The calling user's id, when the request has one (never raises). */
+bool
+request_user_id_or_null(pg_uuid_t *user_id)
+{
+	return claims_user_id(user_id) == NULL;
 }

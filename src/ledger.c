@@ -98,7 +98,6 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	row_writer_set(&writer, LED_CREATED_AT, TimestampTzGetDatum(entry->created_at), false);
 	row_writer_insert(&writer);
 	row_writer_close(&writer);
-	acct->last_kind = entry->kind;
 }
 
 /* The kind of a ledger row, as text. */

@@ -82,9 +82,12 @@ next_offset_change(text *tz, TimestampTz from, int64 offset, TimestampTz to)
  * around the day's midnight the offset is constant between changes, so the
  * wall clock runs at the rate of time there: the first instant of a stretch
  * whose wall clock reaches midnight is midnight minus the stretch's offset,
- * or the stretch's start when the clock is past midnight already.
+ * or the stretch's start when the clock is past midnight already.  (A change
+ * is found where the offsets at the two ends of what is left of the window
+ * differ: an offset that changes and changes back within the 72 hours would
+ * go unseen; no zone does that, sql/core_day_boundaries.sql checks 2026-2027.)
  */
-TimestampTz
+static TimestampTz
 local_day_start(text *tz, DateADT day)
 {
 	Timestamp	midnight;

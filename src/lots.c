@@ -166,7 +166,7 @@ lots_burn(Account *acct, int64 amount)
 	}
 	if (burnt != amount)
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
+				(errcode(ERRCODE_CREDITS_DRIFT),
 				 errmsg("credit lots do not cover the cached balance"),
 				 errdetail("{\"needed\": " INT64_FORMAT ", \"in_lots\": " INT64_FORMAT "}",
 						   amount, burnt),

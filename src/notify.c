@@ -24,7 +24,6 @@
 
 #include "catalog/namespace.h"
 #include "commands/async.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "port/atomics.h"
@@ -159,31 +158,19 @@ anyone_may_listen(void)
 }
 
 /*
- * NOTIFY credits, '{"user_id": ..., "balance": ..., "daily_remaining": ...,
- * "plan": ..., "kind": ...}' after an account change (account_save, which
- * has written the account row).  Queued now, delivered when the transaction
- * commits, and never when it rolls back.  kind is the kind of the last
- * ledger entry this call wrote, "entitlement" for a plan change without one,
- * or null.
+ * NOTIFY credits, '{"user_ref": "<32 hex digits>"}' after an account change
+ * (account_save, which has written the account row).  Any role may LISTEN,
+ * so the payload says only that the account behind an opaque reference
+ * changed (user_ref, deletion.c): no user id, balance, plan or activity.
+ * A client re-reads its own account through row level security
+ * (credits.my_account); an admin maps references with credits.user_ref().
+ * Queued now, delivered when the transaction commits, and never when it
+ * rolls back.
  */
 void
 notify_account_change(const Account *acct)
 {
-	StringInfoData payload;
-	int64		remaining;
-
 	if (!credits_notify || !anyone_may_listen())
 		return;
-	initStringInfo(&payload);
-	appendStringInfo(&payload, "{\"user_id\": \"%s\", \"balance\": " INT64_FORMAT ", \"daily_remaining\": ",
-					 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&acct->user_id))),
-					 acct->balance);
-	if (account_daily_remaining(acct, &remaining))
-		appendStringInfo(&payload, INT64_FORMAT, remaining);
-	else
-		appendStringInfoString(&payload, "null");
-	appendStringInfo(&payload, ", \"plan\": %s, \"kind\": %s}",
-					 json_quote(acct->plan),
-					 acct->last_kind ? json_quote(acct->last_kind) : "null");
-	Async_Notify(NOTIFY_CHANNEL, payload.data);
+	Async_Notify(NOTIFY_CHANNEL, psprintf("{\"user_ref\": \"%s\"}", user_ref(&acct->user_id)));
 }

@@ -56,12 +56,6 @@ static CachedStatement purchase_by_key = {
 	2, {TEXTOID, TEXTOID}
 };
 
-static CachedStatement purchase_by_transaction = {
-	"SELECT " PURCHASE_COLUMNS " FROM credits.purchases"
-	" WHERE transaction_id = $1 ORDER BY created_at LIMIT 1",
-	1, {TEXTOID}
-};
-
 static CachedStatement purchase_insert = {
 	"INSERT INTO credits.purchases (source, transaction_id, user_id, product_id, kind,"
 	"  entry_id, entitlement_id, purchased_at, balance, daily_remaining)"
@@ -221,10 +215,16 @@ static CachedStatement claim_existing = {
 	2, {UUIDOID, TEXTOID}
 };
 
+/* Claims of the last 24 hours, those made before a deletion of the user id too (deletion.c). */
 static CachedStatement claims_today = {
-	"SELECT count(*), min(created_at) + interval '1 day' - now()"
-	"  FROM credits.entitlements"
-	" WHERE provisional AND user_id = $1 AND created_at > now() - interval '1 day'",
+	"SELECT count(*), min(t) + interval '1 day' - now() FROM ("
+	"  SELECT created_at FROM credits.entitlements"
+	"   WHERE provisional AND user_id = $1 AND created_at > now() - interval '1 day'"
+	"  UNION ALL"
+	"  SELECT c FROM credits.deletion_salt s"
+	"    JOIN credits.deletion_records r ON r.user_hash = sha256(s.salt || uuid_send($1))"
+	"   CROSS JOIN unnest(r.claims) c"
+	"   WHERE r.keep_until > now() AND c > now() - interval '1 day') AS claims (t)",
 	1, {UUIDOID}
 };
 
@@ -311,12 +311,6 @@ get_int64(int row, int col, int64 *out)
 	return !isnull;
 }
 
-int64
-timestamptz_to_unix_ms(TimestampTz t)
-{
-	return t / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
-}
-
 /* ---- products ---- */
 
 /*
@@ -339,6 +333,7 @@ product_find(const char *product_id, const char *source, Product *product)
 	only_source = get_cstring(0, 4);
 	if (only_source != NULL && source != NULL && strcmp(only_source, source) != 0)
 		return false;
+	product->admin_only = only_source != NULL && strcmp(only_source, "admin") == 0;
 	return true;
 }
 
@@ -401,9 +396,13 @@ static void
 load_purchase(PurchaseRow *row)
 {
 	bool		isnull;
+	Datum		value;
 
 	memset(row, 0, sizeof(*row));
-	row->user_id = *DatumGetUUIDP(spi_get(0, 1, &isnull));
+	value = spi_get(0, 1, &isnull);
+	row->has_user = !isnull;
+	if (!isnull)
+		row->user_id = *DatumGetUUIDP(value);
 	row->product_id = get_cstring(0, 2);
 	row->kind = get_cstring(0, 3);
 	row->has_entry = get_int64(0, 4, &row->entry_id);
@@ -423,17 +422,6 @@ purchase_find(const char *source, const char *transaction_id, PurchaseRow *row)
 	Datum		args[2] = {CStringGetTextDatum(source), CStringGetTextDatum(transaction_id)};
 
 	if (spi_exec(&purchase_by_key, args, NULL) == 0)
-		return false;
-	load_purchase(row);
-	return true;
-}
-
-bool
-purchase_find_any_source(const char *transaction_id, PurchaseRow *row)
-{
-	Datum		args[1] = {CStringGetTextDatum(transaction_id)};
-
-	if (spi_exec(&purchase_by_transaction, args, NULL) == 0)
 		return false;
 	load_purchase(row);
 	return true;
@@ -878,9 +866,6 @@ entitlements_refresh(Account *acct)
 		account_set_entitlement(acct, plan, has_until, until);
 	else
 		account_set_entitlement(acct, NULL, false, 0);
-	/* announced as such unless a ledger entry of this call says more */
-	if (acct->last_kind == NULL)
-		acct->last_kind = "entitlement";
 }
 
 /*
@@ -984,6 +969,8 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 	bool		over_tombstone = false;
 	TimestampTz created_at = 0;
 
+	refuse_client_request("credits.apply_purchase");
+
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	txn.product_id = required_text(fcinfo, 1, "product_id", CREDITS_MAX_KEY_CHARS);
@@ -1036,7 +1023,9 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 
 	if (found)
 	{
-		if (uuid_order(&prior.user_id, user_id) != 0 || strcmp(prior.product_id, txn.product_id) != 0)
+		/* applied to an account since deleted: recognized, never credited again */
+		if (!prior.has_user || uuid_order(&prior.user_id, user_id) != 0 ||
+			strcmp(prior.product_id, txn.product_id) != 0)
 			refuse_purchase_conflict(txn.source, txn.transaction_id, "applied",
 									 prior.has_entry, prior.entry_id);
 		replayed = true;
@@ -1151,7 +1140,8 @@ claim_result(const char *status, const char *reason, const char *plan, bool has_
 	if (claims_left >= 0)
 		appendStringInfo(&buf, ", \"claims_left_today\": %d", claims_left);
 	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	/* returned after SPI_finish: out of the SPI procedure's memory */
+	return SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)), false, -1);
 }
 
 /*
@@ -1179,12 +1169,14 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	request_user_id(&user_id);
-	product_id = required_text(fcinfo, 0, "product_id", CREDITS_MAX_KEY_CHARS);
+	product_id = required_text(fcinfo, 0, "product_id", CREDITS_CLIENT_MAX_KEY_CHARS);
 	require_arg(fcinfo, 1, "transaction_id");
-	transaction_id = text_to_cstring(optional_key_arg(fcinfo, 1, "transaction_id"));
+	transaction_id = text_to_cstring(capped_key_arg(fcinfo, 1, "transaction_id",
+													CREDITS_CLIENT_MAX_KEY_CHARS));
 
 	SPI_connect();
-	if (!product_find(product_id, NULL, &product))
+	/* only products sold by a store: an admin-only one answers like an unknown one */
+	if (!product_find(product_id, NULL, &product) || product.admin_only)
 		refuse_unknown_product(product_id);
 	if (product.plan == NULL)
 	{
@@ -1197,30 +1189,29 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 
 	account_lock(&user_id, &acct);
 
-	/* The store was faster: the verified entitlement exists already. */
+	/*
+	 * The store was faster: the verified entitlement exists already.  One
+	 * of another user is no business of the caller's: that claim goes on as
+	 * one of a transaction the store has not reported (no oracle), counted
+	 * against the claim limit, and the store confirms it for nobody.
+	 */
 	{
 		Datum		args[2] = {CStringGetTextDatum(transaction_id), UUIDPGetDatum(&user_id)};
-		PurchaseRow prior;
 
-		if (spi_exec(&claim_verified, args, NULL) > 0)
+		if (spi_exec(&claim_verified, args, NULL) > 0 &&
+			uuid_order(DatumGetUUIDP(spi_get(0, 1, &isnull)), &user_id) == 0)
 		{
-			pg_uuid_t	owner = *DatumGetUUIDP(spi_get(0, 1, &isnull));
 			char	   *plan = get_cstring(0, 2);
 			TimestampTz until;
 			bool		has_until = get_time(0, 3, &until);
 			bool		access = DatumGetBool(spi_get(0, 4, &isnull));
 
-			if (uuid_order(&owner, &user_id) != 0)
-				refuse_claim_taken(transaction_id);
 			result = claim_result(access ? "confirmed" : "ended", NULL, plan, has_until, until,
 								  false, -1);
 			account_save(&acct);
 			SPI_finish();
 			PG_RETURN_DATUM(result);
 		}
-		if (purchase_find_any_source(transaction_id, &prior) &&
-			uuid_order(&prior.user_id, &user_id) != 0)
-			refuse_claim_taken(transaction_id);
 	}
 
 	/* The same claim again: the same unlock, not a new window. */

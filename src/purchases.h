@@ -29,6 +29,7 @@ typedef struct Product
 	int64		credits;		/* pack: the credits it adds */
 	bool		has_pack_expiry;
 	TimestampTz pack_expires_at;	/* now() + pack_expires_after */
+	bool		admin_only;		/* source 'admin': granted by an admin, never claimed */
 } Product;
 
 /* One store transaction, from apply_purchase or from a webhook event. */
@@ -52,6 +53,7 @@ typedef struct StoreTxn
 /* A row of credits.purchases. */
 typedef struct PurchaseRow
 {
+	bool		has_user;		/* false: anonymized (the account was deleted) */
 	pg_uuid_t	user_id;
 	char	   *product_id;
 	char	   *kind;			/* pack | subscription */
@@ -110,7 +112,6 @@ extern Account *accounts_get(AccountSet *set, const pg_uuid_t *user_id);
 extern void accounts_save(AccountSet *set, bool entitlements_changed);
 
 extern bool purchase_find(const char *source, const char *transaction_id, PurchaseRow *row);
-extern bool purchase_find_any_source(const char *transaction_id, PurchaseRow *row);
 extern void pack_credit(Account *acct, const StoreTxn *txn, const Product *product,
 						bool over_tombstone, LedgerEntry *entry);
 extern void pack_refund_tombstone(const pg_uuid_t *user_id, const StoreTxn *txn,
@@ -133,7 +134,5 @@ extern int	entitlement_move_all(const pg_uuid_t *from, const pg_uuid_t *to,
 extern int	claims_confirm(const pg_uuid_t *user_id, const StoreTxn *txn);
 extern bool store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 							pg_uuid_t **owners, int *nowners);
-
-extern int64 timestamptz_to_unix_ms(TimestampTz t);
 
 #endif							/* CREDITS_PURCHASES_H */

@@ -28,6 +28,7 @@
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
@@ -74,6 +75,27 @@ static Datum rate_limit_common(FunctionCallInfo fcinfo, TimestampTz now);
 static int64 ceil_ms(int64 us);
 
 /*
+ * base + interval_us, the bucket's next tat: it must stay a valid timestamp
+ * (it is stored), which only a time at the very end of the timestamp range
+ * (credits.rate_limit_at) can break.  22008 then, naming `at`.
+ */
+static TimestampTz
+tat_after(TimestampTz base, int64 interval_us)
+{
+	TimestampTz result;
+
+	if (pg_add_s64_overflow(base, interval_us, &result) || !IS_VALID_TIMESTAMP(result))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("rate limit state out of range"),
+				 errdetail_internal("{\"field\": \"at\", \"interval_us\": " INT64_FORMAT "}",
+									interval_us),
+				 errhint("The bucket would drain after the last timestamp PostgreSQL can store; "
+						 "pass an earlier time.")));
+	return result;
+}
+
+/*
  * The GCRA decision for one request at `now`, given the bucket's tat
  * (has_tat false: a new bucket, as if tat <= now).  Pure arithmetic.
  */
@@ -83,7 +105,7 @@ gcra_decide(bool has_tat, TimestampTz tat, TimestampTz now, int32 burst,
 {
 	int64		tolerance = (int64) burst * interval_us;
 	TimestampTz base = (has_tat && tat > now) ? tat : now;
-	TimestampTz new_tat = base + interval_us;
+	TimestampTz new_tat = tat_after(base, interval_us);
 	TimestampTz allow_at = new_tat - tolerance;
 	int64		ttl;			/* until the bucket is empty, after this request */
 	int64		room;
@@ -214,6 +236,7 @@ rate_limit_common(FunctionCallInfo fcinfo, TimestampTz now)
 	int64		interval_us;
 	GcraResult	result;
 
+	refuse_client_request("credits.rate_limit");
 	require_arg(fcinfo, 0, "user_id");
 	user_id = PG_GETARG_UUID_P(0);
 	require_arg(fcinfo, 1, "action");

@@ -98,6 +98,8 @@ credits_refund(PG_FUNCTION_ARGS)
 	Account		acct;
 	Receipt		receipt;
 
+	refuse_client_request("credits.refund");
+
 	require_arg(fcinfo, 0, "entry_id");
 	entry_id = PG_GETARG_INT64(0);
 	if (has_amount)
@@ -191,7 +193,7 @@ credits_refund(PG_FUNCTION_ARGS)
 		}
 		if (in_lots != refundable)
 			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
+					(errcode(ERRCODE_CREDITS_DRIFT),
 					 errmsg("the lots of entry " INT64_FORMAT " do not match its refunds", entry_id),
 					 errdetail("{\"entry_id\": " INT64_FORMAT ", \"refundable\": " INT64_FORMAT ", \"in_lots\": " INT64_FORMAT "}",
 							   entry_id, refundable, in_lots),

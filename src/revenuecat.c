@@ -214,50 +214,6 @@ get_time_ms(JsonbContainer *ev, const char *key, bool required, TimestampTz *out
 	return true;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* The canonical 8-4-4-4-12 form (any case), or 32 hex digits. */
-static bool
-parse_uuid(const char *s, pg_uuid_t *out)
-{
-	size_t		len = strlen(s);
-	int			n = 0;
-
-	if (len != 36 && len != 32)
-		return false;
-	for (size_t i = 0; i < len; i++)
-	{
-		int			hi;
-		int			lo;
-
-		if (len == 36 && (i == 8 || i == 13 || i == 18 || i == 23))
-		{
-			if (s[i] != '-')
-				return false;
-			continue;
-		}
-		if (i + 1 >= len)
-			return false;
-		hi = hexval(s[i]);
-		lo = hexval(s[i + 1]);
-		if (hi < 0 || lo < 0 || n >= UUID_LEN)
-			return false;
-		out->data[n++] = (unsigned char) (hi << 4 | lo);
-		i++;
-	}
-	return n == UUID_LEN;
-}
-
 /* A list of app user ids; the ones that are uuids (our users) are returned. */
 static int
 get_user_ids(JsonbContainer *ev, const char *key, pg_uuid_t **out)
@@ -711,6 +667,12 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 		}
 		if (!is_purchase(ev->type) && found)
 		{
+			if (!prior.has_user)
+			{
+				/* the account was deleted: its credits are gone already */
+				result_set(r, "ignored", "account_deleted");
+				break;
+			}
 			if (prior.has_last_event_at && prior.last_event_at > ev->event_at)
 			{
 				result_set(r, "ignored", "stale_event");
@@ -882,6 +844,8 @@ credits_apply_revenuecat_event(PG_FUNCTION_ARGS)
 	RcResult	r;
 	StringInfoData duplicate;
 	Product		product;
+
+	refuse_client_request("credits.apply_revenuecat_event");
 
 	require_arg(fcinfo, 0, "payload");
 	payload = PG_GETARG_JSONB_P(0);

@@ -15,7 +15,9 @@
  * Where the counters live:
  *   - With shared_preload_libraries = 'credits': in shared memory, one
  *     fixed-size hash table for the whole cluster, as pg_stat_statements
- *     does.  Counting takes the credits_stats LWLock shared and bumps the
+ *     does, its entries keyed by database: credits.stats and stats_reset()
+ *     see and reset the current database's only.
+ *     Counting takes the credits_stats LWLock shared and bumps the
  *     entry under its spinlock; only a new entry takes the LWLock exclusive.
  *     The log throttle is shared too (a spinlock), so the log rate is
  *     bounded for the cluster, not per connection.
@@ -54,6 +56,7 @@
 
 typedef struct DenialKey
 {
+	Oid			dbid;			/* counters are per database: another one's admin sees none */
 	int16		reason;			/* DenialReason */
 	int16		operation_kind; /* OPERATION_* */
 	char		operation[STATS_OPERATION_LEN];
@@ -93,7 +96,6 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_HOLD_NOT_OPEN] = "hold_not_open",
 	[DENIAL_OVER_REFUND] = "over_refund",
 	[DENIAL_PURCHASE_CONFLICT] = "purchase_conflict",
-	[DENIAL_CLAIM_TAKEN] = "claim_taken",
 	[DENIAL_CLAIM_LIMIT] = "claim_limit",
 };
 
@@ -240,6 +242,7 @@ static void
 make_key(DenialKey *key, DenialReason reason, int16 kind, const char *operation)
 {
 	memset(key, 0, sizeof(*key));
+	key->dbid = MyDatabaseId;
 	key->reason = (int16) reason;
 	key->operation_kind = kind;
 	if (kind == OPERATION_NAMED)
@@ -428,6 +431,8 @@ credits_denial_counters(PG_FUNCTION_ARGS)
 		int64		denials;
 		TimestampTz last;
 
+		if (entry->key.dbid != MyDatabaseId)
+			continue;
 		if (stats_shared)
 			SpinLockAcquire(&entry->mutex);
 		denials = entry->denials;
@@ -469,7 +474,8 @@ credits_stats_reset(PG_FUNCTION_ARGS)
 		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
 		hash_seq_init(&status, shared_hash);
 		while ((entry = hash_seq_search(&status)) != NULL)
-			hash_search(shared_hash, &entry->key, HASH_REMOVE, NULL);
+			if (entry->key.dbid == MyDatabaseId)
+				hash_search(shared_hash, &entry->key, HASH_REMOVE, NULL);
 		LWLockRelease(stats_shared->lock);
 
 		SpinLockAcquire(&stats_shared->throttle_mutex);

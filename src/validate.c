@@ -13,8 +13,22 @@
 #include "common/int.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+
+/*
+ * Unicode format characters (general category Cf, Unicode 15): invisible,
+ * they make two keys look alike, or reorder what a terminal shows (U+202E).
+ */
+static const pg_wchar format_ranges[][2] = {
+	{0x00AD, 0x00AD}, {0x0600, 0x0605}, {0x061C, 0x061C}, {0x06DD, 0x06DD},
+	{0x070F, 0x070F}, {0x0890, 0x0891}, {0x08E2, 0x08E2}, {0x180E, 0x180E},
+	{0x200B, 0x200F}, {0x202A, 0x202E}, {0x2060, 0x2064}, {0x2066, 0x206F},
+	{0xFEFF, 0xFEFF}, {0xFFF9, 0xFFFB}, {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+	{0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0001, 0xE0001},
+	{0xE0020, 0xE007F},
+};
 
 static void
 refuse_field(const char *field, const char *message, const char *hint)
@@ -60,14 +74,49 @@ optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max
 	return value;
 }
 
+/* A control (Cc) or format (Cf) character. */
+static bool
+is_control_or_format(pg_wchar c)
+{
+	if (c < 0x20 || (c >= 0x7F && c <= 0x9F))
+		return true;
+	for (int i = 0; i < (int) lengthof(format_ranges); i++)
+		if (c >= format_ranges[i][0] && c <= format_ranges[i][1])
+			return true;
+	return false;
+}
+
 /*
- * An idempotency key: 1..255 characters, no control characters (they are a
- * classic way to make two keys look alike in logs and dashboards).
+ * The next character of s (len bytes left) and its length in bytes.  In a
+ * database that is not UTF-8 only ASCII control characters are recognized:
+ * every other byte reads as a printable character.
+ */
+static pg_wchar
+next_char(const unsigned char *s, int len, int *charlen)
+{
+	*charlen = 1;
+	if (GetDatabaseEncoding() != PG_UTF8 || s[0] < 0x80)
+		return s[0] >= 0x80 ? 0x20 : s[0];
+	*charlen = Min(pg_utf_mblen(s), len);
+	return utf8_to_unicode(s);
+}
+
+/*
+ * An idempotency key or a store transaction id: 1..255 characters, no
+ * control or format characters (they are a classic way to make two keys
+ * look alike in logs and dashboards, or to garble an admin's terminal).
  */
 text *
 optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
 {
-	text	   *key = optional_text_arg(fcinfo, argno, field, CREDITS_MAX_KEY_CHARS);
+	return capped_key_arg(fcinfo, argno, field, CREDITS_MAX_KEY_CHARS);
+}
+
+/* A key of at most max_chars characters (the client path's cap is tighter). */
+text *
+capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_chars)
+{
+	text	   *key = optional_text_arg(fcinfo, argno, field, max_chars);
 	const unsigned char *p;
 	int			len;
 
@@ -78,18 +127,58 @@ optional_key_arg(FunctionCallInfo fcinfo, int argno, const char *field)
 	if (len == 0)
 		refuse_field(field, psprintf("%s must not be empty", field),
 					 "Pass NULL for no key, or a non-empty key such as a request UUID.");
-	for (int i = 0; i < len; i++)
+	for (int i = 0, n; i < len; i += n)
 	{
-		if (p[i] < 0x20 || p[i] == 0x7f)
+		if (is_control_or_format(next_char(p + i, len - i, &n)))
 			refuse_field(field, psprintf("%s contains a control character", field),
 						 "Use printable characters only, for example a UUID.");
 	}
 	return key;
 }
 
+/*
+ * credits.printable(value text) returns text (NULL for NULL)
+ * The text with every control or format character written as \u{XXXX},
+ * for showing what a client wrote to an admin (account_summary): a
+ * reference cannot move the cursor, clear the screen or fake a line.
+ */
+PG_FUNCTION_INFO_V1(credits_printable);
+Datum
+credits_printable(PG_FUNCTION_ARGS)
+{
+	text	   *value;
+	const unsigned char *p;
+	int			len;
+	StringInfoData buf;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	value = PG_GETARG_TEXT_PP(0);
+	p = (const unsigned char *) VARDATA_ANY(value);
+	len = VARSIZE_ANY_EXHDR(value);
+	initStringInfo(&buf);
+	for (int i = 0, n; i < len; i += n)
+	{
+		pg_wchar	c = next_char(p + i, len - i, &n);
+
+		if (is_control_or_format(c))
+			appendStringInfo(&buf, "\\u{%04X}", (unsigned int) c);
+		else
+			appendBinaryStringInfo(&buf, (const char *) p + i, n);
+	}
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));
+}
+
 /* Metadata: a JSON object of at most 8 KiB, or NULL (stored as NULL when empty). */
 Jsonb *
 optional_metadata_arg(FunctionCallInfo fcinfo, int argno)
+{
+	return capped_metadata_arg(fcinfo, argno, CREDITS_MAX_METADATA_BYTES);
+}
+
+/* Metadata of at most max_bytes (the client path's cap is tighter). */
+Jsonb *
+capped_metadata_arg(FunctionCallInfo fcinfo, int argno, int max_bytes)
 {
 	Jsonb	   *metadata;
 
@@ -99,13 +188,14 @@ optional_metadata_arg(FunctionCallInfo fcinfo, int argno)
 	if (!JB_ROOT_IS_OBJECT(metadata) || JB_ROOT_IS_SCALAR(metadata))
 		refuse_field("metadata", "metadata must be a JSON object",
 					 "Pass an object such as '{\"model\": \"sdxl\"}'.");
-	if (VARSIZE(metadata) - VARHDRSZ > CREDITS_MAX_METADATA_BYTES)
+	if ((int) (VARSIZE(metadata) - VARHDRSZ) > max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				 errmsg("metadata is too large"),
 				 errdetail("{\"field\": \"metadata\", \"max_bytes\": %d, \"bytes\": %d}",
-						   CREDITS_MAX_METADATA_BYTES, (int) (VARSIZE(metadata) - VARHDRSZ)),
-				 errhint("Keep metadata under 8 KiB; store large payloads elsewhere and reference them.")));
+						   max_bytes, (int) (VARSIZE(metadata) - VARHDRSZ)),
+				 errhint("Keep metadata under %d bytes; store large payloads elsewhere and reference them.",
+						 max_bytes)));
 	if (JB_ROOT_COUNT(metadata) == 0)
 		return NULL;
 	return metadata;

@@ -1,24 +1,23 @@
 /*
  * version.c
- *		Refuses to run against a schema version this library does not support.
+ *		Refuses to run against a schema version other than this library's.
  *
  * The C code finds tables and columns by name at run time, so a library
  * over a schema of another version would not fail loudly: it would read the
- * wrong columns or miss new ones.  Every path that reads or writes a table
- * of the extension (spi_exec, credits_relid) first calls
- * credits_check_version().  It reads pg_extension.extversion once per backend
- * and raises 0A000 when the version is outside what this library runs on:
- * from CREDITS_OLDEST_SCHEMA (so that a package upgrade followed by
- * ALTER EXTENSION credits UPDATE has no window of refusals) to
- * CREDITS_LIBRARY_VERSION.  Raise CREDITS_OLDEST_SCHEMA as soon as the C code
- * reads or writes something an older schema lacks.
+ * wrong columns or miss new ones.  A library runs on exactly one schema
+ * version, CREDITS_VERSION (the control file's default_version, set by the
+ * Makefile): between installing a new library and ALTER EXTENSION credits
+ * UPDATE, calls are refused with the ALTER EXTENSION to run.
  *
- * The answer is kept until a relcache invalidation of one of the extension's
- * relations (every upgrade that changes a table sends one) or a cache reset;
- * the check after it costs one index scan of pg_extension and one of
- * pg_depend.  While the extension's own script runs (CREATE EXTENSION, ALTER
- * EXTENSION UPDATE) its function calls are not checked: the script knows
- * which version it is building.
+ * Every path that reads or writes a table of the extension (spi_exec,
+ * credits_relid) first calls credits_check_version().  It reads
+ * pg_extension.extversion once per backend and raises 0A000 unless it is
+ * CREDITS_VERSION.  The answer is kept until a relcache invalidation of one
+ * of the extension's relations (every upgrade that changes a table sends
+ * one) or a cache reset; the check after it costs one index scan of
+ * pg_extension and one of pg_depend.  While the extension's own script runs
+ * (CREATE EXTENSION, ALTER EXTENSION UPDATE) its function calls are not
+ * checked: the script knows which version it is building.
  *
  * Locks: AccessShareLock on pg_extension and pg_depend while checking.
  */
@@ -39,27 +38,14 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-#define CREDITS_LIBRARY_VERSION "1.1"
-#define CREDITS_OLDEST_SCHEMA	"1.0"
+#ifndef CREDITS_VERSION
+#error "CREDITS_VERSION (the control file's default_version) is set by the Makefile"
+#endif
 
 static bool version_checked = false;
 static bool callback_registered = false;
 static Oid *extension_relids = NULL;	/* in TopMemoryContext */
 static int	nextension_relids = 0;
-
-/* "major.minor" as major * 1000 + minor; -1 when it is not such a version. */
-static int
-version_number(const char *version)
-{
-	int			major;
-	int			minor;
-	char		rest;
-
-	if (sscanf(version, "%d.%d%c", &major, &minor, &rest) != 2 ||
-		major < 0 || minor < 0 || minor >= 1000 || major >= 1000)
-		return -1;
-	return major * 1000 + minor;
-}
 
 static void
 relcache_changed(Datum arg, Oid relid)
@@ -151,25 +137,18 @@ installed_version(Oid *extension_oid)
 static void
 refuse_version(const char *version)
 {
-	bool		older = version_number(version) >= 0 &&
-		version_number(version) < version_number(CREDITS_OLDEST_SCHEMA);
-
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("the credits library %s does not run on version %s of the extension",
-					CREDITS_LIBRARY_VERSION, version),
-			 errdetail_internal("{\"installed_version\": \"%s\", \"library_version\": \"%s\", "
-								"\"supported_versions\": {\"from\": \"%s\", \"to\": \"%s\"}}",
-								version, CREDITS_LIBRARY_VERSION,
-								CREDITS_OLDEST_SCHEMA, CREDITS_LIBRARY_VERSION),
-			 older
-			 ? errhint("ALTER EXTENSION credits UPDATE TO '%s'", CREDITS_LIBRARY_VERSION)
-			 : errhint("Install the credits library of version %s (its package, or make install of that release) and reconnect.",
-					   version)));
+					CREDITS_VERSION, version),
+			 errdetail_internal("{\"installed_version\": \"%s\", \"library_version\": \"%s\"}",
+								version, CREDITS_VERSION),
+			 errhint("ALTER EXTENSION credits UPDATE TO '%s' (or, to stay on %s, install the "
+					 "credits library of that version).", CREDITS_VERSION, version)));
 }
 
 /*
- * Raises 0A000 unless the installed schema is one this library runs on.
+ * Raises 0A000 unless the installed schema is this library's version.
  * Cheap when already checked: one test of a static flag.
  */
 void
@@ -177,7 +156,6 @@ credits_check_version(void)
 {
 	Oid			extension_oid = InvalidOid;
 	char	   *version;
-	int			number;
 
 	if (likely(version_checked))
 		return;
@@ -196,9 +174,7 @@ credits_check_version(void)
 		version_checked = false;
 		return;
 	}
-	number = version_number(version);
-	if (number < version_number(CREDITS_OLDEST_SCHEMA) ||
-		number > version_number(CREDITS_LIBRARY_VERSION))
+	if (strcmp(version, CREDITS_VERSION) != 0)
 	{
 		version_checked = false;
 		refuse_version(version);

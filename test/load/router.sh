@@ -12,6 +12,9 @@
 #   - a config change reaches every shard; a shard whose copy differs is
 #     reported by credits_router.check_shards(), and the same change again
 #     converges
+#   - configure_shard's refusals; a shard whose ids lost their class (what a
+#     restore leaves) is reported until configure_shard runs again
+#   - a RevenueCat TRANSFER across shards is refused, not half applied
 #   - a shard that refuses connections fails its users' calls only
 #
 # Needs the harness environment: PGBIN, PGHOST, PGPORT, PGUSER, PGDATA_DIR
@@ -37,7 +40,7 @@ is() {   # is GOT EXPECTED DESCRIPTION
 as_server_user() {
     if ((EUID == 0)); then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi
 }
-direct() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$1" "${@:2}"; }
+direct() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY="${VERB:-default}" -d "$1" "${@:2}"; }
 shard() { direct "credits_shard_$1" "${@:2}"; }
 # Through pgbouncer, one transaction per call: as the owner, the admin role or a user.
 bouncer() {
@@ -66,7 +69,7 @@ stop_bouncer() {
 }
 trap stop_bouncer EXIT
 
-echo "1..24"
+echo "1..27"
 
 # ---- Setup: shards, router, pgbouncer ----------------------------------------
 setup() {
@@ -215,6 +218,25 @@ settings=$(for ((i = 0; i < SHARDS; i++)); do
                                            WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
            done | sort -u)
 is "$problems $settings" "0 credits.hold_timeout=600" "the same put again converges; a setting reaches every shard"
+
+state=$(sqlstate_of shard 0 -c "SELECT credits.configure_shard(0, 3)")
+state2=$(sqlstate_of shard 0 -c "SELECT credits.configure_shard(1, $SHARDS)")
+is "$state $state2" "22023 55000" \
+    "configure_shard refuses a count that is not a power of 2, and a number whose class the shard's rows are not in"
+# What a restore from a dump leaves: the ledger sequence's value, not its step and start.
+shard 1 -c "ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY 1 SET START WITH 1"
+problems=$(as_admin "SELECT string_agg(partition || ':' || array_to_string(problems, ','), ' ')
+                     FROM credits_router.check_shards() WHERE cardinality(problems) > 0")
+shard 1 -c "SELECT credits.configure_shard(1, $SHARDS)" >/dev/null
+again=$(as_admin "SELECT count(*) FROM credits_router.check_shards() WHERE cardinality(problems) > 0")
+is "$problems $again" "1:shard_no,shard_count 0" \
+    "check_shards reports a shard whose ids lost their class (a restore), until configure_shard runs again"
+
+pair=$(bouncer -c "SELECT a.id || ' ' || b.id FROM rt_users a, rt_users b WHERE a.shard = 0 AND b.shard = 1 LIMIT 1")
+state=$(sqlstate_of as_admin "SELECT credits.apply_revenuecat_event('{\"event\": {\"id\": \"rt-transfer-1\",
+          \"type\": \"TRANSFER\", \"event_timestamp_ms\": 1700000000000,
+          \"transferred_from\": [\"${pair% *}\"], \"transferred_to\": [\"${pair#* }\"]}}')")
+is "$state" 0A000 "a RevenueCat TRANSFER between users of two shards is refused (0A000), not half applied"
 
 # ---- A shard that is down -------------------------------------------------------
 down_user=$(bouncer -c "SELECT id FROM rt_users WHERE shard = 3 ORDER BY n LIMIT 1")

@@ -4,7 +4,8 @@
 # A database with every kind of row (populate.sql) is copied five ways:
 # pg_dump | psql, pg_dump -Fc | pg_restore (new databases), pg_dumpall into a
 # new cluster, pg_basebackup started as a cluster, and a logical subscriber
-# (FOR TABLES IN SCHEMA credits) that is then switched over.  Each copy must
+# (FOR TABLES IN SCHEMA credits) that is then switched over, and one in
+# another database of the same cluster.  Each copy must
 # come back with exit status 0 and no manual step, hold every row of every
 # table and the state of every sequence, reconcile, replay an idempotency key
 # with the same entry id, settle an open hold, and hand out new ids.
@@ -33,7 +34,7 @@ LOG_START=$(stat -L -c %s "$PGHOST/postgres.log" 2>/dev/null || echo 0)
 OUT=$PGHOST/ops-backup
 rm -rf "$OUT" && mkdir -p "$OUT" && chown "$PG_OS_USER" "$OUT"
 
-echo "1..41"
+echo "1..45"
 "$PGBIN/dropdb" --if-exists "$SRC" && "$PGBIN/createdb" "$SRC" &&
     q "$SRC" -f "$OPS_DIR/populate.sql" >/dev/null || { echo "Bail out! populate failed"; exit 1; }
 
@@ -103,6 +104,8 @@ check_copy custom ops_custom
 excludes=()
 while IFS= read -r other; do excludes+=("--exclude-database=$other"); done < <(
     q postgres -c "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname NOT IN ('postgres', '$SRC')")
+# A setting of the extension made for the database travels with pg_dumpall.
+q postgres -c "ALTER DATABASE $SRC SET credits.hold_timeout = '10min'" >/dev/null
 "$PGBIN/pg_dumpall" "${excludes[@]}" -f "$OUT/all.sql"
 ok $? "dumpall: pg_dumpall exits 0"
 extra_cluster_new ops-dumpall || { echo "Bail out! could not start a new cluster"; exit 1; }
@@ -111,6 +114,8 @@ DUMPALL_PORT=$EXTRA_PORT
 # error (CREATE ROLE of the role running the restore, which exists).
 "$PGBIN/psql" -X -q -p "$DUMPALL_PORT" -d postgres -f "$OUT/all.sql" >"$OUT/dumpall.log" 2>&1
 ok $? "dumpall: psql -f restores it into a new cluster with exit status 0"
+got=$(q "$SRC" -p "$DUMPALL_PORT" -c "SHOW credits.hold_timeout")
+is "$got" "10min" "dumpall: the database's credits.* settings came along"
 errors=$(grep ERROR "$OUT/dumpall.log" | grep -v 'role "postgres" already exists')
 is "$errors" "" "dumpall: no error but the documented one (the restoring role exists)"
 
@@ -165,6 +170,28 @@ q ops_sub -f "$OUT/sequences.sql" -c "DROP SUBSCRIPTION ops_sub" >/dev/null
 ok $? "replica: sequences copied and the subscription dropped (with its slot on the publisher)"
 digest "$SRC" "${PUB[@]}" >"$OUT/src.digest"     # the publisher is the source now
 check_copy replica ops_sub
+
+# Two databases of one cluster: the slot is made first, the subscription
+# must not create it (CREATE SUBSCRIPTION would wait for itself).
+q "$SRC" "${PUB[@]}" -c "SELECT pg_create_logical_replication_slot('ops_sub2', 'pgoutput')" >/dev/null
+"$PGBIN/createdb" "${PUB[@]}" ops_sub2 &&
+    q ops_sub2 "${PUB[@]}" -c "CREATE EXTENSION credits" \
+      -c "CREATE SUBSCRIPTION ops_sub2 CONNECTION 'host=$PGHOST port=$DUMPALL_PORT dbname=$SRC user=postgres'
+          PUBLICATION ops_pub WITH (create_slot = false, slot_name = 'ops_sub2')" >/dev/null
+ok $? "same cluster: CREATE SUBSCRIPTION on a slot made beforehand"
+caught_up=1
+for _ in $(seq 1 60); do
+    digest ops_sub2 "${PUB[@]}" >"$OUT/sub2.digest"
+    if diff <(tables_of "$OUT/src.digest") <(tables_of "$OUT/sub2.digest") >"$OUT/replica2.diff"; then
+        caught_up=0
+        break
+    fi
+    sleep 0.5
+done
+ok $caught_up "same cluster: the subscriber in another database catches up"
+[[ $caught_up == 0 ]] || sed 's/^/# /' "$OUT/replica2.diff"
+q ops_sub2 "${PUB[@]}" -c "DROP SUBSCRIPTION ops_sub2" >/dev/null 2>&1
+ok $? "same cluster: DROP SUBSCRIPTION drops the slot too"
 
 # And the dumpall copy itself (checked last: it is the publisher above).
 check_copy dumpall "$SRC" "${PUB[@]}"

@@ -15,7 +15,7 @@ SELECT is((SELECT count(*)::int FROM information_schema.role_table_grants
 SELECT has_function('credits', 'reserve', ARRAY['uuid', 'text', 'bigint', 'text', 'text', 'jsonb']);
 SELECT has_function('credits', 'capture', ARRAY['bigint', 'bigint']);
 SELECT has_function('credits', 'release', ARRAY['bigint']);
-SELECT has_function('credits', 'expire_holds', ARRAY[]::text[]);
+SELECT has_function('credits', 'expire_holds', ARRAY['integer']);
 SELECT has_function('credits', 'refund', ARRAY['bigint', 'bigint', 'text', 'text']);
 SELECT is(
     (SELECT count(*)::int FROM pg_proc p
@@ -55,7 +55,7 @@ SELECT throws_ok(format('SELECT credits.refund(%s, reason => ''test'')',
                           WHERE user_id = '00000000-0000-0000-0003-0000000a0001' AND kind = 'capture')),
                  'PT409', NULL, 'a second full refund is refused');
 SELECT throws_ok(format('UPDATE credits.ledger SET amount = 0 WHERE ref_id = %s', (SELECT id FROM tap_hold)),
-                 '42501', NULL, 'release and capture entries are append-only like every entry');
+                 '0A000', NULL, 'release and capture entries are append-only like every entry');
 SELECT is_empty($$SELECT * FROM credits.reconcile('00000000-0000-0000-0003-0000000a0001')$$,
                 'the books balance');
 

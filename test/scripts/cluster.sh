@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Throwaway PostgreSQL 15 cluster for the harness.  Sourced by run.sh.
+# Throwaway PostgreSQL cluster (of the major run.sh picked) for the harness.  Sourced by run.sh.
 #
 #   cluster_start test|demo|bench   initdb + start in $WORK/data, export PG* vars
 #   cluster_stop                    stop it (idempotent; called from the EXIT trap)
@@ -9,7 +9,7 @@
 PG_FIRST_PORT=${CREDITS_PG_PORT:-54329}
 
 # Postgres refuses to run as root: the server runs as the `postgres` OS user
-# (created by the postgresql-15 package) or, failing that, a system user of ours.
+# (created by the postgresql-NN package) or, failing that, a system user of ours.
 pick_pg_os_user() {
     if ((EUID != 0)); then
         PG_OS_USER=$(id -un)

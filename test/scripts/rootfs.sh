@@ -32,11 +32,12 @@ debian_mirror() {
         return 0
     fi
     local codename
+    # shellcheck disable=SC1091
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
     cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
         awk -v rel="$codename" '
-            /^deb[[:space:]]/ { u = ($2 ~ /^\[/) ? $3 : $2; s = ($2 ~ /^\[/) ? $4 : $3
-                                if (s == rel) { print u; exit } }
+            /^deb[[:space:]]/ { line = $0; sub(/\[[^]]*\][[:space:]]*/, "", line)   # [options]
+                                split(line, f); if (f[3] == rel) { print f[2]; exit } }
             /^URIs:/   { u = $2 }
             /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) { print u; exit } }
             /^$/       { u = "" }'
@@ -47,6 +48,7 @@ debian_mirror() {
 rootfs_chroot() {
     local dir=$1
     shift
+    # shellcheck disable=SC2016  # expanded by the inner bash
     unshare --mount --propagation private -- bash -c '
         set -e
         dir=$1; shift
@@ -66,8 +68,9 @@ rootfs_build() {
         return 1
     fi
     if ! command -v debootstrap >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq -y \
-            --no-install-recommends install debootstrap >>"$log" 2>&1 </dev/null || return 1
+        { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq update &&
+          DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq -y \
+              --no-install-recommends install debootstrap; } >>"$log" 2>&1 </dev/null || return 1
     fi
     rm -rf "$dir"
     # debootstrap 1.0.128 (Debian 12) has no script for forky: it is built like sid.
@@ -129,15 +132,22 @@ rootfs_run() {
         return 1
     fi
     dir=$(rootfs_ensure "$major") || return 1
-    local src rc=0
+    local src rc=0 name
+    # The harness's and the benchmark's settings go in with it.
+    local settings=()
+    for name in $(compgen -e); do
+        if [[ $name == BENCH_* || $name == CREDITS_SUITE_TIMEOUT ]]; then settings+=("$name=${!name}"); fi
+    done
     src=$(mktemp -d "$dir/tmp/credits-src.XXXXXX")
     chmod 755 "$src"
     copy_tree "$ROOT" "$src"
+    # shellcheck disable=SC2034  # read by run.sh
     ROOTFS_STARTED=1   # from here on, the run inside prints its own summary
-    rootfs_chroot "$dir" env CREDITS_PG="$major" CREDITS_IN_ROOTFS=1 \
-        ${CREDITS_SUITE_TIMEOUT:+CREDITS_SUITE_TIMEOUT=$CREDITS_SUITE_TIMEOUT} \
-        ${BENCH_RUNS:+BENCH_RUNS=$BENCH_RUNS} \
+    rootfs_chroot "$dir" env CREDITS_PG="$major" CREDITS_IN_ROOTFS=1 "${settings[@]}" \
         bash "${src#"$dir"}/test/scripts/run.sh" "$mode" || rc=$?
     rm -rf "$src"
+    if [[ $mode == bench ]]; then
+        echo "== bench: the paths above are inside $dir (its /tmp is $dir/tmp on this machine)"
+    fi
     return "$rc"
 }

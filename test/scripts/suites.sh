@@ -226,7 +226,7 @@ run_ops() {
     echo "== operations (backups, replicas, upgrades): ${#files[@]} script(s)"
     for f in "${files[@]}"; do
         local rel=${f#"$ROOT"/} out="$WORK/ops-$(basename "$f").log" rc=0
-        PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
+        ROOT=$ROOT PG_CONFIG=$PG_CONFIG PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
             run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
         count_tap "$rel" "$out" "$rc"
     done
