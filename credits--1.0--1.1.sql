@@ -1111,7 +1111,7 @@ COMMENT ON FUNCTION credits.shard_place() IS
 -- The partition a user belongs to among shard_count shards (as the router computes it).
 CREATE FUNCTION credits.user_partition(user_id uuid, shard_count integer)
 RETURNS integer
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.hashtext(user_id::text) & (shard_count - 1) $$;
 
