@@ -707,10 +707,14 @@ AS 'MODULE_PATHNAME', 'credits_consume_client';
 -- Shipped plans come with a rate limit (a plan that charges nothing would
 -- otherwise let one client write the ledger as fast as it can); an admin's
 -- own settings are kept.
+-- This script's own change leaves a seed as installed (untouched_seeds keeps
+-- its mark, so a restore still replaces it with the dumped row).
+ALTER TABLE credits.plans DISABLE TRIGGER seed_changed;
 UPDATE credits.plans SET rate_burst = 10, rate_per_second = 1
  WHERE name = 'free' AND rate_burst IS NULL;
 UPDATE credits.plans SET rate_burst = 20, rate_per_second = 2
  WHERE name = 'pro' AND rate_burst IS NULL;
+ALTER TABLE credits.plans ENABLE TRIGGER seed_changed;
 
 -- Supabase anonymous sign-ins give every anonymous session a new user id:
 -- such a user (JWT claim is_anonymous, auth.users.is_anonymous) gets the

@@ -124,8 +124,11 @@ else
     sed 's/^/# /' "$OUT/catalog.diff" | head -40
 fi
 
-# Every 1.0 row is still there, unchanged (the load's users excepted: the load changed them).
+# Every 1.0 row is still there, unchanged (the load's users excepted: the load changed them),
+# but for what the upgrade changes on purpose: the shipped plans get a rate limit.
 lost=$(q ops_old <<'SQL'
+UPDATE snap.plans SET rate_burst = 10, rate_per_second = 1 WHERE name = 'free' AND rate_burst IS NULL;
+UPDATE snap.plans SET rate_burst = 20, rate_per_second = 2 WHERE name = 'pro' AND rate_burst IS NULL;
 SELECT format($f$SELECT %L || ' ' || count(*) FROM (SELECT * FROM snap.%I t %s EXCEPT ALL SELECT %s FROM credits.%I t) x$f$,
               c.relname, c.relname,
               CASE WHEN EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'user_id')

@@ -202,7 +202,7 @@ count_tap() {
 run_load() {
     local f
     local files=()
-    for f in "$ROOT"/test/load/*.sh; do
+    for f in "$ROOT"/test/load/${CREDITS_LOAD:-*}.sh; do
         if [[ -e $f ]]; then files+=("$f"); fi
     done
     echo "== load and fault: ${#files[@]} script(s)"
