@@ -6,12 +6,15 @@ MODULE_big = credits
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 PGFILEDESC = "credits - usage credits ledger"
 
-EXTENSION = credits
+EXTENSION = credits credits_router
 # credits--1.0.sql is the script released as 1.0 (git tag v1.0): it never
 # changes.  Every later schema change is an upgrade script credits--A--B.sql;
 # CREATE EXTENSION of the default version runs 1.0 and then each step, so a
 # fresh install and an ALTER EXTENSION UPDATE run the same statements.
-DATA = credits--1.0.sql $(sort $(wildcard credits--*--*.sql))
+DATA = credits--1.0.sql $(sort $(wildcard credits--*--*.sql)) credits_router--1.0.sql
+# credits_router (credits_router.control): the same API on a PL/Proxy router
+# database in front of credits shards; it reuses two C functions of the
+# credits library (the JWT readers).
 
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --load-extension=credits

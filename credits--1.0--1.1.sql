@@ -1213,6 +1213,396 @@ COMMENT ON FUNCTION credits.forget_webhook_events(text, interval) IS
 COMMENT ON FUNCTION credits.replay_webhook_events(text) IS
 'Applies the kept webhook events again, oldest first (after mapping a product, say); returns {"replayed": n, "applied": n, "kept": n, "results": [...]}.';
 
+-- == Sharding ==
+/*
+ * A shard of a credits database split by user behind a PL/Proxy router (the
+ * credits_router extension; README, "Pooling and scale-out").  The router
+ * sends a call about a user to partition
+ *     hashtext(user_id::text) & (shard_count - 1)
+ * and a call about a ledger entry (capture, release: the hold; refund: the
+ * charge) to partition id & (shard_count - 1): every shard draws its ledger
+ * ids from the residue class of its number modulo the shard count
+ * (configure_shard), so an id names its shard and no lookup table exists.
+ *
+ * The shard's place is kept in the ledger's identity sequence itself:
+ * INCREMENT BY shard_count, START WITH a value congruent to shard_no
+ * (credits.shard_place).  A single node is shard 0 of 1; nothing here
+ * changes it.
+ *
+ * The config tables (plans, operations, products) and the credits.* database
+ * settings are copies on every shard; the router writes them on all shards
+ * with put_plan, put_operation, put_product, put_setting and remove_config
+ * (each shard in its own transaction), and shard_status() gives each copy's
+ * digest so that the router can report a shard whose copy differs.
+ */
+
+-- This database's place: shard_count = the ledger id increment, shard_no = its start modulo it.
+CREATE FUNCTION credits.shard_place(OUT shard_no integer, OUT shard_count integer)
+RETURNS record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (q.seqstart % q.seqincrement)::integer, q.seqincrement::integer
+      FROM pg_catalog.pg_sequence q
+     WHERE q.seqrelid = pg_catalog.pg_get_serial_sequence('credits.ledger', 'id')::pg_catalog.regclass
+$$;
+
+COMMENT ON FUNCTION credits.shard_place() IS
+'This database''s shard number and shard count, from the ledger id sequence (0 of 1 unless credits.configure_shard ran).';
+
+-- The partition a user belongs to among shard_count shards (as the router computes it).
+CREATE FUNCTION credits.user_partition(user_id uuid, shard_count integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.hashtext(user_id::text) & (shard_count - 1) $$;
+
+COMMENT ON FUNCTION credits.user_partition(uuid, integer) IS
+'The shard of a user among shard_count shards: hashtext(user_id::text) & (shard_count - 1), as the router routes.';
+
+/*
+ * Makes this database shard shard_no of shard_count: ledger ids from now on
+ * are congruent to shard_no modulo shard_count; returns the next one.  Refused when the database
+ * already holds entries or accounts that belong to another shard (configure a
+ * shard before its first write).  Running it again with the same numbers
+ * restarts the ids in the class (after a restore: a dump keeps the
+ * sequence's value but not its increment and start).  Locks the ledger against writers
+ * (EXCLUSIVE) while it checks and restarts the identity.
+ */
+CREATE FUNCTION credits.configure_shard(shard_no integer, shard_count integer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    top bigint;
+    next_id bigint;
+    foreign_entries bigint;
+    foreign_accounts bigint;
+BEGIN
+    IF shard_count IS NULL OR shard_count < 1 OR shard_count > 1024
+       OR (shard_count & (shard_count - 1)) <> 0 THEN
+        RAISE EXCEPTION 'shard_count must be a power of 2 from 1 to 1024'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "shard_count", "value": %s}', coalesce(shard_count::text, 'null')),
+                  HINT = 'PL/Proxy maps a hash to a partition with hash & (count - 1): use 2, 4, 8, ... shards.';
+    END IF;
+    IF shard_no IS NULL OR shard_no < 0 OR shard_no >= shard_count THEN
+        RAISE EXCEPTION 'shard_no must be between 0 and shard_count - 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "shard_no", "value": %s, "shard_count": %s}',
+                                  coalesce(shard_no::text, 'null'), shard_count),
+                  HINT = 'shard_no is the partition number of this database in the router''s server (p0, p1, ...).';
+    END IF;
+
+    LOCK TABLE credits.ledger IN EXCLUSIVE MODE;
+    SELECT count(*) INTO foreign_entries
+      FROM credits.ledger e WHERE (e.id & (shard_count - 1)) <> shard_no;
+    SELECT count(*) INTO foreign_accounts
+      FROM credits.accounts a WHERE credits.user_partition(a.user_id, shard_count) <> shard_no;
+    IF foreign_entries > 0 OR foreign_accounts > 0 THEN
+        RAISE EXCEPTION 'this database holds rows of other shards'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('{"shard_no": %s, "shard_count": %s, "foreign_entries": %s, "foreign_accounts": %s}',
+                                  shard_no, shard_count, foreign_entries, foreign_accounts),
+                  HINT = 'Configure a shard before its first write; an existing database becomes shard 0 of 1 only.';
+    END IF;
+
+    SELECT coalesce(max(e.id), 0) INTO top FROM credits.ledger e;
+    next_id := top - top % shard_count + shard_no;
+    IF next_id <= top THEN
+        next_id := next_id + shard_count;
+    END IF;
+    EXECUTE format('ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY %s SET START WITH %s RESTART WITH %s',
+                   shard_count, next_id, next_id);
+    RETURN next_id;
+END
+$$;
+
+COMMENT ON FUNCTION credits.configure_shard(integer, integer) IS
+'Owner: makes this database shard shard_no of shard_count (ledger ids congruent to shard_no, from the id returned); before the first write.';
+
+/*
+ * md5 of each config copy, in key order, without created_at (each shard
+ * stamps its own): plans, operations, products, and the credits.* settings
+ * of this database (ALTER DATABASE ... SET).
+ */
+CREATE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
+      FROM credits.plans p
+    UNION ALL
+    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
+      FROM credits.operations o
+    UNION ALL
+    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
+      FROM credits.products p
+    UNION ALL
+    SELECT 'settings', count(*), md5(coalesce(string_agg(s.setting, E'\n' ORDER BY s.setting), ''))
+      FROM pg_db_role_setting d
+     CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+     WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND d.setrole = 0
+       AND s.setting LIKE 'credits.%'
+$$;
+
+COMMENT ON FUNCTION credits.config_digests() IS
+'md5 of the plans, operations, products and credits.* database settings in key order (created_at left out): equal on every shard when the config copies agree.';
+
+/*
+ * This shard as the router's check sees it: its place, how many accounts
+ * belong to another shard (a full scan of credits.accounts), and the config
+ * digests.
+ */
+CREATE FUNCTION credits.shard_status(
+    OUT shard_no integer,
+    OUT shard_count integer,
+    OUT foreign_accounts bigint,
+    OUT plans_digest text,
+    OUT operations_digest text,
+    OUT products_digest text,
+    OUT settings_digest text)
+RETURNS record
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT s.shard_no, s.shard_count INTO shard_status.shard_no, shard_status.shard_count
+      FROM credits.shard_place() s;
+    SELECT count(*) INTO foreign_accounts
+      FROM credits.accounts a
+     WHERE credits.user_partition(a.user_id, shard_status.shard_count) <> shard_status.shard_no;
+    SELECT max(d.digest) FILTER (WHERE d.config = 'plans'),
+           max(d.digest) FILTER (WHERE d.config = 'operations'),
+           max(d.digest) FILTER (WHERE d.config = 'products'),
+           max(d.digest) FILTER (WHERE d.config = 'settings')
+      INTO plans_digest, operations_digest, products_digest, settings_digest
+      FROM credits.config_digests() d;
+END
+$$;
+
+COMMENT ON FUNCTION credits.shard_status() IS
+'This shard''s number and count, accounts of users routed to another shard, and config digests.';
+
+/*
+ * Config writes, one row at a time, as the router repeats them on every
+ * shard: a put makes the row exactly what the arguments say (missing ones
+ * take the column's default), remove_config deletes one.  SECURITY INVOKER:
+ * config stays the owner's to change, as on a single node.  Each returns this
+ * shard's number and the digest of the table after the change.
+ */
+CREATE FUNCTION credits.put_plan(
+    name text,
+    daily_limit integer,
+    signup_bonus bigint DEFAULT 0,
+    monthly_allocation bigint DEFAULT 0,
+    allocation_rollover boolean DEFAULT false,
+    bypass_credits boolean DEFAULT false,
+    rank integer DEFAULT 0,
+    rate_burst integer DEFAULT NULL,
+    rate_per_second double precision DEFAULT NULL,
+    cooldown_ms integer DEFAULT 0,
+    OUT shard_no integer,
+    OUT digest text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO credits.plans AS p (name, daily_limit, signup_bonus, monthly_allocation, allocation_rollover,
+                                    bypass_credits, rank, rate_burst, rate_per_second, cooldown_ms)
+    VALUES (put_plan.name, put_plan.daily_limit, put_plan.signup_bonus, put_plan.monthly_allocation,
+            put_plan.allocation_rollover, put_plan.bypass_credits, put_plan.rank, put_plan.rate_burst,
+            put_plan.rate_per_second, put_plan.cooldown_ms)
+    ON CONFLICT ON CONSTRAINT plans_pkey DO UPDATE
+        SET daily_limit = excluded.daily_limit, signup_bonus = excluded.signup_bonus,
+            monthly_allocation = excluded.monthly_allocation,
+            allocation_rollover = excluded.allocation_rollover, bypass_credits = excluded.bypass_credits,
+            rank = excluded.rank, rate_burst = excluded.rate_burst,
+            rate_per_second = excluded.rate_per_second, cooldown_ms = excluded.cooldown_ms;
+    SELECT s.shard_no INTO put_plan.shard_no FROM credits.shard_place() s;
+    SELECT d.digest INTO put_plan.digest FROM credits.config_digests() d WHERE d.config = 'plans';
+END
+$$;
+
+CREATE FUNCTION credits.put_operation(
+    name text,
+    cost bigint,
+    max_units bigint DEFAULT 1000000,
+    enabled boolean DEFAULT true,
+    required_plan text DEFAULT NULL,
+    description text DEFAULT NULL,
+    OUT shard_no integer,
+    OUT digest text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO credits.operations AS o (name, cost, max_units, enabled, required_plan, description)
+    VALUES (put_operation.name, put_operation.cost, put_operation.max_units, put_operation.enabled,
+            put_operation.required_plan, put_operation.description)
+    ON CONFLICT ON CONSTRAINT operations_pkey DO UPDATE
+        SET cost = excluded.cost, max_units = excluded.max_units, enabled = excluded.enabled,
+            required_plan = excluded.required_plan, description = excluded.description;
+    SELECT s.shard_no INTO put_operation.shard_no FROM credits.shard_place() s;
+    SELECT d.digest INTO put_operation.digest FROM credits.config_digests() d WHERE d.config = 'operations';
+END
+$$;
+
+CREATE FUNCTION credits.put_product(
+    product_id text,
+    plan text DEFAULT NULL,
+    credits bigint DEFAULT NULL,
+    pack_expires_after interval DEFAULT NULL,
+    source text DEFAULT NULL,
+    description text DEFAULT NULL,
+    OUT shard_no integer,
+    OUT digest text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO credits.products AS p (product_id, plan, credits, pack_expires_after, source, description)
+    VALUES (put_product.product_id, put_product.plan, put_product.credits, put_product.pack_expires_after,
+            put_product.source, put_product.description)
+    ON CONFLICT ON CONSTRAINT products_pkey DO UPDATE
+        SET plan = excluded.plan, credits = excluded.credits,
+            pack_expires_after = excluded.pack_expires_after, source = excluded.source,
+            description = excluded.description;
+    SELECT s.shard_no INTO put_product.shard_no FROM credits.shard_place() s;
+    SELECT d.digest INTO put_product.digest FROM credits.config_digests() d WHERE d.config = 'products';
+END
+$$;
+
+CREATE FUNCTION credits.remove_config(config text, key text, OUT shard_no integer, OUT digest text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    CASE remove_config.config
+        WHEN 'plans' THEN DELETE FROM credits.plans p WHERE p.name = remove_config.key;
+        WHEN 'operations' THEN DELETE FROM credits.operations o WHERE o.name = remove_config.key;
+        WHEN 'products' THEN DELETE FROM credits.products p WHERE p.product_id = remove_config.key;
+        ELSE
+            RAISE EXCEPTION 'unknown config table "%"', remove_config.config
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('{"field": "config", "value": %s}', to_json(remove_config.config)),
+                      HINT = 'One of plans, operations, products.';
+    END CASE;
+    SELECT s.shard_no INTO remove_config.shard_no FROM credits.shard_place() s;
+    SELECT d.digest INTO remove_config.digest FROM credits.config_digests() d WHERE d.config = remove_config.config;
+END
+$$;
+
+-- A credits.* setting of this database (ALTER DATABASE SET; NULL value: RESET), for new sessions.
+CREATE FUNCTION credits.put_setting(name text, value text, OUT shard_no integer, OUT digest text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF put_setting.name IS NULL OR put_setting.name !~ '^credits\.[a-z_]+$' THEN
+        RAISE EXCEPTION 'only credits.* settings are shared by the shards'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "name", "value": %s}', coalesce(to_json(put_setting.name)::text, 'null')),
+                  HINT = 'Set other parameters on each shard''s server.';
+    END IF;
+    IF put_setting.value IS NULL THEN
+        EXECUTE format('ALTER DATABASE %I RESET %s', current_database(), put_setting.name);
+    ELSE
+        EXECUTE format('ALTER DATABASE %I SET %s = %L', current_database(), put_setting.name, put_setting.value);
+    END IF;
+    SELECT s.shard_no INTO put_setting.shard_no FROM credits.shard_place() s;
+    SELECT d.digest INTO put_setting.digest FROM credits.config_digests() d WHERE d.config = 'settings';
+END
+$$;
+
+/*
+ * The client readers that have no service twin, for one user: the router
+ * reads the user from the JWT and calls these on the user's shard (claims do
+ * not cross the hop).  Each sets request.jwt.claims to {"sub": user_id} for
+ * the call only (a function with a SET clause restores every setting made
+ * inside it on exit) and runs the client function.
+ */
+CREATE FUNCTION credits.user_history(user_id uuid, "limit" integer DEFAULT 50, before_id bigint DEFAULT NULL)
+RETURNS TABLE (
+    id              bigint,
+    kind            text,
+    amount          bigint,
+    balance_after   bigint,
+    daily_remaining bigint,
+    operation       text,
+    units           bigint,
+    list_cost       bigint,
+    ref_id          bigint,
+    reference       text,
+    idempotency_key text,
+    reason          text,
+    metadata        jsonb,
+    created_at      timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('request.jwt.claims', json_build_object('sub', user_history.user_id)::text, true);
+    RETURN QUERY SELECT * FROM credits.my_history(user_history."limit", user_history.before_id);
+END
+$$;
+
+CREATE FUNCTION credits.user_usage(user_id uuid, since timestamptz DEFAULT now() - interval '30 days')
+RETURNS TABLE (
+    operation  text,
+    operations bigint,
+    units      bigint,
+    credits    bigint,
+    list_cost  bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('request.jwt.claims', json_build_object('sub', user_usage.user_id)::text, true);
+    RETURN QUERY SELECT * FROM credits.my_usage(user_usage.since);
+END
+$$;
+
+CREATE FUNCTION credits.user_account_status(user_id uuid)
+RETURNS SETOF credits.my_account
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('request.jwt.claims', json_build_object('sub', user_account_status.user_id)::text, true);
+    RETURN QUERY SELECT * FROM credits.my_account_status();
+END
+$$;
+
+CREATE FUNCTION credits.user_claim_pending_purchase(user_id uuid, product_id text, transaction_id text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('request.jwt.claims', json_build_object('sub', user_claim_pending_purchase.user_id)::text, true);
+    RETURN credits.claim_pending_purchase(user_claim_pending_purchase.product_id,
+                                          user_claim_pending_purchase.transaction_id);
+END
+$$;
+
+COMMENT ON FUNCTION credits.user_history(uuid, integer, bigint) IS
+'my_history for a given user (what the router calls on the user''s shard).';
+COMMENT ON FUNCTION credits.user_usage(uuid, timestamptz) IS
+'my_usage for a given user (what the router calls on the user''s shard).';
+COMMENT ON FUNCTION credits.user_account_status(uuid) IS
+'my_account_status for a given user (what the router calls on the user''s shard).';
+COMMENT ON FUNCTION credits.user_claim_pending_purchase(uuid, text, text) IS
+'claim_pending_purchase for a given user (what the router calls on the user''s shard).';
+
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give
 -- the roles that grant_roles() set up before the update what it gives now.

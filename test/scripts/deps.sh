@@ -10,13 +10,16 @@ set -euo pipefail
 PG_MAJOR=${1:-15}
 
 # postgresql-N also creates the `postgres` OS user the test cluster runs as;
-# libtap-parser-sourcehandler-pgtap-perl provides pg_prove.
+# libtap-parser-sourcehandler-pgtap-perl provides pg_prove; PL/Proxy and
+# pgbouncer run the sharded setup of test/load/router.sh.
 PACKAGES=(
     "postgresql-$PG_MAJOR"
     "postgresql-server-dev-$PG_MAJOR"
     "postgresql-$PG_MAJOR-pgtap"
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
+    "postgresql-$PG_MAJOR-plproxy"
+    pgbouncer
 )
 
 pkg_installed() {
