@@ -39,9 +39,16 @@ enum
 
 static CreditsTable accounts_table = {
 	"accounts", ACC_NCOLUMNS,
-	{"plan", "timezone", "balance", "day", "day_count", "allocation_period",
-		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
-	"rate_tat", "last_operation_at", "updated_at"}
+	{{"plan", "pg_catalog.text", true}, {"timezone", "pg_catalog.text", true},
+		{"balance", "bigint", true}, {"day", "pg_catalog.date", true},
+		{"day_count", "integer", true}, {"allocation_period", "pg_catalog.date", false},
+		{"next_expiry", "timestamp with time zone", false},
+		{"next_hold_expiry", "timestamp with time zone", false},
+		{"entitlement_plan", "pg_catalog.text", false},
+		{"entitlement_until", "timestamp with time zone", false},
+		{"rate_tat", "timestamp with time zone", false},
+		{"last_operation_at", "timestamp with time zone", false},
+	{"updated_at", "timestamp with time zone", false}}
 };
 
 static CachedStatement account_insert = {
