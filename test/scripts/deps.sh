@@ -12,6 +12,7 @@ PACKAGES=(
     postgresql-15-pgtap
     libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl
+    valgrind
 )
 
 pkg_installed() {

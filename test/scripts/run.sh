@@ -2,7 +2,9 @@
 # The harness behind `make demo`, `make test` and `make bench`.
 #
 #   bash test/scripts/run.sh test    build, install, throwaway cluster, run
-#                                    pg_regress + isolation + pgTAP, and end
+#                                    pg_regress + isolation + pgTAP + load,
+#                                    in CI once more under valgrind
+#                                    (test/scripts/valgrind.sh), and end
 #                                    with the line "N passed, N failed"
 #   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
 #   bash test/scripts/run.sh bench   same setup with a durable cluster, then bench/run.sh
@@ -30,6 +32,8 @@ unset MAKEFLAGS MFLAGS MAKELEVEL
 source "$SCRIPTS/cluster.sh"
 # shellcheck source=test/scripts/suites.sh
 source "$SCRIPTS/suites.sh"
+# shellcheck source=test/scripts/valgrind.sh
+source "$SCRIPTS/valgrind.sh"
 
 cleanup() {
     local rc=$?
@@ -93,6 +97,7 @@ mode_test() {
     run_isolation
     run_pgtap
     run_load
+    run_valgrind
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
     print_summary
     summary_status
