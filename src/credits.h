@@ -52,6 +52,8 @@ typedef struct CachedStatement
 extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
 extern Datum spi_get(int row, int col, bool *isnull);
 extern Datum spi_get_typed(int row, int col, Oid typid, bool *isnull);
+extern pg_uuid_t spi_get_uuid(int row, int col);
+extern char *spi_get_cstring(int row, int col);
 extern int64 spi_get_int64(int row, int col);
 
 /* ---- rows.c: direct row access on the hot path (see rows.c) ---- */

@@ -300,23 +300,6 @@ get_cstring_kept(int row, int col)
 	return value ? strcpy(SPI_palloc(strlen(value) + 1), value) : NULL;
 }
 
-/* A uuid column declared NOT NULL; a NULL (the constraint dropped) is refused. */
-static pg_uuid_t
-get_uuid(int row, int col)
-{
-	bool		isnull;
-	Datum		value = spi_get_typed(row, col, UUIDOID, &isnull);
-
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("a stored user id is NULL"),
-				 errdetail_internal("{\"column\": %s}",
-									json_quote(SPI_fname(SPI_tuptable->tupdesc, col))),
-				 errhint("Restore the NOT NULL constraint of the column and remove the rows without a user.")));
-	return *DatumGetUUIDP(value);
-}
-
 static bool
 get_time(int row, int col, TimestampTz *out)
 {
@@ -427,7 +410,7 @@ static void
 load_purchase(PurchaseRow *row)
 {
 	memset(row, 0, sizeof(*row));
-	row->user_id = get_uuid(0, 1);
+	row->user_id = spi_get_uuid(0, 1);
 	row->product_id = get_cstring(0, 2);
 	row->kind = get_cstring(0, 3);
 	row->has_entry = get_int64(0, 4, &row->entry_id);
@@ -736,7 +719,7 @@ load_entitlement(EntitlementRow *row)
 {
 	memset(row, 0, sizeof(*row));
 	row->id = spi_get_int64(0, 1);
-	row->user_id = get_uuid(0, 2);
+	row->user_id = spi_get_uuid(0, 2);
 	row->status = get_cstring(0, 3);
 	row->plan = get_cstring(0, 4);
 	row->product_id = get_cstring(0, 5);
@@ -874,7 +857,7 @@ store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 	n = spi_exec(&store_owners, args, nulls);
 	*owners = palloc(sizeof(pg_uuid_t) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
-		(*owners)[i] = get_uuid(i, 1);
+		(*owners)[i] = spi_get_uuid(i, 1);
 	*nowners = (int) n;
 	return n > 0;
 }
@@ -1219,7 +1202,7 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 
 		if (spi_exec(&claim_verified, args, NULL) > 0)
 		{
-			pg_uuid_t	owner = get_uuid(0, 1);
+			pg_uuid_t	owner = spi_get_uuid(0, 1);
 			char	   *plan = get_cstring(0, 2);
 			TimestampTz until;
 			bool		has_until = get_time(0, 3, &until);

@@ -89,3 +89,35 @@ spi_get_int64(int row, int col)
 	value = spi_get_typed(row, col, INT8OID, &isnull);
 	return isnull ? 0 : DatumGetInt64(value);
 }
+
+/* A column the query never returns NULL for (a NOT NULL column): a NULL is refused. */
+static Datum
+spi_get_required(int row, int col, Oid typid)
+{
+	bool		isnull;
+	Datum		value = spi_get_typed(row, col, typid, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("column \"%s\" of a credits query is NULL",
+						SPI_fname(SPI_tuptable->tupdesc, col)),
+				 errdetail_internal("{\"column\": %s}",
+									json_quote(SPI_fname(SPI_tuptable->tupdesc, col))),
+				 errhint("A NOT NULL constraint of a credits table was dropped: restore it and fix the rows without a value.")));
+	return value;
+}
+
+/* A uuid column that is never NULL. */
+pg_uuid_t
+spi_get_uuid(int row, int col)
+{
+	return *DatumGetUUIDP(spi_get_required(row, col, UUIDOID));
+}
+
+/* A text column that is never NULL, as a C string. */
+char *
+spi_get_cstring(int row, int col)
+{
+	return TextDatumGetCString(spi_get_required(row, col, TEXTOID));
+}
