@@ -26,7 +26,6 @@
 
 #include "access/table.h"
 #include "access/xact.h"
-#include "access/xlog.h"
 #include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
@@ -46,10 +45,20 @@ enum
 
 static CreditsTable accounts_table = {
 	"accounts", ACC_NCOLUMNS,
-	{"plan", "timezone", "balance", "day", "day_count", "allocation_period",
-		"next_expiry", "next_hold_expiry", "entitlement_plan", "entitlement_until",
-	"rate_tat", "last_operation_at", "updated_at", "timezone_next", "timezone_from",
-	"timezone_changed_at", "signup_bonus_due"}
+	{{"plan", "pg_catalog.text", true}, {"timezone", "pg_catalog.text", true},
+		{"balance", "bigint", true}, {"day", "pg_catalog.date", true},
+		{"day_count", "integer", true}, {"allocation_period", "pg_catalog.date", false},
+		{"next_expiry", "timestamp with time zone", false},
+		{"next_hold_expiry", "timestamp with time zone", false},
+		{"entitlement_plan", "pg_catalog.text", false},
+		{"entitlement_until", "timestamp with time zone", false},
+		{"rate_tat", "timestamp with time zone", false},
+		{"last_operation_at", "timestamp with time zone", false},
+		{"updated_at", "timestamp with time zone", false},
+		{"timezone_next", "pg_catalog.text", false},
+		{"timezone_from", "timestamp with time zone", false},
+		{"timezone_changed_at", "timestamp with time zone", false},
+	{"signup_bonus_due", "boolean", true}}
 };
 
 /*
@@ -132,7 +141,6 @@ static int32 carried_day_count(const Account *acct, const DeletionRecord *rec);
 static void carry_day_count(Account *acct, int32 count);
 static void read_maintained(Account *acct);
 static void default_plan(PlanSettings *plan);
-static void require_read_write(void);
 static bool create_account(const pg_uuid_t *user_id);
 static void grant_signup_bonus(Account *acct);
 static int64 signup_bonus_of(const char *plan_name);
@@ -455,7 +463,7 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	bool		maintained = false;
 	bool		created = false;
 
-	require_read_write();
+	credits_require_writable();
 
 	/*
 	 * An account another transaction created (our insert did nothing) may
@@ -523,30 +531,6 @@ default_plan(PlanSettings *plan)
 				 errmsg("default plan \"%s\" does not exist", credits_default_plan),
 				 errdetail("{\"setting\": \"credits.default_plan\"}"),
 				 errhint("Set credits.default_plan to a plan in credits.plans.")));
-}
-
-/*
- * Every change of credits starts with the account lock: refuse it here, with
- * the reason, in a transaction that cannot write (READ ONLY, a hot standby),
- * rather than fail later on a row lock or a transaction id.
- */
-static void
-require_read_write(void)
-{
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot change credits on a hot standby"),
-				 errdetail("{\"read_only\": \"recovery\"}"),
-				 errhint("Send writes (consume, grants, holds, purchases) to the primary; "
-						 "the read functions work here.")));
-	if (XactReadOnly)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot change credits in a read-only transaction"),
-				 errdetail("{\"read_only\": \"transaction\"}"),
-				 errhint("Call it in a read-write transaction (in PostgREST, a POST request, not GET); "
-						 "the read functions work in read-only transactions.")));
 }
 
 /*

@@ -26,6 +26,13 @@
 #define pg_noreturn pg_attribute_noreturn()
 #endif
 
+/* This backend's local transaction id (17 moved it into PGPROC.vxid). */
+#if PG_VERSION_NUM >= 170000
+#define compat_my_lxid() (MyProc->vxid.lxid)
+#else
+#define compat_my_lxid() (MyProc->lxid)
+#endif
+
 /* JSON parser callbacks return an error code from 16 on. */
 #if PG_VERSION_NUM >= 160000
 typedef JsonParseErrorType json_callback_result;

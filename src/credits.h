@@ -77,17 +77,32 @@ typedef struct CachedStatement
 /* Runs a cached statement inside the caller's SPI connection; returns SPI_processed. */
 extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
 extern Datum spi_get(int row, int col, bool *isnull);
+extern Datum spi_get_typed(int row, int col, Oid typid, bool *isnull);
+extern pg_uuid_t spi_get_uuid(int row, int col);
+extern char *spi_get_cstring(int row, int col);
 extern int64 spi_get_int64(int row, int col);
 
 /* ---- rows.c: direct row access on the hot path (see rows.c) ---- */
 #define CREDITS_TABLE_MAX_COLUMNS 20
+
+/*
+ * A column the C code reads or writes, with the type its Datums have:
+ * format_type_extended(type, -1, FORMAT_TYPE_FORCE_QUALIFY), e.g. "bigint",
+ * "pg_catalog.text", "credits.entry_kind" (the typmod is not checked).
+ */
+typedef struct CreditsColumn
+{
+	const char *name;
+	const char *type;
+	bool		not_null;		/* read without a NULL check: must stay NOT NULL */
+} CreditsColumn;
 
 /* A table of the extension and the columns the C code reads or writes. */
 typedef struct CreditsTable
 {
 	const char *name;
 	int			ncolumns;
-	const char *columns[CREDITS_TABLE_MAX_COLUMNS];
+	CreditsColumn columns[CREDITS_TABLE_MAX_COLUMNS];
 	/* cached per backend (rows.c) */
 	Oid			resolved_relid;	/* what follows is valid for this relation */
 	AttrNumber	attnum[CREDITS_TABLE_MAX_COLUMNS];
@@ -96,7 +111,11 @@ typedef struct CreditsTable
 	int			nchecks;
 	ExprState **generated;		/* per attribute: its generation expression, or NULL */
 	int			ngenerated;
+	ExprState **defaults;		/* DEFAULTs of the columns the code does not set ... */
+	AttrNumber *default_attnums;	/* ... and their attribute numbers */
+	int			ndefaults;
 	bool		registered;		/* known to the invalidation callback */
+	struct CreditsTable *next_registered;
 } CreditsTable;
 
 /* An ordered index scan of one user's rows. */
@@ -118,9 +137,14 @@ typedef struct RowWriter
 	ResultRelInfo *rri;
 	EPQState	epq;
 	TupleTableSlot *slot;		/* the row to insert, or the new version */
+	bool		updating;		/* row_writer_copy: the columns set count as updated */
+	ExprState **defaults;		/* the table's defaults when the writer was opened */
+	AttrNumber *default_attnums;
+	int			ndefaults;
 } RowWriter;
 
 extern Oid	credits_relid(const char *name);
+extern void credits_require_writable(void);
 extern Relation credits_table_open(CreditsTable *table, LOCKMODE lockmode);
 extern void row_scan_begin(RowScan *scan, Relation rel, const char *index,
 						   const pg_uuid_t *user_id, text *key);

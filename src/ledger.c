@@ -30,10 +30,16 @@ enum
 
 static CreditsTable ledger_table = {
 	"ledger", LED_NCOLUMNS,
-	{"id", "user_id", "kind", "amount", "balance_after", "daily_remaining", "operation",
-		"units", "list_cost", "day_ops", "ref_id", "lot_moves", "reference",
-		"idempotency_key", "request_hash", "reason", "metadata", "actor",
-	"created_at"}
+	{{"id", "bigint", true}, {"user_id", "pg_catalog.uuid", false},
+		{"kind", "credits.entry_kind", true}, {"amount", "bigint", true},
+		{"balance_after", "bigint", true}, {"daily_remaining", "bigint", false},
+		{"operation", "pg_catalog.text", false}, {"units", "bigint", false},
+		{"list_cost", "bigint", false}, {"day_ops", "smallint", false},
+		{"ref_id", "bigint", false}, {"lot_moves", "bigint[]", false},
+		{"reference", "pg_catalog.text", false}, {"idempotency_key", "pg_catalog.text", false},
+		{"request_hash", "bigint", false}, {"reason", "pg_catalog.text", false},
+		{"metadata", "pg_catalog.jsonb", false}, {"actor", "pg_catalog.text", false},
+	{"created_at", "timestamp with time zone", true}}
 };
 
 static void

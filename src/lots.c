@@ -50,7 +50,10 @@ enum
 
 static CreditsTable lots_table = {
 	"lots", LOT_NCOLUMNS,
-	{"id", "user_id", "entry_id", "amount", "remaining", "expires_at", "priority", "created_at"}
+	{{"id", "bigint", true}, {"user_id", "pg_catalog.uuid", false},
+		{"entry_id", "bigint", false}, {"amount", "bigint", false},
+		{"remaining", "bigint", true}, {"expires_at", "timestamp with time zone", false},
+	{"priority", "integer", false}, {"created_at", "timestamp with time zone", false}}
 };
 
 /*

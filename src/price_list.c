@@ -89,7 +89,7 @@ price_list_reset(Datum arg, Oid relid)
 	if (relid != InvalidOid && relid != operations_relid && relid != plans_relid)
 		return;
 	invalidations++;
-	invalidated_in = MyProc->lxid;
+	invalidated_in = compat_my_lxid();
 	if (price_list != NULL)
 		hash_destroy(price_list);
 	if (plan_list != NULL)
@@ -131,7 +131,7 @@ fill_is_current(uint64 mark)
 {
 	if (invalidations != mark)
 		return false;
-	return !(IsolationUsesXactSnapshot() && invalidated_in == MyProc->lxid);
+	return !(IsolationUsesXactSnapshot() && invalidated_in == compat_my_lxid());
 }
 
 /* Creates both caches (they are dropped together). */
@@ -164,14 +164,14 @@ read_operation(const char *name, Operation *op)
 	op->name = NULL;			/* set by the caller */
 	op->cost = spi_get_int64(0, 1);
 	op->max_units = spi_get_int64(0, 2);
-	op->enabled = DatumGetBool(spi_get(0, 3, &isnull));
-	value = spi_get(0, 4, &isnull);
+	op->enabled = DatumGetBool(spi_get_typed(0, 3, BOOLOID, &isnull));
+	value = spi_get_typed(0, 4, TEXTOID, &isnull);
 	op->has_required_plan = !isnull;
 	op->required_plan[0] = '\0';
 	if (!isnull)
 		text_to_cstring_buffer(DatumGetTextPP(value), op->required_plan,
 							   sizeof(op->required_plan));
-	value = spi_get(0, 5, &isnull);
+	value = spi_get_typed(0, 5, INT4OID, &isnull);
 	op->required_rank = isnull ? 0 : DatumGetInt32(value);
 	return true;
 }
@@ -229,21 +229,21 @@ read_plan(const char *name, PlanSettings *plan)
 
 	if (spi_exec(&plan_by_name, args, NULL) == 0)
 		return false;
-	text_to_cstring_buffer(DatumGetTextPP(spi_get(0, 1, &isnull)), plan->name,
+	text_to_cstring_buffer(DatumGetTextPP(spi_get_typed(0, 1, TEXTOID, &isnull)), plan->name,
 						   sizeof(plan->name));
-	plan->rank = DatumGetInt32(spi_get(0, 2, &isnull));
-	value = spi_get(0, 3, &isnull);
+	plan->rank = DatumGetInt32(spi_get_typed(0, 2, INT4OID, &isnull));
+	value = spi_get_typed(0, 3, INT4OID, &isnull);
 	plan->has_daily_limit = !isnull;
 	plan->daily_limit = isnull ? 0 : DatumGetInt32(value);
 	plan->monthly_allocation = spi_get_int64(0, 4);
-	plan->allocation_rollover = DatumGetBool(spi_get(0, 5, &isnull));
-	plan->bypass_credits = DatumGetBool(spi_get(0, 6, &isnull));
-	value = spi_get(0, 7, &isnull);
+	plan->allocation_rollover = DatumGetBool(spi_get_typed(0, 5, BOOLOID, &isnull));
+	plan->bypass_credits = DatumGetBool(spi_get_typed(0, 6, BOOLOID, &isnull));
+	value = spi_get_typed(0, 7, INT4OID, &isnull);
 	plan->has_rate_limit = !isnull;
 	plan->rate_burst = isnull ? 0 : DatumGetInt32(value);
-	value = spi_get(0, 8, &isnull);
+	value = spi_get_typed(0, 8, FLOAT8OID, &isnull);
 	plan->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
-	plan->cooldown_ms = DatumGetInt32(spi_get(0, 9, &isnull));
+	plan->cooldown_ms = DatumGetInt32(spi_get_typed(0, 9, INT4OID, &isnull));
 	plan->signup_bonus = spi_get_int64(0, 10);
 	return true;
 }

@@ -286,16 +286,25 @@ static char *
 get_cstring(int row, int col)
 {
 	bool		isnull;
-	Datum		value = spi_get(row, col, &isnull);
+	Datum		value = spi_get_typed(row, col, TEXTOID, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+/* A text column copied into the caller's context: it outlives SPI_finish(). */
+static char *
+get_cstring_kept(int row, int col)
+{
+	char	   *value = get_cstring(row, col);
+
+	return value ? strcpy(SPI_palloc(strlen(value) + 1), value) : NULL;
 }
 
 static bool
 get_time(int row, int col, TimestampTz *out)
 {
 	bool		isnull;
-	Datum		value = spi_get(row, col, &isnull);
+	Datum		value = spi_get_typed(row, col, TIMESTAMPTZOID, &isnull);
 
 	*out = isnull ? 0 : DatumGetTimestampTz(value);
 	return !isnull;
@@ -305,7 +314,7 @@ static bool
 get_int64(int row, int col, int64 *out)
 {
 	bool		isnull;
-	Datum		value = spi_get(row, col, &isnull);
+	Datum		value = spi_get_typed(row, col, INT8OID, &isnull);
 
 	*out = isnull ? 0 : DatumGetInt64(value);
 	return !isnull;
@@ -425,6 +434,35 @@ purchase_find(const char *source, const char *transaction_id, PurchaseRow *row)
 		return false;
 	load_purchase(row);
 	return true;
+}
+
+/* The pack's credits were refunded (and the refund not reversed). */
+bool
+purchase_is_refunded(const PurchaseRow *row)
+{
+	return row->refund_state != NULL && strcmp(row->refund_state, "refunded") == 0;
+}
+
+/*
+ * Refuses a transaction reported as another kind (pack or subscription)
+ * than its purchases row was recorded as: a pack event for a subscription's
+ * transaction or the reverse (a product remapped, or a bad payload).
+ */
+void
+purchase_check_kind(const PurchaseRow *row, const char *source, const char *transaction_id,
+					const char *kind)
+{
+	if (row->kind != NULL && strcmp(row->kind, kind) == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_CREDITS_CONFLICT),
+			 errmsg("store transaction \"%s\" was recorded as another kind of purchase",
+					transaction_id),
+			 errdetail_internal("{\"source\": %s, \"transaction_id\": %s, \"recorded_kind\": %s, \"kind\": %s}",
+								json_quote(source), json_quote(transaction_id),
+								row->kind ? json_quote(row->kind) : "null", json_quote(kind)),
+			 errhint("A store transaction keeps the kind it was first applied as (pack or subscription); "
+					 "check the product mapping in credits.products.")));
 }
 
 /*
@@ -669,11 +707,9 @@ purchase_record_subscription(const pg_uuid_t *user_id, const StoreTxn *txn,
 static void
 load_entitlement(EntitlementRow *row)
 {
-	bool		isnull;
-
 	memset(row, 0, sizeof(*row));
 	row->id = spi_get_int64(0, 1);
-	row->user_id = *DatumGetUUIDP(spi_get(0, 2, &isnull));
+	row->user_id = spi_get_uuid(0, 2);
 	row->status = get_cstring(0, 3);
 	row->plan = get_cstring(0, 4);
 	row->product_id = get_cstring(0, 5);
@@ -824,7 +860,6 @@ store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 	Datum		args[2];
 	char		nulls[] = "  ";
 	uint64		n;
-	bool		isnull;
 
 	for (int i = 0; i < nfrom; i++)
 		elems[i] = UUIDPGetDatum(&from[i]);
@@ -834,7 +869,7 @@ store_owners_of(const pg_uuid_t *from, int nfrom, const pg_uuid_t *to,
 	n = spi_exec(&store_owners, args, nulls);
 	*owners = palloc(sizeof(pg_uuid_t) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
-		(*owners)[i] = *DatumGetUUIDP(spi_get(i, 1, &isnull));
+		(*owners)[i] = spi_get_uuid(i, 1);
 	*nowners = (int) n;
 	return n > 0;
 }
@@ -1012,10 +1047,13 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 		entitlement_find_locked(&set, txn.source, txn.transaction_id, &existing);
 
 	found = purchase_find(txn.source, txn.transaction_id, &prior);
-	if (found && !prior.has_entry && strcmp(prior.kind, "pack") == 0)
+	if (found)
+		purchase_check_kind(&prior, txn.source, txn.transaction_id,
+							product.plan == NULL ? "pack" : "subscription");
+	if (found && !prior.has_entry && product.plan == NULL)
 	{
 		/* a refund (or its reversal) arrived before the purchase itself */
-		if (strcmp(prior.refund_state, "refunded") == 0)
+		if (purchase_is_refunded(&prior))
 			refuse_purchase_conflict(txn.source, txn.transaction_id, "refunded", false, 0);
 		found = false;
 		over_tombstone = true;
@@ -1037,11 +1075,11 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 			spi_exec(&entry_receipt, args, NULL);
 			receipt.entry_id = prior.entry_id;
 			receipt.user_id = *user_id;
-			receipt.kind = get_cstring(0, 1);
+			receipt.kind = get_cstring_kept(0, 1);	/* the receipt is built after SPI_finish() */
 			receipt.amount = spi_get_int64(0, 2);
 			receipt.balance = spi_get_int64(0, 3);
 			receipt.has_daily_remaining = get_int64(0, 4, &receipt.daily_remaining);
-			receipt.created_at = DatumGetTimestampTz(spi_get(0, 5, &isnull));
+			receipt.created_at = DatumGetTimestampTz(spi_get_typed(0, 5, TIMESTAMPTZOID, &isnull));
 			receipt.replayed = true;
 		}
 		else
@@ -1140,7 +1178,7 @@ claim_result(const char *status, const char *reason, const char *plan, bool has_
 	if (claims_left >= 0)
 		appendStringInfo(&buf, ", \"claims_left_today\": %d", claims_left);
 	appendStringInfoChar(&buf, '}');
-	/* returned after SPI_finish: out of the SPI procedure's memory */
+	/* returned after SPI_finish(): built in the caller's context */
 	return SPI_datumTransfer(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)), false, -1);
 }
 
@@ -1198,8 +1236,10 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 	{
 		Datum		args[2] = {CStringGetTextDatum(transaction_id), UUIDPGetDatum(&user_id)};
 
+		pg_uuid_t	owner;
+
 		if (spi_exec(&claim_verified, args, NULL) > 0 &&
-			uuid_order(DatumGetUUIDP(spi_get(0, 1, &isnull)), &user_id) == 0)
+			(owner = spi_get_uuid(0, 1), uuid_order(&owner, &user_id) == 0))
 		{
 			char	   *plan = get_cstring(0, 2);
 			TimestampTz until;

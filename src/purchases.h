@@ -112,6 +112,9 @@ extern Account *accounts_get(AccountSet *set, const pg_uuid_t *user_id);
 extern void accounts_save(AccountSet *set, bool entitlements_changed);
 
 extern bool purchase_find(const char *source, const char *transaction_id, PurchaseRow *row);
+extern bool purchase_is_refunded(const PurchaseRow *row);
+extern void purchase_check_kind(const PurchaseRow *row, const char *source,
+								const char *transaction_id, const char *kind);
 extern void pack_credit(Account *acct, const StoreTxn *txn, const Product *product,
 						bool over_tombstone, LedgerEntry *entry);
 extern void pack_refund_tombstone(const pg_uuid_t *user_id, const StoreTxn *txn,

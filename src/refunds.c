@@ -128,8 +128,8 @@ credits_refund(PG_FUNCTION_ARGS)
 	args[0] = Int64GetDatum(entry_id);
 	if (spi_exec(&entry_owner, args, NULL) == 0)
 		refuse_unknown_entry(entry_id);
-	user_id = *DatumGetUUIDP(spi_get(0, 1, &isnull));
-	kind = TextDatumGetCString(spi_get(0, 2, &isnull));
+	user_id = spi_get_uuid(0, 1);
+	kind = spi_get_cstring(0, 2);
 	charged = -spi_get_int64(0, 3);
 	charge_kind = entry_kind(kind)->billable;
 	if (!charge_kind || charged <= 0)
@@ -160,7 +160,7 @@ credits_refund(PG_FUNCTION_ARGS)
 		args[1] = UUIDPGetDatum(&user_id);
 		if (spi_exec(&charge_select, args, NULL) == 0)
 			refuse_unknown_entry(entry_id);	/* the account was deleted meanwhile */
-		operation = TextDatumGetCString(spi_get(0, 1, &isnull));
+		operation = spi_get_cstring(0, 1);
 		{
 			Datum		reference = spi_get(0, 2, &isnull);
 

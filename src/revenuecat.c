@@ -546,6 +546,7 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 						 StringInfo duplicate)
 {
 	StoreTxn	txn;
+	PurchaseRow prior;
 	EntitlementChange change;
 	const char *key;
 	EntitlementRow existing;
@@ -556,6 +557,8 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	Account    *acct;
 
 	txn_from_event(ev, &txn);
+	if (purchase_find(RC_SOURCE, ev->transaction_id, &prior))
+		purchase_check_kind(&prior, RC_SOURCE, ev->transaction_id, "subscription");
 	subscription_change(ev, &change);
 	/* a temporary grant is keyed by its own transaction: the purchase that follows has its own */
 	key = ev->type == RC_TEMPORARY_ENTITLEMENT_GRANT || ev->original_transaction_id == NULL ?
@@ -653,6 +656,8 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 	for (int pass = 0; pass < 2; pass++)
 	{
 		found = purchase_find(RC_SOURCE, ev->transaction_id, &prior);
+		if (found)
+			purchase_check_kind(&prior, RC_SOURCE, ev->transaction_id, "pack");
 		if (is_purchase(ev->type) && found)
 		{
 			if (prior.has_entry)
@@ -661,7 +666,7 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 				result_int(r, "entry_id", prior.entry_id);
 				break;
 			}
-			if (strcmp(prior.refund_state, "refunded") == 0)
+			if (purchase_is_refunded(&prior))
 			{
 				result_set(r, "ignored", "refunded");
 				break;
@@ -680,7 +685,7 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 				result_set(r, "ignored", "stale_event");
 				break;
 			}
-			if (is_refund(ev) && prior.refund_state && strcmp(prior.refund_state, "refunded") == 0)
+			if (is_refund(ev) && purchase_is_refunded(&prior))
 			{
 				result_set(r, "ignored", "already_refunded");
 				break;
@@ -752,7 +757,7 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 		result_int(r, "clawed_back", clawed);
 		result_int(r, "not_recovered", credits - clawed);
 	}
-	else if (prior.refund_state && strcmp(prior.refund_state, "refunded") == 0)
+	else if (purchase_is_refunded(&prior))
 	{
 		int64		entry_id;
 		int64		given = pack_give_back(acct, &txn, &prior, &entry_id);

@@ -8,20 +8,45 @@
  * pays executor start-up (plan tree, expression compilation, constraint
  * compilation) that dwarfs the work itself; here the same rows are read
  * through their indexes and written with the executor's simple-relation
- * routines (the ones logical replication applies changes with).  Those still
- * check every constraint, maintain every index and fire row triggers, so
- * nothing a table declares is bypassed; what is saved is planning, executor
- * start-up, and compiling the CHECK constraints (and, before PostgreSQL 16,
- * the generated columns) for every statement: they are compiled once per
- * backend here, as the executor would (src/compat.h).
+ * routines (the ones logical replication applies changes with).
+ *
+ * What a table declares and these writes keep, as an INSERT or UPDATE
+ * naming the same columns would (each is proven by sql/dba_*.sql):
+ *   - CHECK and NOT NULL constraints, unique indexes and exclusion
+ *     constraints, every index maintained;
+ *   - stored generated columns, recomputed;
+ *   - the DEFAULT of every column the code does not set, on insert
+ *     (volatile defaults evaluated per row, like nextval());
+ *   - row triggers, BEFORE and AFTER, including UPDATE OF column triggers
+ *     (the updated columns are the ones the code sets); a BEFORE trigger's
+ *     changes to the new row are kept;
+ *   - foreign keys (their RI triggers), publications (the writes are
+ *     WAL-logged like any other; an UPDATE needs a replica identity).
+ * What they do not do: statement-level triggers do not fire, and row level
+ * security policies are not applied (the functions run as the extension's
+ * owner, which a policy must let through anyway).  The CHECK constraints,
+ * defaults and (before PostgreSQL 16, src/compat.h) generated columns are
+ * compiled once per backend, not per statement: that, planning and executor
+ * start-up is what is saved.
+ *
+ * The tables must stay what the code was written for: a plain table whose
+ * columns the code uses have the type it reads and writes, and stay NOT NULL
+ * where it reads them without a check.  A change to that (a column type, a
+ * dropped column or NOT NULL, a partitioned table in its place) is refused
+ * at the first use after it, with an error naming the table and column.
  *
  * Visibility follows what a statement run through SPI would see: the current
  * command counter is incremented first (earlier writes of this transaction
  * become visible), and reads use a fresh snapshot in READ COMMITTED, the
- * transaction snapshot in REPEATABLE READ and SERIALIZABLE.
+ * transaction snapshot in REPEATABLE READ and SERIALIZABLE.  A write uses
+ * the command id that follows, as the next statement would.  Nothing is
+ * written in a read-only transaction or on a hot standby (25006).
  *
  * Columns are found by name, once per backend and table: the code does not
  * depend on their order.
+ *
+ * Locks: the table RowExclusiveLock to write, AccessShareLock on an index to
+ * scan it, and the row lock row_lock() takes (FOR UPDATE).
  */
 #include "credits.h"
 
@@ -29,12 +54,18 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "optimizer/optimizer.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -45,9 +76,10 @@
 /*
  * Per-backend caches: the OIDs of the extension's relations by name, and
  * each table's resolved columns and compiled expressions (CHECK constraints,
- * stored generated columns).  A relcache
- * invalidation of one of those relations (ALTER TABLE, DROP EXTENSION, ...)
- * or a full reset drops them all.
+ * stored generated columns, defaults).  A relcache invalidation of one of
+ * those relations (ALTER TABLE, DROP EXTENSION, ...) or a full reset drops
+ * them all.  Every table opened is on the registered list; the names cached
+ * are the handful the code uses, and one more is an error.
  */
 #define MAX_CACHED_RELIDS 16
 
@@ -59,8 +91,7 @@ typedef struct CachedRelid
 
 static CachedRelid cached_relids[MAX_CACHED_RELIDS];
 static int	ncached_relids = 0;
-static CreditsTable *opened_tables[MAX_CACHED_RELIDS];
-static int	nopened_tables = 0;
+static CreditsTable *registered_tables = NULL;
 static bool callback_registered = false;
 
 /*
@@ -78,6 +109,9 @@ forget_expressions(CreditsTable *table)
 	table->nchecks = 0;
 	table->generated = NULL;
 	table->ngenerated = 0;
+	table->defaults = NULL;
+	table->default_attnums = NULL;
+	table->ndefaults = 0;
 }
 
 static void
@@ -87,13 +121,13 @@ relcache_changed(Datum arg, Oid relid)
 
 	for (int i = 0; i < ncached_relids && !ours; i++)
 		ours = cached_relids[i].relid == relid;
-	for (int i = 0; i < nopened_tables && !ours; i++)
-		ours = opened_tables[i]->resolved_relid == relid;
+	for (CreditsTable *t = registered_tables; t != NULL && !ours; t = t->next_registered)
+		ours = t->resolved_relid == relid;
 	if (!ours)
 		return;
 	ncached_relids = 0;
-	for (int i = 0; i < nopened_tables; i++)
-		opened_tables[i]->resolved_relid = InvalidOid;	/* re-read at the next open */
+	for (CreditsTable *t = registered_tables; t != NULL; t = t->next_registered)
+		t->resolved_relid = InvalidOid;	/* re-read at the next open */
 }
 
 /* The OID of credits.<name> (a table, index or sequence). */
@@ -109,40 +143,136 @@ credits_relid(const char *name)
 
 	relid = get_relname_relid(name, get_namespace_oid("credits", false));
 	if (!OidIsValid(relid))
-		elog(ERROR, "credits: relation credits.%s does not exist", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("relation credits.%s of the credits extension does not exist", name),
+				 errdetail_internal("{\"relation\": \"credits.%s\"}", name),
+				 errhint("Re-create it as the extension's scripts define it.")));
+	if (ncached_relids == MAX_CACHED_RELIDS)
+		elog(ERROR, "credits: more than %d relations to cache: raise MAX_CACHED_RELIDS",
+			 MAX_CACHED_RELIDS);
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
 		callback_registered = true;
 	}
-	if (ncached_relids < MAX_CACHED_RELIDS)
-	{
-		cached_relids[ncached_relids].name = name;	/* a string literal */
-		cached_relids[ncached_relids].relid = relid;
-		ncached_relids++;
-	}
+	cached_relids[ncached_relids].name = name;	/* a string literal */
+	cached_relids[ncached_relids].relid = relid;
+	ncached_relids++;
 	return relid;
 }
 
-/* Resolves the table's column names to attribute numbers. */
+/* Refuses a table that is not the plain table the code was written for. */
+static void
+check_relkind(CreditsTable *table, Relation rel)
+{
+	if (rel->rd_rel->relkind == RELKIND_RELATION)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+			 errmsg("credits.%s is not a plain table", table->name),
+			 errdetail_internal("{\"table\": \"credits.%s\", \"relkind\": \"%c\"}",
+								table->name, rel->rd_rel->relkind),
+			 errhint("The credits functions write to their tables directly: keep credits.%s an "
+					 "ordinary table (not partitioned, not a view).", table->name)));
+}
+
+/* Refuses a column whose type or NOT NULL constraint is not what the code uses. */
+static void
+check_column(CreditsTable *table, const CreditsColumn *col, Form_pg_attribute att)
+{
+	char	   *actual = format_type_extended(att->atttypid, -1, FORMAT_TYPE_FORCE_QUALIFY);
+
+	if (strcmp(actual, col->type) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column credits.%s.%s has type %s, not %s", table->name, col->name,
+						actual, col->type),
+				 errdetail_internal("{\"table\": \"credits.%s\", \"column\": \"%s\", "
+									"\"expected_type\": %s, \"actual_type\": %s}",
+									table->name, col->name, json_quote(col->type),
+									json_quote(actual)),
+				 errhint("The credits functions read and write this column as %s: "
+						 "change its type back.", col->type)));
+	if (col->not_null && !att->attnotnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("column credits.%s.%s must be NOT NULL", table->name, col->name),
+				 errdetail_internal("{\"table\": \"credits.%s\", \"column\": \"%s\"}",
+									table->name, col->name),
+				 errhint("The credits functions rely on the column having a value: "
+						 "ALTER TABLE credits.%s ALTER COLUMN %s SET NOT NULL.",
+						 table->name, col->name)));
+}
+
+/* Resolves the table's column names to attribute numbers, checking each. */
 static void
 resolve_columns(CreditsTable *table, Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
+	check_relkind(table, rel);
 	for (int i = 0; i < table->ncolumns; i++)
 	{
+		const CreditsColumn *col = &table->columns[i];
+
 		table->attnum[i] = InvalidAttrNumber;
 		for (int a = 0; a < desc->natts; a++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, a);
 
-			if (!att->attisdropped && strcmp(NameStr(att->attname), table->columns[i]) == 0)
+			if (!att->attisdropped && strcmp(NameStr(att->attname), col->name) == 0)
+			{
+				check_column(table, col, att);
 				table->attnum[i] = att->attnum;
+			}
 		}
 		if (table->attnum[i] == InvalidAttrNumber)
-			elog(ERROR, "credits: column credits.%s.%s does not exist",
-				 table->name, table->columns[i]);
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column credits.%s.%s does not exist", table->name, col->name),
+					 errdetail_internal("{\"table\": \"credits.%s\", \"column\": \"%s\"}",
+										table->name, col->name),
+					 errhint("The credits functions use this column: add it back as %s.",
+							 col->type)));
+	}
+}
+
+/* True when the code sets attribute `attnum` itself. */
+static bool
+sets_column(const CreditsTable *table, AttrNumber attnum)
+{
+	for (int i = 0; i < table->ncolumns; i++)
+		if (table->attnum[i] == attnum)
+			return true;
+	return false;
+}
+
+/*
+ * Compiles the DEFAULT of every column the code does not set (a column a
+ * DBA added, say), as the executor fills them in for an INSERT that does not
+ * name them.  Call in the table's expression context.
+ */
+static void
+compile_defaults(CreditsTable *table, Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	table->defaults = palloc0(sizeof(ExprState *) * desc->natts);
+	table->default_attnums = palloc0(sizeof(AttrNumber) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Expr	   *expr;
+
+		if (att->attisdropped || att->attgenerated || sets_column(table, att->attnum))
+			continue;
+		expr = (Expr *) build_column_default(rel, att->attnum);
+		if (expr == NULL)
+			continue;
+		table->defaults[table->ndefaults] = ExecInitExpr(expression_planner(expr), NULL);
+		table->default_attnums[table->ndefaults] = att->attnum;
+		table->ndefaults++;
 	}
 }
 
@@ -160,11 +290,15 @@ compile_expressions(CreditsTable *table, Relation rel)
 	TupleConstr *constr = desc->constr;
 	MemoryContext oldcxt;
 
-	if (constr == NULL || (constr->num_check == 0 && !constr->has_generated_stored))
-		return;
 	table->checks_cxt = AllocSetContextCreate(CacheMemoryContext, "credits table expressions",
 											  ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(table->checks_cxt);
+	compile_defaults(table, rel);
+	if (constr == NULL)
+	{
+		MemoryContextSwitchTo(oldcxt);
+		return;
+	}
 	table->checks = palloc0(sizeof(ExprState *) * Max(constr->num_check, 1));
 	for (int i = 0; i < constr->num_check; i++)
 	{
@@ -201,7 +335,7 @@ use_compiled_expressions(CreditsTable *table, ResultRelInfo *rri)
 {
 	TupleConstr *constr = RelationGetDescr(rri->ri_RelationDesc)->constr;
 
-	if (table->checks_cxt == NULL)
+	if (table->checks_cxt == NULL || constr == NULL)
 		return;
 	compat_use_expressions(rri,
 						   (constr->num_check > 0 && table->nchecks == constr->num_check)
@@ -220,9 +354,10 @@ credits_table_open(CreditsTable *table, LOCKMODE lockmode)
 		resolve_columns(table, rel);
 		compile_expressions(table, rel);
 		table->resolved_relid = RelationGetRelid(rel);
-		if (!table->registered && nopened_tables < MAX_CACHED_RELIDS)
+		if (!table->registered)
 		{
-			opened_tables[nopened_tables++] = table;
+			table->next_registered = registered_tables;
+			registered_tables = table;
 			table->registered = true;
 		}
 	}
@@ -298,11 +433,38 @@ row_scan_end(RowScan *scan)
 }
 
 /*
+ * A write needs a transaction that can write: refuse it here, with the
+ * reason, in a READ ONLY transaction or on a hot standby, rather than fail
+ * later on a row lock or a transaction id.  account_lock() calls it first,
+ * so that SPI writes get the same answer.
+ */
+void
+credits_require_writable(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change credits on a hot standby"),
+				 errdetail_internal("{\"read_only\": \"recovery\"}"),
+				 errhint("Send writes (consume, grants, holds, purchases) to the primary; "
+						 "the read functions work here.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change credits in a read-only transaction"),
+				 errdetail_internal("{\"read_only\": \"transaction\"}"),
+				 errhint("Call it in a read-write transaction (in PostgREST, a POST request, not GET); "
+						 "the read functions work in read-only transactions.")));
+}
+
+/*
  * Locks the row in scan->slot FOR UPDATE, as SELECT ... FOR UPDATE would:
  * waits for a concurrent writer, then (READ COMMITTED) locks the row's
  * newest version and reloads it into the slot; under REPEATABLE READ and
  * SERIALIZABLE a row changed since the transaction's snapshot is a
- * serialization failure.  Returns false when the row was deleted meanwhile.
+ * serialization failure.  Returns false when the row was deleted meanwhile,
+ * or (as the executor ignores it) was changed by the current command; a
+ * change by a later command (a trigger of this statement) is an error.
  */
 bool
 row_lock(RowScan *scan)
@@ -310,15 +472,24 @@ row_lock(RowScan *scan)
 	TM_FailureData tmfd;
 	TM_Result	result;
 	int			flags = IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION;
+	CommandId	cid = GetCurrentCommandId(false);
 
+	credits_require_writable();
 	result = table_tuple_lock(scan->rel, &scan->slot->tts_tid, scan->snapshot, scan->slot,
-							  GetCurrentCommandId(false), LockTupleExclusive,
-							  LockWaitBlock, flags, &tmfd);
+							  cid, LockTupleExclusive, LockWaitBlock, flags, &tmfd);
 	switch (result)
 	{
 		case TM_Ok:
-		case TM_SelfModified:
 			return true;
+		case TM_SelfModified:
+			if (tmfd.cmax != cid)
+				ereport(ERROR,
+						(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+						 errmsg("tuple to be locked was already modified by an operation triggered by the current command"),
+						 errdetail_internal("{\"table\": \"credits.%s\"}",
+											RelationGetRelationName(scan->rel)),
+						 errhint("Do not change the credits tables from a trigger fired by a credits function.")));
+			return false;
 		case TM_Updated:
 		case TM_Deleted:
 			if (IsolationUsesXactSnapshot())
@@ -336,49 +507,128 @@ row_lock(RowScan *scan)
 }
 
 /*
+ * The executor state of a writer: a range table of the one table (the
+ * result relation's RTE, which holds the columns an UPDATE sets, for
+ * UPDATE OF triggers, and which EvalPlanQual needs), as logical
+ * replication's apply worker builds it.
+ */
+static void
+writer_range_table(RowWriter *writer)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(writer->rel);
+	rte->relkind = writer->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+#if PG_VERSION_NUM >= 160000
+	{
+		List	   *perminfos = NIL;
+
+		addRTEPermissionInfo(&perminfos, rte);
+#if PG_VERSION_NUM >= 180000
+		ExecInitRangeTable(writer->estate, list_make1(rte), perminfos, bms_make_singleton(1));
+#else
+		ExecInitRangeTable(writer->estate, list_make1(rte), perminfos);
+#endif
+	}
+#else
+	ExecInitRangeTable(writer->estate, list_make1(rte));
+#endif
+}
+
+/* The updated columns of the writer's UPDATE, kept where the executor reads them. */
+static Bitmapset **
+writer_updated_cols(RowWriter *writer)
+{
+#if PG_VERSION_NUM >= 160000
+	RTEPermissionInfo *perminfo = linitial(writer->estate->es_rteperminfos);
+
+	return &perminfo->updatedCols;
+#else
+	RangeTblEntry *rte = exec_rt_fetch(1, writer->estate);
+
+	return &rte->updatedCols;
+#endif
+}
+
+/*
  * Opens credits.<table> for writing: an executor state with the table as
- * its result relation, its indexes open, AFTER triggers armed.
+ * its result relation, its indexes open, AFTER triggers armed.  The
+ * snapshot is taken first (it advances the command counter), then the
+ * command id the writes are made with, as for a statement run now.
  */
 void
 row_writer_open(RowWriter *writer, CreditsTable *table)
 {
 	MemoryContext oldcxt;
 
+	credits_require_writable();
 	writer->table = table;
+	writer->updating = false;
 	writer->rel = credits_table_open(table, RowExclusiveLock);
 	writer->estate = CreateExecutorState();
-	oldcxt = MemoryContextSwitchTo(writer->estate->es_query_cxt);
+	writer->estate->es_snapshot = statement_snapshot();
 	writer->estate->es_output_cid = GetCurrentCommandId(true);
+	oldcxt = MemoryContextSwitchTo(writer->estate->es_query_cxt);
+	writer_range_table(writer);
 	writer->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(writer->rri, writer->rel, 0, NULL, 0);
+	InitResultRelInfo(writer->rri, writer->rel, 1, NULL, 0);
 	use_compiled_expressions(table, writer->rri);
 	ExecOpenIndices(writer->rri, false);
 	writer->slot = table_slot_create(writer->rel, &writer->estate->es_tupleTable);
 	MemoryContextSwitchTo(oldcxt);
-	writer->estate->es_snapshot = statement_snapshot();
+	/* an invalidation may drop the table's expressions: they live until the end of the transaction */
+	writer->defaults = table->defaults;
+	writer->default_attnums = table->default_attnums;
+	writer->ndefaults = table->ndefaults;
 	compat_epq_init(&writer->epq, writer->estate);
 	AfterTriggerBeginQuery();
 }
 
-/* Fills writer->slot with every column NULL; set the columns, then insert. */
+/*
+ * Fills writer->slot with every column NULL, or its DEFAULT for the columns
+ * the code does not set; set the columns, then insert.
+ */
 void
 row_writer_clear(RowWriter *writer)
 {
 	TupleTableSlot *slot = writer->slot;
 
+	ExprContext *econtext = GetPerTupleExprContext(writer->estate);
+
+	writer->updating = false;
 	ExecClearTuple(slot);
 	memset(slot->tts_values, 0, sizeof(Datum) * slot->tts_tupleDescriptor->natts);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	for (int i = 0; i < writer->ndefaults; i++)
+	{
+		int			a = writer->default_attnums[i] - 1;
+
+		slot->tts_values[a] = ExecEvalExprSwitchContext(writer->defaults[i], econtext,
+														&slot->tts_isnull[a]);
+	}
 }
 
-/* Sets column `col` (an index into table->columns) of writer->slot. */
+/*
+ * Sets column `col` (an index into table->columns) of writer->slot; for an
+ * update, the column counts as updated (UPDATE OF triggers).
+ */
 void
 row_writer_set(RowWriter *writer, int col, Datum value, bool isnull)
 {
-	int			i = writer->table->attnum[col] - 1;
+	AttrNumber	attnum = writer->table->attnum[col];
 
-	writer->slot->tts_values[i] = value;
-	writer->slot->tts_isnull[i] = isnull;
+	if (writer->updating)
+	{
+		Bitmapset **updated = writer_updated_cols(writer);
+		MemoryContext oldcxt = MemoryContextSwitchTo(writer->estate->es_query_cxt);
+
+		*updated = bms_add_member(*updated, attnum - FirstLowInvalidHeapAttributeNumber);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	writer->slot->tts_values[attnum - 1] = value;
+	writer->slot->tts_isnull[attnum - 1] = isnull;
 }
 
 /* Inserts writer->slot: constraints checked, indexes and triggers maintained. */
@@ -397,6 +647,8 @@ row_writer_copy(RowWriter *writer, TupleTableSlot *old)
 	int			natts = slot->tts_tupleDescriptor->natts;
 
 	ExecClearTuple(slot);
+	writer->updating = true;
+	*writer_updated_cols(writer) = NULL;
 	slot_getallattrs(old);
 	memcpy(slot->tts_values, old->tts_values, sizeof(Datum) * natts);
 	memcpy(slot->tts_isnull, old->tts_isnull, sizeof(bool) * natts);

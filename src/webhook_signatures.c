@@ -53,8 +53,8 @@ webhook_signatures_init(void)
 							NULL, NULL, NULL);
 }
 
-static void refuse_signature(const char *provider, const char *header,
-							 const char *reason) pg_attribute_noreturn();
+pg_noreturn static void refuse_signature(const char *provider, const char *header,
+										 const char *reason);
 
 static void
 refuse_signature(const char *provider, const char *header, const char *reason)

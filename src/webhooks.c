@@ -261,7 +261,7 @@ static void
 record_event(const WebhookEvent *ev, const pg_uuid_t *user_id, WhResult *r)
 {
 	Datum		args[6];
-	char		nulls[6] = "      ";
+	char		nulls[] = "      ";
 
 	args[0] = CStringGetTextDatum(ev->provider);
 	args[1] = CStringGetTextDatum(ev->id);
@@ -574,7 +574,7 @@ static void
 replay_related(const Provider *p, const WebhookEvent *ev, WhResult *r)
 {
 	Datum		args[4];
-	char		nulls[4] = "    ";
+	char		nulls[] = "    ";
 	uint64		n;
 	char	  **payloads;
 
@@ -664,7 +664,7 @@ apply_event(const Provider *p, const WebhookEvent *ev, const char *payload, WhRe
 	if (r->keep)
 	{
 		Datum		args[8];
-		char		nulls[8] = "        ";
+		char		nulls[] = "        ";
 
 		args[0] = CStringGetTextDatum(ev->provider);
 		args[1] = CStringGetTextDatum(ev->id);
@@ -762,7 +762,7 @@ Datum
 credits_replay_webhook_events(PG_FUNCTION_ARGS)
 {
 	Datum		args[1];
-	char		nulls[1] = " ";
+	char		nulls[] = " ";
 	uint64		n;
 	char	  **names;
 	char	  **payloads;

@@ -60,6 +60,6 @@ extern bool webhook_unix_time(JsonbContainer *obj, const char *path, int64 units
 							  TimestampTz *out);
 extern bool webhook_iso_time(JsonbContainer *obj, const char *path, TimestampTz *out);
 extern void webhook_user(WebhookEvent *ev, JsonbContainer *obj, const char *path);
-extern void webhook_malformed(const char *field, const char *problem) pg_attribute_noreturn();
+pg_noreturn extern void webhook_malformed(const char *field, const char *problem);
 
 #endif							/* CREDITS_WEBHOOKS_H */

@@ -20,6 +20,7 @@ PACKAGES=(
     libipc-run-perl
     "postgresql-$PG_MAJOR-plproxy"
     pgbouncer
+    valgrind
 )
 
 pkg_installed() {

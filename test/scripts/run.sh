@@ -3,7 +3,10 @@
 #
 #   bash test/scripts/run.sh test    build, install, throwaway cluster, run
 #                                    pg_regress + isolation + pgTAP + load +
-#                                    operations (test/ops), and end
+#                                    operations (test/ops) + the Better Auth
+#                                    example, in CI the regress and isolation
+#                                    suites once more under valgrind
+#                                    (test/scripts/valgrind.sh), and end
 #                                    with the line "N passed, N failed"
 #   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
 #   bash test/scripts/run.sh bench   same setup with a durable cluster, then bench/run.sh
@@ -36,6 +39,8 @@ unset MAKEFLAGS MFLAGS MAKELEVEL
 source "$SCRIPTS/cluster.sh"
 # shellcheck source=test/scripts/suites.sh
 source "$SCRIPTS/suites.sh"
+# shellcheck source=test/scripts/valgrind.sh
+source "$SCRIPTS/valgrind.sh"
 
 cleanup() {
     local rc=$?
@@ -100,7 +105,7 @@ start_cluster() {
 # CREDITS_SUITES=load CREDITS_LOAD=abuse make test; CI runs them all.
 mode_test() {
     local suite
-    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops betterauth}; do
+    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops betterauth valgrind}; do
         "run_$suite"
     done
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi

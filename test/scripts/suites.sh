@@ -62,7 +62,7 @@ show_file() {   # show_file TITLE FILE: print FILE bounded to DIFF_LINES lines
     return 0
 }
 
-# run_pg_regress_suite LABEL DIR EXT DIFFS MAKE_OVERRIDES...
+# run_pg_regress_suite LABEL DIR EXT DIFFS MAKE_OVERRIDES...  (SUITE_ONLY: the test names, when a subset)
 # Runs `make installcheck` with only one of REGRESS / ISOLATION set, so that a
 # failing regress suite does not stop the isolation suite (PGXS runs both in
 # one recipe and make stops at the first failing command).
@@ -70,7 +70,11 @@ run_pg_regress_suite() {
     local label=$1 dir=$2 ext=$3 diffs=$4
     shift 4
     local names=()
-    mapfile -t names < <(test_names "$ROOT/$dir" "$ext")
+    if [[ -n ${SUITE_ONLY:-} ]]; then
+        read -r -a names <<<"$SUITE_ONLY"   # a subset (valgrind.sh), passed as REGRESS/ISOLATION too
+    else
+        mapfile -t names < <(test_names "$ROOT/$dir" "$ext")
+    fi
     echo "== $label: ${#names[@]} test(s)"
     if ((${#names[@]} == 0)); then
         echo "   (none)"
