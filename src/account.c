@@ -21,6 +21,10 @@
  * what a first touch or the maintenance due would change, for the read
  * functions (READ ONLY transactions, hot standbys).  The effective plan's
  * settings come from the backend's plan cache (price_list.c).
+ *
+ * Locks: the account row (FOR UPDATE); a first touch takes the user id's
+ * existence lock (deletion.c) before it reads the deletion record and
+ * inserts the row, so that it never overlaps a deletion of that user id.
  */
 #include "credits.h"
 
@@ -571,8 +575,11 @@ create_account(const pg_uuid_t *user_id)
 	Account		acct;
 	PlanSettings plan;
 	DeletionRecord rec;
-	bool		returning = deletion_record_find(user_id, &rec);
+	bool		returning;
 
+	/* after a deletion in progress commits: its record, and no row of ours it could delete */
+	account_existence_lock(user_id);
+	returning = deletion_record_find(user_id, &rec);
 	default_plan(&plan);
 	memset(nulls, 'n', sizeof(nulls));
 	args[0] = UUIDPGetDatum(user_id);

@@ -17,10 +17,14 @@
  * so that a store transaction or event applied once stays applied; limiter
  * buckets (credits.rate_limits) stay until they have drained.
  *
- * Locks: the account row first (SELECT ... FOR UPDATE), like every writer, so
- * a concurrent call for the same user waits for the deletion and then finds
- * no account (it starts a new one, as any first touch does).  Then the user's
- * rows, table by table, accounts last.
+ * Locks: the user id's existence lock first (deletion.c), which a first
+ * touch takes before it creates the account: a deletion that finds no
+ * account knows none is being created, and a first touch waiting for a
+ * deletion reads the record that deletion wrote.  Then the account row
+ * (SELECT ... FOR UPDATE), like every writer, so a concurrent call for the
+ * same user waits for the deletion and then finds no account (it starts a
+ * new one, as any first touch does).  Then the user's rows, table by table,
+ * accounts last.
  */
 #include "credits.h"
 
@@ -282,6 +286,7 @@ delete_account(const pg_uuid_t *user_id, Deletion *d)
 	Datum		created_on = (Datum) 0;
 	bool		created_isnull = true;
 
+	account_existence_lock(user_id);
 	has_account = spi_exec(&account_lock_for_delete, args, NULL) > 0;
 	if (has_account)
 	{
@@ -330,6 +335,7 @@ credits_delete_my_account(PG_FUNCTION_ARGS)
 
 	request_user_id(user_id);
 	SPI_connect();
+	account_existence_lock(user_id);	/* a deletion in progress counts */
 	deletion_check_interval(user_id);
 	delete_account(user_id, &d);
 	SPI_finish();

@@ -434,6 +434,7 @@ extern bool deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec);
 extern bool deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id);
 extern void deletion_link_tombstone(const pg_uuid_t *user_id, int64 tombstone_id);
 extern void deletion_check_interval(const pg_uuid_t *user_id);
+extern void account_existence_lock(const pg_uuid_t *user_id);
 extern char *user_ref(const pg_uuid_t *user_id);
 
 /* ---- price_list.c ---- */

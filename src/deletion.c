@@ -29,7 +29,16 @@
  * (user_ref): sha256(salt || user id || 'notify'), so that a listener,
  * who may be any role, learns no user id.
  *
- * Locks: none of its own; called under the account row lock of
+ * Creating and deleting an account serialize on a lock of the user id
+ * (account_existence_lock): a deletion that finds no account row may not
+ * run while a first touch is creating one, or it would delete the new
+ * account's rows without its lock, keep a second tombstone and leave the
+ * deletion record behind (and a first touch would read the record before
+ * the deletion writing it commits).
+ *
+ * Locks: the existence lock of the user id (a transaction-level lock of
+ * the advisory lock method, in a key space of its own: field4
+ * CREDITS_EXISTENCE_LOCK); otherwise called under the account row lock of
  * delete_account (SELECT ... FOR UPDATE) or account_lock().
  */
 #include "credits.h"
@@ -37,8 +46,13 @@
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+
+/* field4 of the existence lock's tag (advisory locks of SQL use 1 and 2) */
+#define CREDITS_EXISTENCE_LOCK 0x4352
 
 int			credits_deletion_retention_s = 365 * 86400;
 int			credits_deletion_interval_s = 86400;
@@ -250,6 +264,25 @@ deletion_check_interval(const pg_uuid_t *user_id)
 									(next - now) / 1000, credits_deletion_interval_s),
 				 errhint("An account can be deleted once per %d seconds (credits.deletion_interval).",
 						 credits_deletion_interval_s)));
+}
+
+/*
+ * Takes the lock that serializes creating and deleting the user's account,
+ * held to the end of the transaction: account.c takes it before it reads
+ * the deletion record and inserts the account, accounts_admin.c before it
+ * looks for the account to delete.  Two user ids that share a lock key
+ * only wait for each other.
+ */
+void
+account_existence_lock(const pg_uuid_t *user_id)
+{
+	LOCKTAG		tag;
+	uint32		key[4];
+
+	memcpy(key, user_id->data, sizeof(key));
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, key[0] ^ key[1], key[2] ^ key[3],
+						 CREDITS_EXISTENCE_LOCK);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
 /* The database's salt in salt_cache, created on first use (in an SPI connection). */
