@@ -184,6 +184,7 @@ END $$;
 CREATE TABLE dba.baseline AS SELECT (dba.try(NULL)).outcome;
 SELECT count(*) AS calls, count(*) FILTER (WHERE o ~ '^[^:]+: [0-9A-Z]{5} ') AS refused
   FROM dba.baseline, unnest(outcome) o;
+SELECT o AS refused_without_a_change FROM dba.baseline, unnest(outcome) o WHERE o ~ '^[^:]+: [0-9A-Z]{5} ';
 
 -- Each change: the calls whose outcome differs from the reference (a
 -- refusal: its SQLSTATE and message, and how many calls got it; calls that

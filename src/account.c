@@ -79,11 +79,11 @@ static CachedStatement account_insert = {
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID}
 };
 
-/* Operations counted in the ledger since local midnight of `today` ($2) in zone $3. */
+/* Operations counted in the ledger since `today` ($2) began in zone $3 (the one day rule). */
 static CachedStatement day_count_in_zone = {
 	"SELECT coalesce(sum(day_ops), 0)::integer FROM credits.ledger"
 	" WHERE user_id = $1 AND day_ops IS NOT NULL"
-	"   AND created_at >= $2::timestamp AT TIME ZONE $3",
+	"   AND created_at >= credits.local_day_start($2, $3)",
 	3, {UUIDOID, DATEOID, TEXTOID}
 };
 
