@@ -46,10 +46,10 @@ static CachedStatement account_set_timezone = {
 	2, {UUIDOID, TEXTOID}
 };
 
-/* From the next local midnight ($3 is today) of the zone in effect. */
+/* From the start of the next local day ($3 is today) of the zone in effect (the one day rule). */
 static CachedStatement account_defer_timezone = {
 	"UPDATE credits.accounts SET timezone_next = $2,"
-	"  timezone_from = ($3::date + 1)::timestamp AT TIME ZONE timezone,"
+	"  timezone_from = credits.local_day_start($3::date + 1, timezone),"
 	"  timezone_changed_at = now(), updated_at = now() WHERE user_id = $1",
 	3, {UUIDOID, TEXTOID, DATEOID}
 };
