@@ -452,15 +452,19 @@ void
 purchase_check_kind(const PurchaseRow *row, const char *source, const char *transaction_id,
 					const char *kind)
 {
+	char	   *detail;
+
 	if (row->kind != NULL && strcmp(row->kind, kind) == 0)
 		return;
-	ereport(ERROR,
+	detail = psprintf("{\"source\": %s, \"transaction_id\": %s, \"recorded_kind\": %s, \"kind\": %s}",
+					  json_quote(source), json_quote(transaction_id),
+					  row->kind ? json_quote(row->kind) : "null", json_quote(kind));
+	denial_record(DENIAL_PURCHASE_CONFLICT, NULL, NULL, detail);
+	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("store transaction \"%s\" was recorded as another kind of purchase",
 					transaction_id),
-			 errdetail_internal("{\"source\": %s, \"transaction_id\": %s, \"recorded_kind\": %s, \"kind\": %s}",
-								json_quote(source), json_quote(transaction_id),
-								row->kind ? json_quote(row->kind) : "null", json_quote(kind)),
+			 errdetail_internal("%s", detail),
 			 errhint("A store transaction keeps the kind it was first applied as (pack or subscription); "
 					 "check the product mapping in credits.products.")));
 }
