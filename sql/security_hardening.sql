@@ -50,7 +50,7 @@ SELECT count(*) FILTER (WHERE e.state <> 'no error' AND z.abbrev <> '-00') AS re
   FROM pg_timezone_names z,
        LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', :'u1', z.name)) e;
 SELECT v.tz, e.state, e.detail->>'field' AS field
-  FROM (VALUES ('Europe/Paris'), ('America/Havana'), ('EST5EDT'), ('Etc/GMT+5'), ('UTC'),
+  FROM (VALUES ('Europe/Paris'), ('America/Havana'), ('Etc/GMT+5'), ('UTC'),
                ('europe/paris'), ('CEST'), ('UTC+3'), ('<+03>-3'), ('Factory'), ('../../etc/passwd'),
                ('/usr/share/zoneinfo/UTC'), ('Europe/'), (''), ('right/UTC'), ('zone.tab')) v(tz),
        LATERAL test.error_of(format('SELECT credits.set_timezone(%L, %L)', :'u1', v.tz)) e;

@@ -4,7 +4,7 @@
 # A database with every kind of row (populate.sql) is copied five ways:
 # pg_dump | psql, pg_dump -Fc | pg_restore (new databases), pg_dumpall into a
 # new cluster, pg_basebackup started as a cluster, and a logical subscriber
-# (FOR TABLES IN SCHEMA credits) that is then switched over, and one in
+# (FOR TABLES IN SCHEMA credits, credits_secrets) that is then switched over, and one in
 # another database of the same cluster.  Each copy must
 # come back with exit status 0 and no manual step, hold every row of every
 # table and the state of every sequence, reconcile, replay an idempotency key
@@ -133,7 +133,7 @@ check_copy basebackup "$SRC" -p "$BASE_PORT"
 # publisher is the dumpall copy (its cluster has wal_level = logical); it
 # keeps writing while the subscriber catches up.
 PUB=(-p "$DUMPALL_PORT")
-q "$SRC" "${PUB[@]}" -c "CREATE PUBLICATION ops_pub FOR TABLES IN SCHEMA credits" >/dev/null
+q "$SRC" "${PUB[@]}" -c "CREATE PUBLICATION ops_pub FOR TABLES IN SCHEMA credits, credits_secrets" >/dev/null
 "$PGBIN/dropdb" --if-exists ops_sub && "$PGBIN/createdb" ops_sub &&
     q ops_sub -c "CREATE EXTENSION credits" \
       -c "CREATE SUBSCRIPTION ops_sub CONNECTION 'host=$PGHOST port=$DUMPALL_PORT dbname=$SRC user=postgres'

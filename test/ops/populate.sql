@@ -54,9 +54,17 @@ SELECT credits.delete_account(id) FROM u WHERE n = 5;
 -- 6: the general limiter's state.
 SELECT credits.rate_limit(id, 'ops-export', 5, 1) FROM u WHERE n = 6;
 
--- Webhooks: a provider's secret, and an event kept for replay (as apply_creem_event keeps one
--- whose product is not mapped yet; written directly: a signed body is not the point here).
-SELECT credits.set_webhook_secret('creem', 'whsec_ops_populate');
-INSERT INTO credits.webhook_events (provider, event_id, event_type, event_at, transaction_id, reason, payload)
-VALUES ('creem', 'evt_ops_kept', 'checkout.completed', now() - interval '1 hour', 'ord_ops_kept',
-        'unknown_product', '{"id": "evt_ops_kept", "eventType": "checkout.completed"}');
+-- Webhooks (1.1 on; upgrade.sh fills a 1.0 database with this file too): a provider's
+-- secret, and an event kept for replay (as apply_creem_event keeps one whose product is not
+-- mapped yet; written directly: a signed body is not the point here).
+DO $$
+BEGIN
+    IF to_regclass('credits.webhook_events') IS NOT NULL THEN
+        PERFORM credits.set_webhook_secret('creem', 'whsec_ops_populate');
+        INSERT INTO credits.webhook_events (provider, event_id, event_type, event_at, transaction_id,
+                                            reason, payload)
+        VALUES ('creem', 'evt_ops_kept', 'checkout.completed', now() - interval '1 hour', 'ord_ops_kept',
+                'unknown_product', '{"id": "evt_ops_kept", "eventType": "checkout.completed"}');
+    END IF;
+END
+$$;

@@ -136,7 +136,7 @@ rootfs_run() {
     # The harness's and the benchmark's settings go in with it.
     local settings=()
     for name in $(compgen -e); do
-        if [[ $name == BENCH_* || $name == CREDITS_SUITE_TIMEOUT ]]; then settings+=("$name=${!name}"); fi
+        if [[ $name == BENCH_* || $name == CREDITS_SUITE_TIMEOUT || $name == CREDITS_SUITES || $name == CREDITS_LOAD ]]; then settings+=("$name=${!name}"); fi
     done
     src=$(mktemp -d "$dir/tmp/credits-src.XXXXXX")
     chmod 755 "$src"
