@@ -14,6 +14,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DB=credits_standby
 STANDBY_DIR=$(dirname "$PGDATA_DIR")/standby
 STANDBY_PORT=$((PGPORT + 100))
+# the first free port from there (other clusters may run on this machine)
+while timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$STANDBY_PORT" 2>/dev/null; do
+    STANDBY_PORT=$((STANDBY_PORT + 1))
+done
 N=0
 
 ok() {   # ok CONDITION(0/1 exit) DESCRIPTION
