@@ -15,8 +15,9 @@ CREATE EXTENSION credits;
 SELECT name, daily_limit, signup_bonus, bypass_credits FROM credits.plans ORDER BY name;
 
 \echo
-\echo '==== 2. A new user. No signup call: the account is created on first touch,'
-\echo '====    on plan free, with its signup bonus of 6 credits and 5 operations a day.'
+\echo '==== 2. A new user. No signup call: the first write creates the account, on plan'
+\echo '====    free, with its signup bonus of 6 credits and 5 operations a day. Reads never'
+\echo '====    write: they already answer what that first write will create.'
 SELECT * FROM credits.balance(:'u');
 SELECT * FROM credits.daily_available(:'u');
 
