@@ -353,17 +353,36 @@ REVOKE ALL ON FUNCTION credits.local_day(timestamptz, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION credits.local_day_start(date, text) FROM PUBLIC;
 
 /* Operations counted in the account's current local day (what accounts.day_count caches). */
+/*
+ * The service reads written in SQL refuse a client's request as the C
+ * service functions do (guard.c): only the caller's own account, never
+ * every user's.  Defense in depth when EXECUTE reached the client role.
+ */
+CREATE FUNCTION credits.guard_service_read(function_name text, user_id uuid)
+RETURNS void
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'credits_guard_service_read';
+
+COMMENT ON FUNCTION credits.guard_service_read(text, uuid) IS
+'42501 when a client''s request (JWT role authenticated or anon, running as that role) reads another account, or every account (user_id NULL); used by the service reads written in SQL.';
+
+REVOKE ALL ON FUNCTION credits.guard_service_read(text, uuid) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION credits.day_count_from_ledger(user_id uuid)
 RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(sum(l.day_ops), 0)::integer
-      FROM credits.accounts a
-      JOIN credits.ledger l ON l.user_id = a.user_id
-     WHERE a.user_id = day_count_from_ledger.user_id
-       AND l.day_ops IS NOT NULL
-       AND l.created_at >= credits.local_day_start(credits.local_day(now(), a.timezone), a.timezone)
+BEGIN
+    PERFORM credits.guard_service_read('credits.day_count_from_ledger', day_count_from_ledger.user_id);
+    RETURN (SELECT coalesce(sum(l.day_ops), 0)::integer
+              FROM credits.accounts a
+              JOIN credits.ledger l ON l.user_id = a.user_id
+             WHERE a.user_id = day_count_from_ledger.user_id
+               AND l.day_ops IS NOT NULL
+               AND l.created_at >= credits.local_day_start(credits.local_day(now(), a.timezone),
+                                                           a.timezone));
+END
 $$;
 
 /*
@@ -388,6 +407,7 @@ SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM credits.guard_service_read('credits.reconcile', only_user);
     -- PL/pgSQL with custom plans: each call is planned for its argument (one
     -- user: index scans; everyone: hash joins).  A SQL function's plan is
     -- made for any argument, and it scanned the whole ledger for one user.
@@ -853,6 +873,7 @@ BEGIN
         RAISE EXCEPTION 'user_id must not be null' USING ERRCODE = '22023',
             DETAIL = '{"field": "user_id"}', HINT = 'Pass a user id.';
     END IF;
+    PERFORM credits.guard_service_read('credits.account_summary', account_summary.user_id);
     IF recent IS NULL OR recent < 0 OR recent > 1000 THEN
         RAISE EXCEPTION 'recent must be between 0 and 1000' USING ERRCODE = '22023',
             DETAIL = '{"field": "recent"}', HINT = 'How many recent ledger entries to show.';

@@ -47,6 +47,12 @@ SELECT credits.claim_pending_purchase('refusal_sub', 'RF-2')->>'status' AS statu
 SET credits.pending_purchase_daily_limit = 0;
 SELECT * FROM test.refused($$SELECT credits.claim_pending_purchase('refusal_sub', 'RF-3')$$);
 RESET credits.pending_purchase_daily_limit;
+-- A second time zone change within credits.timezone_change_interval: timezone_interval.
+SELECT credits.set_my_timezone('Europe/Paris') IS NOT NULL AS changed;
+SELECT * FROM test.refused($$SELECT credits.set_my_timezone('Asia/Tokyo')$$);
+-- The account deleted again within credits.deletion_interval: deletion_interval.
+SELECT deleted FROM credits.delete_my_account();
+SELECT * FROM test.refused($$SELECT credits.delete_my_account()$$);
 SELECT set_config('request.jwt.claims', '', false) IS NOT NULL;
 
 -- The refusals that were counted before, once more, one denial each.

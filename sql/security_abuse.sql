@@ -263,7 +263,14 @@ SELECT s.label, e.state, e.message
                ('delete_account of another', format($$SELECT credits.delete_account(%L)$$, :'victim')),
                ('apply_purchase', format($$SELECT credits.apply_purchase(%L, 'abuse_pack', 'free-1', 'app_store', now())$$, :'anna')),
                ('balance of another', format($$SELECT credits.balance(%L)$$, :'victim')),
-               ('balance of her own', format($$SELECT credits.balance(%L)$$, :'anna'))
+               ('balance of her own', format($$SELECT credits.balance(%L)$$, :'anna')),
+               ('reconcile of everyone', $$SELECT count(*) FROM credits.reconcile()$$),
+               ('reconcile_checks of everyone', $$SELECT count(*) FROM credits.reconcile_checks()$$),
+               ('reconcile of another', format($$SELECT count(*) FROM credits.reconcile(%L)$$, :'victim')),
+               ('account_summary of another', format($$SELECT credits.account_summary(%L)$$, :'victim')),
+               ('day_count_from_ledger of another', format($$SELECT credits.day_count_from_ledger(%L)$$, :'victim')),
+               ('reconcile of her own', format($$SELECT count(*) FROM credits.reconcile(%L)$$, :'anna')),
+               ('account_summary of her own', format($$SELECT length(credits.account_summary(%L)) > 0$$, :'anna'))
        ) AS s(label, stmt), LATERAL pg_temp.err(s.stmt) e;
 SELECT postgrest.end_request();
 SELECT credits.grant_roles('authenticated', 'service_role');

@@ -368,6 +368,8 @@ pg_noreturn extern void refuse_purchase_conflict(const char *source, const char 
 												 const char *state, bool has_entry,
 												 int64 original_entry_id);
 pg_noreturn extern void refuse_claim_limit(int limit, int64 retry_after_ms);
+pg_noreturn extern void refuse_timezone_interval(const pg_uuid_t *user_id, int64 retry_after_ms);
+pg_noreturn extern void refuse_deletion_interval(const pg_uuid_t *user_id, int64 retry_after_ms);
 pg_noreturn extern void refuse_rate_limited(const Account *acct, const char *operation,
 											int64 retry_after_ms);
 pg_noreturn extern void refuse_cooldown(const Account *acct, const char *operation,
@@ -396,6 +398,8 @@ typedef enum DenialReason
 	DENIAL_PURCHASE_CONFLICT,	/* PT409, a store transaction applied elsewhere */
 	DENIAL_CLAIM_LIMIT,			/* PT429, too many pending purchase claims */
 	DENIAL_BAD_SIGNATURE,		/* 28000, a webhook whose signature does not verify */
+	DENIAL_TIMEZONE_INTERVAL,	/* PT429, the client's time zone changed too recently */
+	DENIAL_DELETION_INTERVAL,	/* PT429, the client's account deleted too recently */
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);

@@ -234,13 +234,7 @@ deletion_check_interval(const pg_uuid_t *user_id)
 		return;
 	next = rec.deleted_at + (TimestampTz) credits_deletion_interval_s * USECS_PER_SEC;
 	if (next > now)
-		ereport(ERROR,
-				(errcode(ERRCODE_CREDITS_TOO_MANY),
-				 errmsg("account deleted too recently"),
-				 errdetail_internal("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
-									(next - now) / 1000, credits_deletion_interval_s),
-				 errhint("An account can be deleted once per %d seconds (credits.deletion_interval).",
-						 credits_deletion_interval_s)));
+		refuse_deletion_interval(user_id, (next - now) / 1000);
 }
 
 /*

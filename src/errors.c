@@ -221,3 +221,35 @@ refuse_claim_limit(int limit, int64 retry_after_ms)
 			 errdetail_internal("%s", detail),
 			 errhint("The purchase is unlocked as soon as the store confirms it; no claim is needed for that.")));
 }
+
+/* A client's second time zone change within credits.timezone_change_interval. */
+void
+refuse_timezone_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
+{
+	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
+								  retry_after_ms, credits_timezone_interval_s);
+
+	denial_record(DENIAL_TIMEZONE_INTERVAL, user_id, NULL, detail);
+	ereport_refusal(
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("time zone changed too recently"),
+			 errdetail_internal("%s", detail),
+			 errhint("The time zone can be changed once per %d seconds (credits.timezone_change_interval).",
+					 credits_timezone_interval_s)));
+}
+
+/* A client's account deleted again within credits.deletion_interval. */
+void
+refuse_deletion_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
+{
+	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
+								  retry_after_ms, credits_deletion_interval_s);
+
+	denial_record(DENIAL_DELETION_INTERVAL, user_id, NULL, detail);
+	ereport_refusal(
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("account deleted too recently"),
+			 errdetail_internal("%s", detail),
+			 errhint("An account can be deleted once per %d seconds (credits.deletion_interval).",
+					 credits_deletion_interval_s)));
+}

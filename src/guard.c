@@ -25,6 +25,7 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #if PG_VERSION_NUM >= 160000
@@ -216,4 +217,24 @@ refuse_client_read(const char *function, const pg_uuid_t *user_id)
 		return;
 	if (!request_user_id_or_null(&caller) || memcmp(&caller, user_id, UUID_LEN) != 0)
 		refuse_client(function, role);
+}
+
+/*
+ * credits.guard_service_read(function text, user_id uuid) returns void
+ * The same rule for the service reads written in SQL (reconcile,
+ * account_summary, day_count_from_ledger): a NULL user_id (every user) is
+ * refused in any client request.
+ */
+PG_FUNCTION_INFO_V1(credits_guard_service_read);
+Datum
+credits_guard_service_read(PG_FUNCTION_ARGS)
+{
+	const char *function = PG_ARGISNULL(0) ? "a credits service function"
+		: text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (PG_ARGISNULL(1))
+		refuse_client_request(function);
+	else
+		refuse_client_read(function, PG_GETARG_UUID_P(1));
+	PG_RETURN_VOID();
 }

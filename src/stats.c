@@ -98,6 +98,8 @@ static const char *const reason_names[DENIAL_NREASONS] = {
 	[DENIAL_PURCHASE_CONFLICT] = "purchase_conflict",
 	[DENIAL_CLAIM_LIMIT] = "claim_limit",
 	[DENIAL_BAD_SIGNATURE] = "bad_signature",
+	[DENIAL_TIMEZONE_INTERVAL] = "timezone_interval",
+	[DENIAL_DELETION_INTERVAL] = "deletion_interval",
 };
 
 /* credits.log_denials */
