@@ -14,6 +14,9 @@
 #include "executor/executor.h"
 #include "mb/pg_wchar.h"
 #include "nodes/execnodes.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "rewrite/rewriteHandler.h"
 #include "utils/rel.h"
 
@@ -62,6 +65,42 @@ compat_index_beginscan(Relation heap, Relation index, Snapshot snapshot, int nke
 	return index_beginscan(heap, index, snapshot, NULL, nkeys, 0);
 #else
 	return index_beginscan(heap, index, snapshot, nkeys, 0);
+#endif
+}
+
+/*
+ * An executor range table of the one relation `rte` (16 moved permissions
+ * into RTEPermissionInfo, 18 added the unpruned relations).
+ */
+static inline void
+compat_init_range_table(EState *estate, RangeTblEntry *rte)
+{
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+
+	addRTEPermissionInfo(&perminfos, rte);
+#if PG_VERSION_NUM >= 180000
+	ExecInitRangeTable(estate, list_make1(rte), perminfos, bms_make_singleton(1));
+#else
+	ExecInitRangeTable(estate, list_make1(rte), perminfos);
+#endif
+#else
+	ExecInitRangeTable(estate, list_make1(rte));
+#endif
+}
+
+/* The updated columns of that relation, where the executor reads them. */
+static inline Bitmapset **
+compat_updated_cols(EState *estate)
+{
+#if PG_VERSION_NUM >= 160000
+	RTEPermissionInfo *perminfo = linitial(estate->es_rteperminfos);
+
+	return &perminfo->updatedCols;
+#else
+	RangeTblEntry *rte = exec_rt_fetch(1, estate);
+
+	return &rte->updatedCols;
 #endif
 }
 

@@ -28,14 +28,6 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
-#if PG_VERSION_NUM >= 160000
-typedef JsonParseErrorType json_callback_result;
-#define JSON_CALLBACK_DONE return JSON_SUCCESS
-#else
-typedef void json_callback_result;
-#define JSON_CALLBACK_DONE return
-#endif
-
 /* Parser state while looking for a member of the root object. */
 typedef struct MemberSearch
 {
@@ -117,12 +109,7 @@ claim(const char *name, JsonTokenType *type)
 	sem.object_field_start = member_field_start;
 	sem.object_field_end = member_field_end;
 	sem.scalar = member_scalar;
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, claims, strlen(claims), GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(pstrdup(claims), (int) strlen(claims),
-									   GetDatabaseEncoding(), true);
-#endif
+	lex = compat_json_lexer(claims);
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS)
 		return NULL;
 	*type = state.type;

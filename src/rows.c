@@ -60,9 +60,6 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "optimizer/optimizer.h"
-#if PG_VERSION_NUM >= 160000
-#include "parser/parse_relation.h"
-#endif
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
@@ -521,35 +518,14 @@ writer_range_table(RowWriter *writer)
 	rte->relid = RelationGetRelid(writer->rel);
 	rte->relkind = writer->rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
-#if PG_VERSION_NUM >= 160000
-	{
-		List	   *perminfos = NIL;
-
-		addRTEPermissionInfo(&perminfos, rte);
-#if PG_VERSION_NUM >= 180000
-		ExecInitRangeTable(writer->estate, list_make1(rte), perminfos, bms_make_singleton(1));
-#else
-		ExecInitRangeTable(writer->estate, list_make1(rte), perminfos);
-#endif
-	}
-#else
-	ExecInitRangeTable(writer->estate, list_make1(rte));
-#endif
+	compat_init_range_table(writer->estate, rte);
 }
 
 /* The updated columns of the writer's UPDATE, kept where the executor reads them. */
 static Bitmapset **
 writer_updated_cols(RowWriter *writer)
 {
-#if PG_VERSION_NUM >= 160000
-	RTEPermissionInfo *perminfo = linitial(writer->estate->es_rteperminfos);
-
-	return &perminfo->updatedCols;
-#else
-	RangeTblEntry *rte = exec_rt_fetch(1, writer->estate);
-
-	return &rte->updatedCols;
-#endif
+	return compat_updated_cols(writer->estate);
 }
 
 /*

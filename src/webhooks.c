@@ -43,13 +43,6 @@
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 
-/* JSON parser entry points changed in PostgreSQL 17. */
-#if PG_VERSION_NUM >= 170000
-#define json_lex_context(s) makeJsonLexContextCstringLen(NULL, (s), strlen(s), GetDatabaseEncoding(), true)
-#else
-#define json_lex_context(s) makeJsonLexContextCstringLen(pstrdup(s), (int) strlen(s), GetDatabaseEncoding(), true)
-#endif
-
 /* First key of the advisory locks on a subscription or payment ("cred"). */
 #define SUBJECT_LOCK_CLASS 0x63726564
 
@@ -138,7 +131,7 @@ payload_root(const char *payload)
 {
 	Jsonb	   *jb;
 
-	if (pg_parse_json(json_lex_context(payload), &nullSemAction) != JSON_SUCCESS)
+	if (pg_parse_json(compat_json_lexer(payload), &nullSemAction) != JSON_SUCCESS)
 		webhook_malformed("payload", "is not valid JSON");
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
