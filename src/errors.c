@@ -222,34 +222,38 @@ refuse_claim_limit(int limit, int64 retry_after_ms)
 			 errhint("The purchase is unlocked as soon as the store confirms it; no claim is needed for that.")));
 }
 
-/* A client's second time zone change within credits.timezone_change_interval. */
+/*
+ * A client's second time zone change or account deletion within the
+ * setting's interval (`setting`, `interval_s` seconds).
+ */
+pg_noreturn static void
+refuse_too_soon(DenialReason reason, const pg_uuid_t *user_id, int64 retry_after_ms,
+				const char *message, const char *what, const char *setting, int interval_s)
+{
+	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
+								  retry_after_ms, interval_s);
+
+	denial_record(reason, user_id, NULL, detail);
+	ereport_refusal(
+			(errcode(ERRCODE_CREDITS_TOO_MANY),
+			 errmsg("%s", message),
+			 errdetail_internal("%s", detail),
+			 errhint("One %s per %d seconds (%s): retry after retry_after_ms.",
+					 what, interval_s, setting)));
+}
+
 void
 refuse_timezone_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
 {
-	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
-								  retry_after_ms, credits_timezone_interval_s);
-
-	denial_record(DENIAL_TIMEZONE_INTERVAL, user_id, NULL, detail);
-	ereport_refusal(
-			(errcode(ERRCODE_CREDITS_TOO_MANY),
-			 errmsg("time zone changed too recently"),
-			 errdetail_internal("%s", detail),
-			 errhint("The time zone can be changed once per %d seconds (credits.timezone_change_interval).",
-					 credits_timezone_interval_s)));
+	refuse_too_soon(DENIAL_TIMEZONE_INTERVAL, user_id, retry_after_ms,
+					"time zone changed too recently", "time zone change",
+					"credits.timezone_change_interval", credits_timezone_interval_s);
 }
 
-/* A client's account deleted again within credits.deletion_interval. */
 void
 refuse_deletion_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
 {
-	char	   *detail = psprintf("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
-								  retry_after_ms, credits_deletion_interval_s);
-
-	denial_record(DENIAL_DELETION_INTERVAL, user_id, NULL, detail);
-	ereport_refusal(
-			(errcode(ERRCODE_CREDITS_TOO_MANY),
-			 errmsg("account deleted too recently"),
-			 errdetail_internal("%s", detail),
-			 errhint("An account can be deleted once per %d seconds (credits.deletion_interval).",
-					 credits_deletion_interval_s)));
+	refuse_too_soon(DENIAL_DELETION_INTERVAL, user_id, retry_after_ms,
+					"account deleted too recently", "account deletion",
+					"credits.deletion_interval", credits_deletion_interval_s);
 }

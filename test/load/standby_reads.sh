@@ -39,7 +39,7 @@ trap stop_standby EXIT
 
 echo "1..7"
 "$PGBIN/dropdb" --if-exists "$DB" && "$PGBIN/createdb" "$DB" || { echo "Bail out! createdb failed"; exit 1; }
-primary -c 'CREATE EXTENSION credits' -f "$HERE/standby_setup.sql" >/dev/null ||
+primary -c 'CREATE EXTENSION credits' -f "$HERE/../fixtures/reads_setup.sql" >/dev/null ||
     { echo "Bail out! setup failed"; exit 1; }
 
 # The replica: a base backup of the running cluster, streaming from it.
@@ -61,17 +61,17 @@ done
 ok "$([[ $caught_up == t ]]; echo $?)" "the standby replayed the setup"
 sleep 1.2
 
-read_all='SELECT name, r.* FROM users u, reads(u.id) r ORDER BY name'
+read_all='SELECT name, r.* FROM reads_fixture.users u, reads_fixture.reads(u.id) r ORDER BY name'
 on_standby=$(standby -c "$read_all" 2>"$PGHOST/standby-reads.err")
 ok "$?" "every read function answers on the standby, maintenance due and all"
 sed 's/^/# standby: /' "$PGHOST/standby-reads.err"
 echo "$on_standby" | sed 's/^/# standby: /'
 
-sqlstate=$(standby -v VERBOSITY=sqlstate -c "SELECT credits.credits_consume(id, 'image') FROM users WHERE name = 'lot'" 2>&1)
+sqlstate=$(standby -v VERBOSITY=sqlstate -c "SELECT credits.credits_consume(id, 'image') FROM reads_fixture.users WHERE name = 'lot'" 2>&1)
 ok "$([[ $sqlstate == *25006* ]]; echo $?)" "a write on the standby is refused with 25006 (${sqlstate//$'\n'/ })"
 
 # The primary's next write does the maintenance; the standby had answered the same.
-primary -c 'SELECT credits.open_account(id) FROM users' >/dev/null
+primary -c 'SELECT credits.open_account(id) FROM reads_fixture.users' >/dev/null
 on_primary=$(primary -c "$read_all")
 ok "$([[ -n $on_primary && $on_primary == "$on_standby" ]]; echo $?)" \
     "the standby answered what the primary answers after its maintenance"
