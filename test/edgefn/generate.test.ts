@@ -6,6 +6,7 @@
 // drivers return.  Prints TAP.
 import { createHmac, randomUUID, webcrypto } from "node:crypto";
 import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -14,6 +15,7 @@ import * as credits from "../../examples/supabase/functions/generate/credits.ts"
 import { createHandler, type GenerationRequest, type HandlerOptions } from "../../examples/supabase/functions/generate/handler.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, "../..");
 const DATABASE = "credits_edgefn";
 const SECRET = "super-secret-jwt-token-with-at-least-32-characters-long";
 const FUNCTION_ROLE = "edgefn_function"; // plays Supabase's `postgres`: a BYPASSRLS member of the admin role
@@ -353,6 +355,72 @@ async function main(): Promise<void> {
     ok(true, "handler.ts, credits.ts and jwt.ts type-check with tsc --strict");
   } catch (e) {
     ok(false, "handler.ts, credits.ts and jwt.ts type-check with tsc --strict", String((e as { stdout?: Buffer }).stdout ?? e));
+  }
+
+  // ---- the README's Reference and Errors agree with the code ----------------
+  {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const section = (title: string) => {
+      const start = readme.indexOf(`\n## ${title}\n`);
+      return start < 0 ? "" : readme.slice(start, readme.indexOf("\n## ", start + 1));
+    };
+    const ref = section("Reference");
+    const documented = new Map<string, string>();
+    for (const line of ref.split("\n")) {
+      if (line.startsWith("| `")) {
+        const [first, who] = line.slice(2).split(" | ");
+        for (const m of first.matchAll(/`([a-z_]+)\(/g)) documented.set(m[1], who);
+      } else if (line.startsWith("**Setup functions**")) {
+        const para = ref.slice(ref.indexOf(line)).split("\n\n")[0];
+        const [owner, triggers] = para.split("The trigger functions");
+        for (const m of owner.matchAll(/`([a-z_]+)\(/g)) documented.set(m[1], "owner");
+        for (const m of (triggers ?? "").matchAll(/`([a-z_]+)`/g)) documented.set(m[1], "trigger");
+      }
+    }
+    const catalog = await q(`SELECT DISTINCT p.proname AS name,
+                                    CASE WHEN p.prorettype = 'trigger'::regtype THEN 'trigger'
+                                         WHEN has_function_privilege('edgefn_client', p.oid, 'EXECUTE')
+                                          AND has_function_privilege('edgefn_admin', p.oid, 'EXECUTE') THEN 'client, admin'
+                                         WHEN has_function_privilege('edgefn_client', p.oid, 'EXECUTE') THEN 'client'
+                                         WHEN has_function_privilege('edgefn_admin', p.oid, 'EXECUTE') THEN 'admin'
+                                         ELSE 'owner' END AS who
+                               FROM pg_proc p WHERE p.pronamespace = 'credits'::regnamespace ORDER BY 1`);
+    const wrong = catalog.filter((f) => documented.get(f.name) !== f.who)
+      .map((f) => `${f.name}: catalog ${f.who}, README ${documented.get(f.name) ?? "missing"}`);
+    const extra = [...documented.keys()].filter((n) => !catalog.some((f) => f.name === n));
+    ok(catalog.length > 50 && wrong.length === 0 && extra.length === 0,
+      `README Reference: the ${catalog.length} functions of schema credits, each with who may call it`, { wrong, extra });
+
+    const major = Number((await q("SHOW server_version_num"))[0].server_version_num) / 10000 | 0;
+    const errcodes = readFileSync(join(
+      execFileSync(`/usr/lib/postgresql/${major}/bin/pg_config`, ["--includedir-server"]).toString().trim(),
+      "utils/errcodes.h"), "utf8");
+    const sqlstateOf = (name: string): string => {
+      const own = readFileSync(join(ROOT, "src/credits.h"), "utf8").match(new RegExp(`#define ${name}\\s+(\\S+)`));
+      if (own && own[1].startsWith("ERRCODE_")) return sqlstateOf(own[1]);
+      const text = own?.[1] ?? errcodes.match(new RegExp(`#define ${name} (MAKE_SQLSTATE\\([^)]*\\))`))?.[1] ?? "";
+      return [...text.matchAll(/'(.)'/g)].map((m) => m[1]).join("") || `? ${name}`;
+    };
+    const raised = new Set<string>();
+    for (const f of readdirSync(join(ROOT, "src")).filter((n) => n.endsWith(".c"))) {
+      for (const m of readFileSync(join(ROOT, "src", f), "utf8").matchAll(/errcode\((ERRCODE_[A-Z0-9_]+)\)/g)) raised.add(sqlstateOf(m[1]));
+    }
+    for (const f of readdirSync(ROOT).filter((n) => /^credits--.*\.sql$/.test(n))) {
+      for (const m of readFileSync(join(ROOT, f), "utf8").matchAll(/ERRCODE\s*=\s*'([^']+)'/g)) {
+        raised.add(/^[0-9A-Z]{5}$/.test(m[1]) ? m[1] : sqlstateOf(`ERRCODE_${m[1].toUpperCase()}`));
+      }
+    }
+    // Internal links (the Contents line among them) point at headings (GitHub's anchors).
+    const prose = readme.replace(/```[\s\S]*?```/g, "");
+    const anchors = new Set([...prose.matchAll(/^#{1,6} (.+)$/gm)]
+      .map((m) => m[1].trim().toLowerCase().replace(/[^\w\- ]/g, "").replace(/ /g, "-")));
+    const dead = [...new Set([...prose.matchAll(/\]\(#([^)]+)\)/g)].map((m) => m[1]))].filter((a) => !anchors.has(a));
+    ok(anchors.has("reference") && anchors.has("errors") && dead.length === 0, "README: every #link has its heading", dead);
+
+    const errors = section("Errors");
+    const missing = [...raised].filter((c) => !errors.includes(`\`${c}\``));
+    ok(raised.size >= 20 && missing.length === 0,
+      `README Errors: every SQLSTATE raised in src/*.c and the SQL scripts (${[...raised].sort().join(" ")})`, missing);
   }
 
   const drift = await q("SELECT * FROM credits.reconcile()");

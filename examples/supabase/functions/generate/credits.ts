@@ -182,7 +182,7 @@ const STATUS: Record<string, [number, string]> = {
   "22001": [400, "value_too_long"], // detail: field
   "22003": [400, "out_of_range"], // detail: field
   "22P02": [400, "invalid_input"], // e.g. units 1.5 for a bigint
-  "22004": [400, "null_value"],
+  "22008": [400, "out_of_range"], // detail: field
   "28000": [401, "no_user"], // only on the client functions; here the user comes from the verified JWT
   "25006": [503, "read_only"], // a replica, or the database set read-only (a full disk on Supabase)
   "40001": [503, "serialization_failure"], // retried by withRetry first
@@ -192,6 +192,9 @@ const STATUS: Record<string, [number, string]> = {
   "57P03": [503, "database_starting"],
   "42501": [500, "misconfigured"], // the function's role lacks EXECUTE: grant_roles / the service role
   "55000": [500, "drift"], // cached numbers changed outside the functions: run credits.reconcile()
+  // Anything else is 500 "internal", among them what a DBA's change to a credits
+  // table causes (22004, 23502, 42703, 42704, 42804, 42809), 0A000 (a library of
+  // another version) and 27000.
 };
 
 /**
