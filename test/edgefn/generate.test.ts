@@ -5,7 +5,9 @@
 // only the model call is the test's.  Also proves what the README says the
 // drivers return.  Prints TAP.
 import { createHmac, randomUUID, webcrypto } from "node:crypto";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -138,7 +140,7 @@ async function main(): Promise<void> {
     await listener.query("LISTEN credits");
     const heard = new Promise<string>((resolve) => {
       listener.on("notification", (n) => resolve(n.payload ?? ""));
-      setTimeout(() => resolve("{}"), 5000);
+      setTimeout(() => resolve("{}"), 5000).unref();
     });
     const writer = new pg.Client({ database: DATABASE });
     await writer.connect();
@@ -347,6 +349,80 @@ async function main(): Promise<void> {
     ok(attempts === 4 && http.status === 503 && http.body.error === "deadlock" && http.body.retryable === true,
       "withRetry: a deadlock every time gives up after 4 attempts: 503 deadlock, retryable", { attempts, http });
     await su.query("DROP FUNCTION public.edgefn_probe(text); DROP SEQUENCE public.edgefn_attempts");
+  }
+
+  // ---- index.ts itself, under Deno: Deno.serve, npm:postgres, SUPABASE_DB_URL -------
+  {
+    const deno = join(HERE, "node_modules/.bin/deno");
+    const fn = join(ROOT, "examples/supabase/functions/generate");
+    const denoEnv = { ...process.env, DENO_DIR: join(HERE, "node_modules/.deno"), DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
+    try {
+      execFileSync(deno, ["check", "index.ts"], { cwd: fn, env: denoEnv, stdio: "pipe" });
+      ok(true, "deno check index.ts (npm:postgres's own types)");
+    } catch (e) {
+      ok(false, "deno check index.ts (npm:postgres's own types)", String((e as { stderr?: Buffer }).stderr ?? e));
+    }
+
+    // The model: fails when the input asks it to.
+    const modelCalls: string[] = [];
+    const modelServer: Server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        const job = JSON.parse(body);
+        modelCalls.push(`${req.headers.authorization} ${job.id}`);
+        res.writeHead(job.input?.fail ? 500 : 200, { "Content-Type": "application/json" });
+        res.end(JSON.stringify({ url: `https://cdn.example.com/${job.id}.png` }));
+      });
+    });
+    await new Promise<void>((r) => modelServer.listen(0, "127.0.0.1", r));
+    const free = await new Promise<number>((r) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const port = (probe.address() as AddressInfo).port;
+        probe.close(() => r(port));
+      });
+    });
+    const child = spawn(deno, ["run", "--allow-net", "--allow-env", "index.ts"], {
+      cwd: fn,
+      env: {
+        ...denoEnv,
+        SUPABASE_DB_URL: `postgres://${FUNCTION_ROLE}@127.0.0.1:${process.env.PGPORT}/${DATABASE}`,
+        CREDITS_JWT_SECRET: SECRET,
+        MODEL_URL: `http://127.0.0.1:${(modelServer.address() as AddressInfo).port}/v1/images`,
+        MODEL_API_KEY: "model-key",
+        DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${free}`,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    const listening = new Promise<boolean>((resolve) => {
+      const seen = (d: Buffer) => { output += d; if (output.includes("Listening on")) resolve(true); };
+      child.stdout.on("data", seen);
+      child.stderr.on("data", seen);
+      child.on("exit", () => resolve(false));
+      setTimeout(() => resolve(false), 60000).unref();
+    });
+    ok(await listening, "deno run index.ts serves (Deno.serve)", output);
+    const post = async (token: string, body: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${free}/`, {
+        method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    const u = randomUUID();
+    const done = await post(hs256(claims(u)), { job_id: "deno-ok", input: { prompt: "a cat" } });
+    ok(done.status === 200 && done.body.receipt?.amount === -1 && done.body.receipt?.balance === 5 &&
+       done.body.output?.url?.endsWith("deno-ok.png") && modelCalls.includes("Bearer model-key deno-ok"),
+      "Deno: 200, charged 1 of the 6-credit signup bonus, the model called with its key", { done, modelCalls });
+    const failedJob = await post(hs256(claims(u)), { job_id: "deno-fail", input: { fail: true } });
+    ok(failedJob.status === 502 && failedJob.body.restored === true && (await balance(u)) === 5,
+      "Deno: the model fails, 502, the hold released, balance restored", failedJob);
+    const poor = await post(hs256(claims(u)), { job_id: "deno-poor", operation: "video_second", units: 2 });
+    ok(poor.status === 402 && poor.body.detail?.needed === 10 && poor.body.detail?.balance === 5, "Deno: out of credits, 402", poor);
+    const forged = await post(hs256(claims(u), "not-the-secret-not-the-secret-not-the-secret"), { job_id: "deno-forged" });
+    ok(forged.status === 401, "Deno: a token signed with another secret, 401", forged);
+    child.kill("SIGTERM");
+    await new Promise((r) => modelServer.close(r));
   }
 
   // ---- the example type-checks (tsc --strict, as Deno checks it) ------------

@@ -12,9 +12,10 @@
 // SUPABASE_DB_URL role `postgres`, a member of `service_role`.  The user id is
 // the `sub` of the JWT the handler verified, never a request field.
 
-/** The part of a postgres.js `sql` tag this module uses. */
-export type Sql = <T = Row>(strings: TemplateStringsArray, ...values: unknown[]) => PromiseLike<T[]>;
 type Row = Record<string, unknown>;
+/** The part of a postgres.js `sql` tag this module uses (a postgres.js Sql is one). */
+// deno-lint-ignore no-explicit-any
+export type Sql = (strings: TemplateStringsArray, ...values: any[]) => PromiseLike<readonly Row[]>;
 
 /**
  * A credits.receipt as the API answers it.  The drivers (postgres.js, pg)

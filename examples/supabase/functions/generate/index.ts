@@ -15,8 +15,10 @@ const jwks = Deno.env.get("SUPABASE_JWKS");
 
 // Replace with the call to your model.  `units` is what the job really used
 // (at most what was reserved); leave it out to charge everything reserved.
+const MODEL_URL = Deno.env.get("MODEL_URL") ?? "https://api.example.com/v1/images";
+
 async function generate(job: { jobId: string; operation: string; units: unknown; input: unknown }) {
-  const res = await fetch("https://api.example.com/v1/images", {
+  const res = await fetch(MODEL_URL, {
     method: "POST",
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${Deno.env.get("MODEL_API_KEY")}` },
     body: JSON.stringify({ id: job.jobId, input: job.input, n: job.units }),
