@@ -148,15 +148,29 @@ async function main(): Promise<void> {
     await writer.query("SELECT credits.grant_credits($1, 1, 'notify')", [u]);
     await writer.end();
     const payload = JSON.parse(await heard);
-    ok(Object.keys(payload).join() === "user_ref" && typeof payload.user_ref === "string",
+    ok(Object.keys(payload).join() === "user_ref" && /^[0-9a-f]{32}$/.test(payload.user_ref),
       "the NOTIFY credits payload is {user_ref: string}: no balance, no numbers", payload);
     await listener.end();
+
+    const pgBig = new pg.Client({ database: DATABASE,
+      types: { getTypeParser: ((oid: number, format?: string) => oid === 20 ? BigInt : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser } });
+    await pgBig.connect();
+    const asBig = (await pgBig.query("SELECT credits.balance($1) AS b", [u])).rows[0].b;
+    await pgBig.end();
+    const jsBig = postgres({ host: "127.0.0.1", port: Number(process.env.PGPORT), database: DATABASE, types: { bigint: postgres.BigInt } });
+    const [viaJsBig] = await jsBig`SELECT credits.balance(${u}::uuid) AS b`;
+    await jsBig.end();
+    ok(typeof asBig === "bigint" && asBig === 105n && typeof viaJsBig.b === "bigint" && viaJsBig.b === 105n,
+      "pg with BigInt as the int8 parser, postgres.js with types.bigint = postgres.BigInt: BigInt values", [String(asBig), String(viaJsBig.b)]);
 
     const code = async (f: () => PromiseLike<unknown>) => { try { await f(); return "none"; } catch (e) { return credits.sqlstate(e); } };
     ok((await code(() => su.query("SELECT credits.credits_consume($1, 'image', $2)", [u, 1.5]))) === "22P02",
       "pg: fractional units (1.5) are 22P02");
     ok((await code(() => sql`SELECT credits.credits_consume(${u}::uuid, 'image', ${1.5}::bigint)`)) === "22P02",
       "postgres.js: fractional units (1.5) are 22P02");
+    // PostgREST reads an RPC's JSON arguments with json_to_record into the parameter types.
+    ok((await code(() => su.query(`SELECT * FROM json_to_record('{"units": 1.5}') AS pgrst_args(units bigint)`))) === "22P02",
+      "PostgREST's way of reading arguments (json_to_record): units 1.5 are 22P02");
     ok(credits.bigintValue("9007199254740993") === "9007199254740993" && credits.bigintValue("42") === 42,
       "bigintValue keeps a string beyond 2^53 - 1, a number below");
   }
