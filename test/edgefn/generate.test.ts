@@ -376,6 +376,12 @@ async function main(): Promise<void> {
     } catch (e) {
       ok(false, "deno check index.ts (npm:postgres's own types)", String((e as { stderr?: Buffer }).stderr ?? e));
     }
+    try {
+      execFileSync(deno, ["lint"], { cwd: fn, env: denoEnv, stdio: "pipe" });
+      ok(true, "deno lint of the function's four files");
+    } catch (e) {
+      ok(false, "deno lint of the function's four files", String((e as { stdout?: Buffer }).stdout ?? e));
+    }
 
     // The model: fails when the input asks it to.
     const modelCalls: string[] = [];
