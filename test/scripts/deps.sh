@@ -35,7 +35,7 @@ missing_packages() {
     if ! command -v gcc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
         echo build-essential
     fi
-    # the Better Auth example (test/betterauth) runs with the host's 15
+    # the TypeScript examples (test/betterauth, test/edgefn) run with the host's 15
     if [[ $PG_MAJOR == 15 ]] && ! command -v npm >/dev/null 2>&1; then
         echo nodejs
         echo npm

@@ -237,14 +237,16 @@ run_ops() {
     return 0
 }
 
-# The Better Auth example (test/betterauth): TypeScript against the test
-# cluster, through the PG* variables; it prints TAP.  node_modules is a cache:
-# `npm ci` runs when it is missing or older than package-lock.json (the npm
-# registry must be reachable then).
-run_betterauth() {
-    local dir=$ROOT/test/betterauth rel=test/betterauth/signup_bonus.test.ts
-    local out=$WORK/betterauth.log rc=0
-    echo "== Better Auth example"
+# The TypeScript examples, against the test cluster through the PG*
+# variables; each prints TAP.  node_modules is a cache: `npm ci` runs when it
+# is missing or older than package-lock.json (the npm registry must be
+# reachable then).
+#   run_node_example TITLE DIR TEST   DIR under test/, TEST a .ts file in it
+run_node_example() {
+    local title=$1 name=$2 test=$3
+    local dir=$ROOT/test/$name rel=test/$name/$test
+    local out=$WORK/$name.log rc=0
+    echo "== $title"
     if ! command -v npm >/dev/null 2>&1 && [[ -n ${CREDITS_IN_ROOTFS:-} ]]; then
         # the root filesystems of 17 and 18 carry PostgreSQL only; the host's 15 run covers it
         echo "ok 1 # SKIP no Node.js in the PostgreSQL $PG_MAJOR root filesystem" >"$out"
@@ -252,22 +254,33 @@ run_betterauth() {
         return 0
     fi
     if ! command -v npm >/dev/null 2>&1; then
-        echo "not ok 1 - the Better Auth example needs Node.js 20 and npm" >"$out"
+        echo "not ok 1 - $title needs Node.js 20 and npm" >"$out"
         count_tap "$rel" "$out" 1
         return 0
     fi
     if [[ ! $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
-        if ! run_bounded 600 npm ci --prefix "$dir" --no-audit --no-fund >"$WORK/npm.log" 2>&1 </dev/null; then
-            { echo "not ok 1 - npm ci in test/betterauth"; sed 's/^/# /' "$WORK/npm.log"; } >"$out"
+        if ! run_bounded 600 npm ci --prefix "$dir" --no-audit --no-fund >"$WORK/npm-$name.log" 2>&1 </dev/null; then
+            { echo "not ok 1 - npm ci in test/$name"; sed 's/^/# /' "$WORK/npm-$name.log"; } >"$out"
             count_tap "$rel" "$out" 1
             return 0
         fi
     fi
-    run_bounded "$SUITE_TIMEOUT" "$dir/node_modules/.bin/tsx" "$dir/signup_bonus.test.ts" \
-        >"$out" 2>"$WORK/betterauth.err" </dev/null || rc=$?
+    run_bounded "$SUITE_TIMEOUT" "$dir/node_modules/.bin/tsx" "$dir/$test" \
+        >"$out" 2>"$WORK/$name.err" </dev/null || rc=$?
     count_tap "$rel" "$out" "$rc"
-    if ((rc != 0)); then show_file "$rel stderr" "$WORK/betterauth.err"; fi
+    if ((rc != 0)); then show_file "$rel stderr" "$WORK/$name.err"; fi
     return 0
+}
+
+# The Better Auth example (test/betterauth): signup bonus from its hook.
+run_betterauth() {
+    run_node_example "Better Auth example" betterauth signup_bonus.test.ts
+}
+
+# The Supabase Edge Function example (examples/supabase/functions/generate),
+# tested from test/edgefn with postgres.js and pg.
+run_edgefn() {
+    run_node_example "Supabase Edge Function example" edgefn generate.test.ts
 }
 
 print_summary() {
