@@ -49,7 +49,7 @@ spi_get(int row, int col, bool *isnull)
 {
 	if ((uint64) row >= SPI_processed)
 		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
+				(errcode(ERRCODE_CREDITS_DRIFT),
 				 errmsg("a credits query returned " UINT64_FORMAT " rows, row %d was read",
 						SPI_processed, row + 1),
 				 errdetail_internal("{\"rows\": " UINT64_FORMAT ", \"row\": %d}", SPI_processed, row + 1),

@@ -194,7 +194,7 @@ const STATUS: Record<string, [number, string]> = {
   "42501": [500, "misconfigured"], // the function's role lacks EXECUTE: grant_roles / the service role
   "55000": [500, "drift"], // cached numbers changed outside the functions: run credits.reconcile()
   // Anything else is 500 "internal", among them what a DBA's change to a credits
-  // table causes (22004, 23502, 42703, 42704, 42804, 42809), 0A000 (a library of
+  // table causes (23502, 42703, 42704, 42804, 42809), 0A000 (a library of
   // another version) and 27000.
 };
 
