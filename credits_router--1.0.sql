@@ -78,12 +78,13 @@ AS $$
      WHERE s.srvname = 'credits_shards' AND o.opt ~ '^p[0-9]+='
 $$;
 
--- The hash PL/Proxy masks with N - 1 to pick a user's shard (NULL: shard 0, which refuses it).
+-- The hash PL/Proxy masks with N - 1 to pick a user's shard: hashtext(user_id::text)
+-- (NULL: shard 0, which refuses it).  In C, so that every routed call loads the
+-- library whose log hook turns "shard unreachable" into PT503 (src/shard.c).
 CREATE FUNCTION credits_router.user_shard(user_id uuid)
 RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(hashtext(user_id::text), 0) $$;
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'credits_shard_user_hash';
 
 -- The low 30 bits of a ledger id (its shard number under the mask); NULL or negative: shard 0.
 CREATE FUNCTION credits_router.entry_shard(id bigint)
