@@ -391,7 +391,11 @@ typedef enum DenialReason
 extern void stats_init(void);
 
 /* ---- shard.c: sharding by user ---- */
+/* Ledger ids of a configured shard carry the user's bucket in their low bits (at most this many shards). */
+#define SHARD_ID_BUCKETS 1024
 extern int32 shard_user_hash(const pg_uuid_t *user_id);
+extern int64 shard_entry_id(Oid seq_relid, int64 seqval, const pg_uuid_t *user_id);
+extern void shard_require_owner(const pg_uuid_t *user_id);
 extern void shard_init(void);
 extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 						  const char *operation, const char *detail);

@@ -13,9 +13,10 @@
 #                                       stop (immediate: a crash) or start shard K
 #   bash test/scale/cluster.sh down     stop and remove everything
 #
-# Every cluster lives under SCALE_DIR (default /tmp/credits-scale-$UID): shard
-# k in shard<k>/ on port SCALE_PORT + 1 + k, the router in router/ on
-# SCALE_PORT (default 55400).  The servers run as the postgres OS user when
+# Every cluster lives under SCALE_DIR (default /tmp/credits-scale-$UID):
+# shard k in shard<k>/ on port SCALE_PORT + 1 + k, the router in router/ on
+# SCALE_PORT (default 55400).  fsync is off (a test rig) but commits are
+# synchronous: a server killed with `stop` loses nothing it acknowledged.  The servers run as the postgres OS user when
 # started as root.  Needs credits, credits_router and PL/Proxy installed for
 # PostgreSQL PG_MAJOR (default 15): `make install` and test/scripts/deps.sh.
 # Shard k holds database credits (CREATE EXTENSION credits, dblink; then
@@ -51,14 +52,25 @@ unix_socket_directories = ''
 shared_preload_libraries = 'credits'
 fsync = off
 full_page_writes = off
-synchronous_commit = off
+synchronous_commit = on
 max_connections = 100
 log_min_messages = warning
 lc_messages = 'C'
 timezone = 'UTC'
 CONF
     fi
-    as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+    start_dir "$dir"
+}
+
+# start_dir DIR: pg_ctl start; a port that a server stopped a moment ago
+# (a crash, the previous run) may stay taken for a while: retry.
+start_dir() {
+    for _ in $(seq 1 40); do
+        as_pg "$PGBIN/pg_ctl" -D "$1" -l "$1/server.log" -w -t 60 start >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "could not start the server in $1: see $1/server.log" >&2
+    return 1
 }
 
 stop_server() {   # stop_server DIR MODE
@@ -121,7 +133,7 @@ case ${1:-} in
     up) up "${2:?usage: cluster.sh up N}" ;;
     add) add "${2:?usage: cluster.sh add K}" ;;
     stop) stop_server "$SCALE_DIR/shard${2:?shard number}" immediate ;;
-    start) as_pg "$PGBIN/pg_ctl" -D "$SCALE_DIR/shard${2:?shard number}" -l "$SCALE_DIR/shard$2/server.log" -w -t 60 start >/dev/null ;;
+    start) start_dir "$SCALE_DIR/shard${2:?shard number}" ;;
     down) down ;;
     *) echo "usage: $0 up N | add K | stop K | start K | down" >&2; exit 2 ;;
 esac

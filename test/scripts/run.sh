@@ -3,7 +3,8 @@
 #
 #   bash test/scripts/run.sh test    build, install, throwaway cluster, run
 #                                    pg_regress + isolation + pgTAP + load +
-#                                    operations (test/ops) + the Better Auth
+#                                    operations (test/ops) + scale (a router
+#                                    and shards, test/scale) + the Better Auth
 #                                    example, in CI the regress and isolation
 #                                    suites once more under valgrind
 #                                    (test/scripts/valgrind.sh), and end
@@ -105,7 +106,7 @@ start_cluster() {
 # CREDITS_SUITES=load CREDITS_LOAD=abuse make test; CI runs them all.
 mode_test() {
     local suite
-    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops betterauth valgrind}; do
+    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops scale betterauth valgrind}; do
         "run_$suite"
     done
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi
