@@ -1296,19 +1296,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     seq regclass := pg_catalog.pg_get_serial_sequence(tab::text, col)::regclass;
-    last bigint;
-    called boolean;
+    last_val bigint;
+    was_called boolean;
     next_id bigint;
 BEGIN
-    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last, called;
-    IF called THEN
-        floor := greatest(floor, last);
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last_val, was_called;
+    IF was_called THEN
+        floor := greatest(floor, last_val);
     END IF;
     next_id := floor - (((floor - residue) % 1024) + 1024) % 1024 + 1024;
     IF restep THEN
         EXECUTE format('ALTER SEQUENCE %s INCREMENT BY 1024 START WITH %s RESTART WITH %s', seq, next_id, next_id);
-    ELSIF NOT called OR next_id > last + 1024 THEN
-        PERFORM setval(seq, next_id - 1024, true);
+    ELSIF next_id > last_val + (was_called::integer * 1024) THEN
+        PERFORM setval(seq, next_id, false);
     END IF;
     RETURN next_id;
 END
@@ -1691,8 +1691,9 @@ COMMENT ON FUNCTION credits.user_claim_pending_purchase(uuid, text, text) IS
  * entitlements ids the shard number they were drawn on (configure_shard), so
  * they never collide on the target; the target's sequences are moved past
  * the source's so that its next ids stay above every id it received.
- * Deletion records are anonymous (salted hashes): copy_deletion_records()
- * gives a new shard its parent's salt and records once, when it is split off.
+ * A new shard takes its parent's configuration and its deletion salt and
+ * records (salted hashes: anonymous) once, when it is split off
+ * (copy_from_parent).
  */
 
 -- The per-user tables, in the order an import writes them.
@@ -1854,48 +1855,92 @@ END
 $$;
 
 /*
- * On a shard split off another (shard k + N of k): the parent's deletion
- * salt and deletion records, so that a deleted user whose bucket moved here
- * is still recognized on return (the records are anonymous: they cannot be
- * sorted by shard, so all are copied; the parent's stay inert there).
- * Refused when this shard has a salt of its own already.  Returns the number
- * of records copied.
+ * On a shard split off another (shard k + N of k), before it is routed to:
+ * the parent's configuration (plans, operations, products and credits.*
+ * database settings, through the put_* functions, as the router writes
+ * them; rows the parent lacks are removed), and its deletion salt and
+ * deletion records, so that a deleted user whose bucket moved here is still
+ * recognized on return (the records are anonymous: they cannot be sorted by
+ * shard, so all are copied; the parent's stay inert there).  Refused when
+ * this shard has a deletion salt of its own already.  Returns the number of
+ * rows copied per table.
  */
-CREATE FUNCTION credits.copy_deletion_records(parent text)
-RETURNS bigint
+CREATE FUNCTION credits.copy_from_parent(parent text)
+RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     link_schema name;
+    rows jsonb;
+    r jsonb;
     parent_salt bytea;
-    copied bigint;
+    records bigint;
 BEGIN
     SELECT e.extnamespace::regnamespace::name INTO link_schema FROM pg_extension e WHERE e.extname = 'dblink';
     IF link_schema IS NULL THEN
-        RAISE EXCEPTION 'copying deletion records needs the dblink extension'
+        RAISE EXCEPTION 'copying from the parent shard needs the dblink extension'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = '{"extension": "dblink"}',
                   HINT = 'CREATE EXTENSION dblink; (contrib) on this shard.';
     END IF;
-    EXECUTE format('SELECT t.salt FROM %I.dblink($1, ''SELECT salt FROM credits.deletion_salt'') AS t(salt bytea)',
-                   link_schema) INTO parent_salt USING parent;
+    EXECUTE format($q$SELECT t.r FROM %I.dblink($1, $r$
+        SELECT jsonb_build_object(
+            'plans', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.rank, p.name), '[]') FROM credits.plans p),
+            'operations', (SELECT coalesce(jsonb_agg(to_jsonb(o)), '[]') FROM credits.operations o),
+            'products', (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]') FROM credits.products p),
+            'settings', (SELECT coalesce(jsonb_agg(s.setting), '[]')
+                           FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+                          WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                            AND d.setrole = 0 AND s.setting LIKE 'credits.%%'),
+            'salt', (SELECT encode(salt, 'hex') FROM credits.deletion_salt))$r$) AS t(r jsonb)$q$, link_schema)
+       INTO rows USING parent;
+
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'plans') LOOP
+        PERFORM credits.put_plan(r ->> 'name', (r ->> 'daily_limit')::integer, (r ->> 'signup_bonus')::bigint,
+                                 (r ->> 'monthly_allocation')::bigint, (r ->> 'allocation_rollover')::boolean,
+                                 (r ->> 'bypass_credits')::boolean, (r ->> 'rank')::integer,
+                                 (r ->> 'rate_burst')::integer, (r ->> 'rate_per_second')::double precision,
+                                 (r ->> 'cooldown_ms')::integer);
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'operations') LOOP
+        PERFORM credits.put_operation(r ->> 'name', (r ->> 'cost')::bigint, (r ->> 'max_units')::bigint,
+                                      (r ->> 'enabled')::boolean, r ->> 'required_plan', r ->> 'description');
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'products') LOOP
+        PERFORM credits.put_product(r ->> 'product_id', r ->> 'plan', (r ->> 'credits')::bigint,
+                                    (r ->> 'pack_expires_after')::interval, r ->> 'source', r ->> 'description');
+    END LOOP;
+    PERFORM credits.remove_config('products', p.product_id) FROM credits.products p
+      WHERE NOT (rows -> 'products') @> jsonb_build_array(jsonb_build_object('product_id', p.product_id));
+    PERFORM credits.remove_config('operations', o.name) FROM credits.operations o
+      WHERE NOT (rows -> 'operations') @> jsonb_build_array(jsonb_build_object('name', o.name));
+    PERFORM credits.remove_config('plans', p.name) FROM credits.plans p
+      WHERE NOT (rows -> 'plans') @> jsonb_build_array(jsonb_build_object('name', p.name));
+    PERFORM credits.put_setting(split_part(x.setting, '=', 1), substr(x.setting, strpos(x.setting, '=') + 1))
+       FROM jsonb_array_elements_text(rows -> 'settings') AS x(setting);
+
+    parent_salt := decode(rows ->> 'salt', 'hex');
     IF parent_salt IS NULL THEN
-        RETURN 0;
+        RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                                  'operations', jsonb_array_length(rows -> 'operations'),
+                                  'products', jsonb_array_length(rows -> 'products'), 'deletion_records', 0);
     END IF;
     IF EXISTS (SELECT 1 FROM credits.deletion_salt s WHERE s.salt <> parent_salt) THEN
         RAISE EXCEPTION 'this shard has a deletion salt of its own'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = '{"table": "credits.deletion_salt"}',
-                  HINT = 'Copy the parent''s deletion records into a new shard before its first write.';
+                  HINT = 'Copy from the parent into a new shard before its first write.';
     END IF;
     INSERT INTO credits.deletion_salt (salt) VALUES (parent_salt) ON CONFLICT DO NOTHING;
     EXECUTE format('INSERT INTO credits.deletion_records
                     SELECT (jsonb_populate_record(NULL::credits.deletion_records, t.r)).*
                       FROM %I.dblink($1, ''SELECT to_jsonb(d) FROM credits.deletion_records d'') AS t(r jsonb)
                     ON CONFLICT (user_hash) DO NOTHING', link_schema) USING parent;
-    GET DIAGNOSTICS copied = ROW_COUNT;
-    RETURN copied;
+    GET DIAGNOSTICS records = ROW_COUNT;
+    RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                              'operations', jsonb_array_length(rows -> 'operations'),
+                              'products', jsonb_array_length(rows -> 'products'), 'deletion_records', records);
 END
 $$;
 
@@ -1903,8 +1948,8 @@ COMMENT ON FUNCTION credits.move_user(uuid, text) IS
 'Owner, on the source shard: moves a user that belongs to another shard there (export, import through dblink, verify, delete here), under the account lock.';
 COMMENT ON FUNCTION credits.import_user(uuid, jsonb, jsonb) IS
 'Owner, on the target shard: what credits.move_user calls there; replaces an interrupted earlier copy.';
-COMMENT ON FUNCTION credits.copy_deletion_records(text) IS
-'Owner, on a shard split off a parent: the parent''s deletion salt and records (returning users stay recognized).';
+COMMENT ON FUNCTION credits.copy_from_parent(text) IS
+'Owner, on a shard split off a parent, before it is routed to: the parent''s config, settings, deletion salt and records.';
 
 -- == Cross-shard RevenueCat TRANSFER ==
 /*

@@ -54,7 +54,7 @@ stop_bouncer() {
 }
 trap 'stop_bouncer; scale_down' EXIT
 
-echo "1..24"
+echo "1..26"
 
 # ---- Setup: shards, router, pgbouncer ----------------------------------------
 setup() {
@@ -154,6 +154,8 @@ done
 views=$(as_admin "SELECT (SELECT sum(operations) FROM credits.usage_daily) || ' ' || (SELECT count(*) FROM credits.top_users)
                   || ' ' || (SELECT active_users FROM credits.purchases_summary WHERE period = 'today')")
 is "$views" "$total 40 40" "usage_daily, top_users and purchases_summary combine every shard"
+blocks=$(as_admin "SELECT (SELECT count(DISTINCT user_id) FROM credits.usage_entries) || ' ' || (SELECT count(*) FROM credits.account_plans)")
+is "$blocks" "40 40" "usage_entries and account_plans (the views' building blocks) combine every shard"
 
 victim=$(shard 2 -c "SELECT user_id FROM credits.accounts ORDER BY user_id LIMIT 1")
 shard 2 -c "UPDATE credits.accounts SET balance = balance + 1 WHERE user_id = '$victim'"

@@ -32,11 +32,11 @@ ok "$?" "40 users with grants, consumes, refunds and an open hold each"
 before=$(router -c "SELECT string_agg(id || ':' || credits.balance(id), ' ' ORDER BY n) FROM test_users")
 entries_before=$(( $(shard 0 -c "SELECT count(*) FROM credits.ledger") + $(shard 1 -c "SELECT count(*) FROM credits.ledger") ))
 
-# 1. two new shards, configured as 2 and 3 of 4; deletion records from their parents
+# 1. two new shards, configured as 2 and 3 of 4, with their parents' config and deletion records
 mapfile -t new < <(scale add 2)
-shard 2 -c "SELECT credits.copy_deletion_records('$(shard_conninfo 0)')" >/dev/null &&
-    shard 3 -c "SELECT credits.copy_deletion_records('$(shard_conninfo 1)')" >/dev/null
-ok "$?" "shards 2 and 3 added (${#new[@]} conninfos), with their parents' deletion records"
+shard 2 -c "SELECT credits.copy_from_parent('$(shard_conninfo 0)')" >/dev/null &&
+    shard 3 -c "SELECT credits.copy_from_parent('$(shard_conninfo 1)')" >/dev/null
+ok "$?" "shards 2 and 3 added (${#new[@]} conninfos), with their parents' config and deletion records"
 # 2. the router routes 4 partitions, p2 and p3 still to their parents; 3. split the parents
 router -c "ALTER SERVER credits_shards OPTIONS (ADD p2 '$(shard_conninfo 0)', ADD p3 '$(shard_conninfo 1)')" &&
     shard 0 -c "SELECT credits.configure_shard(0, 4)" >/dev/null && shard 1 -c "SELECT credits.configure_shard(1, 4)" >/dev/null
@@ -87,3 +87,10 @@ is "$after / $entries_after" "$expect / $((entries_before + acked))" \
 # the holds reserved under 2 shards, captured through the router by their ids
 captured=$(router -c "SELECT count(*) FILTER (WHERE (credits.capture(h.hold, 1)).user_id = h.id) FROM holds h")
 is "$captured" 40 "the 40 holds reserved before are captured by their old ids, on the users' new shards"
+
+# after the switch: a moved user is served by its new shard, with ids that route there
+u=${movers[0]}
+entry=$(router -c "SELECT entry_id FROM credits.credits_consume('$u', 'image', 1, 'after')")
+home=$(router -c "SELECT credits_router.user_shard('$u') & 3")
+is "$((entry & 3)) $(shard "$home" -c "SELECT count(*) FROM credits.ledger WHERE id = $entry AND user_id = '$u'")" "$home 1" \
+    "a moved user's next entry is written on its new shard ($home), with an id that routes there"

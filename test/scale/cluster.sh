@@ -15,7 +15,8 @@
 #
 # Every cluster lives under SCALE_DIR (default /tmp/credits-scale-$UID):
 # shard k in shard<k>/ on port SCALE_PORT + 1 + k, the router in router/ on
-# SCALE_PORT (default 55400).  fsync is off (a test rig) but commits are
+# SCALE_PORT (default 25400: below the ephemeral port range, which
+# outgoing connections of other programs take ports from).  fsync is off (a test rig) but commits are
 # synchronous: a server killed with `stop` loses nothing it acknowledged.  The servers run as the postgres OS user when
 # started as root.  Needs credits, credits_router and PL/Proxy installed for
 # PostgreSQL PG_MAJOR (default 15): `make install` and test/scripts/deps.sh.
@@ -27,7 +28,7 @@ set -euo pipefail
 PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 SCALE_DIR=${SCALE_DIR:-/tmp/credits-scale-$EUID}
-SCALE_PORT=${SCALE_PORT:-55400}
+SCALE_PORT=${SCALE_PORT:-25400}
 OS_USER=$(if ((EUID == 0)); then echo postgres; else id -un; fi)
 
 as_pg() {

@@ -10,7 +10,7 @@ set -uo pipefail
 SCALE_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 export SCALE_DIR=${SCALE_DIR:-/tmp/credits-scale-$EUID}
-export SCALE_PORT=${SCALE_PORT:-55400}
+export SCALE_PORT=${SCALE_PORT:-25400}
 TAP_N=0
 ROUTER=
 
@@ -24,9 +24,12 @@ is() {   # is GOT EXPECTED DESCRIPTION
 }
 
 scale() { bash "$SCALE_LIB_DIR/cluster.sh" "$@"; }
-scale_up() {   # scale_up N: the router's conninfo in ROUTER
+scale_up() {   # scale_up N: the router's conninfo in ROUTER; bails out when the clusters do not start
     ROUTER=$(scale up "$1" 2>"$SCALE_DIR.log" | tail -n 1)
-    [[ $ROUTER == host=* ]]
+    if [[ $ROUTER != host=* ]]; then
+        echo "Bail out! cluster.sh up $1 failed: $(tail -n 5 "$SCALE_DIR.log" | tr '\n' ' ')"
+        exit 1
+    fi
 }
 scale_down() { scale down >/dev/null 2>&1; }
 trap scale_down EXIT

@@ -251,7 +251,7 @@ run_scale() {
         local rel=${f#"$ROOT"/} out="$WORK/scale-$(basename "$f").log" rc=0
         mkdir -p "$WORK/scale"
         chown "$PG_OS_USER" "$WORK/scale" 2>/dev/null
-        SCALE_DIR=$WORK/scale/$(basename "$f" .sh) SCALE_PORT=$((PGPORT + 400)) PG_MAJOR=$PG_MAJOR PGBIN=$PGBIN \
+        SCALE_DIR=$WORK/scale/$(basename "$f" .sh) SCALE_PORT=26400 PG_MAJOR=$PG_MAJOR PGBIN=$PGBIN \
             run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
         count_tap "$rel" "$out" "$rc"
     done
