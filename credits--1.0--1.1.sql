@@ -1322,8 +1322,10 @@ $$;
  * (credits.move_user), and from then on refuses users it does not hold of
  * the shards it no longer owns (PT503).  Running it again with the same
  * numbers restarts the sequences in their classes (after a restore: a dump
- * keeps a sequence's value but not its step).  Locks the ledger against
- * writers (EXCLUSIVE) while it checks and restarts the identities.
+ * keeps a sequence's value but not its step).  Returns the next ledger id;
+ * NULL for shard 0 of 1 (a single node), whose sequences it leaves alone.
+ * Locks the ledger against writers (EXCLUSIVE) while it checks and restarts
+ * the identities.
  */
 CREATE FUNCTION credits.configure_shard(shard_no integer, shard_count integer)
 RETURNS bigint
@@ -1375,6 +1377,9 @@ BEGIN
     INSERT INTO credits.shard_config AS c (shard_no, shard_count) VALUES (shard_no, shard_count)
     ON CONFLICT (one) DO UPDATE SET shard_no = excluded.shard_no, shard_count = excluded.shard_count,
                                     configured_at = now();
+    IF shard_count = 1 THEN
+        RETURN NULL;   -- a single node: ids need no bucket, the sequences stay as they are
+    END IF;
     SELECT coalesce(max(e.id), 0) INTO top_entry FROM credits.ledger e;
     SELECT coalesce(max(l.id), 0) INTO top_lot FROM credits.lots l;
     SELECT coalesce(max(t.id), 0) INTO top_entitlement FROM credits.entitlements t;
@@ -1386,7 +1391,7 @@ END
 $$;
 
 COMMENT ON FUNCTION credits.configure_shard(integer, integer) IS
-'Owner: makes this database shard shard_no of shard_count (before the first write, or a split of k of N into k of 2N); returns the next ledger id.';
+'Owner: makes this database shard shard_no of shard_count (before the first write, or a split of k of N into k of 2N); returns the next ledger id (NULL for 0 of 1).';
 
 /*
  * md5 of each config copy, in key order, without created_at (each shard
