@@ -70,19 +70,18 @@ static CachedStatement in_rows = {
 	4, {UUIDOID, TEXTOID, TIMESTAMPTZOID, JSONBOID}
 };
 
+/* Refuses a NULL among the first n arguments, naming it. */
 static void
-require_args(FunctionCallInfo fcinfo, int nargs)
+require_args(FunctionCallInfo fcinfo, const char *const *names, int n)
 {
-	static const char *const names[] = {"event_id", "event_at", "users", "entitlements"};
-
-	for (int i = 0; i < nargs; i++)
+	for (int i = 0; i < n; i++)
 	{
 		if (PG_ARGISNULL(i))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s must not be null", names[Min(i, 3)]),
-					 errdetail_internal("{\"field\": \"%s\"}", names[Min(i, 3)]),
-					 errhint("The router passes the event's id, time and users (README, \"Pooling and scale-out\").")));
+					 errmsg("%s must not be null", names[i]),
+					 errdetail_internal("{\"field\": \"%s\"}", names[i]),
+					 errhint("The router passes the event's id, time and users (README, \"A TRANSFER across shards\").")));
 	}
 }
 
@@ -148,7 +147,9 @@ credits_transfer_out(PG_FUNCTION_ARGS)
 	char	   *rows;
 	Datum		args[2];
 
-	require_args(fcinfo, 3);
+	static const char *const names[] = {"event_id", "event_at", "from_users"};
+
+	require_args(fcinfo, names, 3);
 	event_id = PG_GETARG_TEXT_PP(0);
 	event_at = PG_GETARG_TIMESTAMPTZ(1);
 	from_array = PG_GETARG_ARRAYTYPE_P(2);
@@ -208,7 +209,9 @@ credits_transfer_in(PG_FUNCTION_ARGS)
 	uint64		moved;
 	Datum		args[4];
 
-	require_args(fcinfo, 4);
+	static const char *const names[] = {"event_id", "event_at", "to_user", "entitlements"};
+
+	require_args(fcinfo, names, 4);
 	event_id = PG_GETARG_TEXT_PP(0);
 	event_at = PG_GETARG_TIMESTAMPTZ(1);
 	to = PG_GETARG_UUID_P(2);
