@@ -117,22 +117,30 @@ END $$;
 
 -- The tables, with the columns each change uses: one to index, a CHECK that
 -- holds, one an UPDATE sets, one whose type changes (and to what), one the
--- engine uses to drop.
+-- engine uses to drop, and a NOT NULL one that is made to hold NULLs.
 CREATE TABLE dba.tables (tbl text PRIMARY KEY, ord int, index_col text, check_expr text,
-                         update_col text, type_col text, new_type text, drop_col text);
+                         update_col text, type_col text, new_type text, drop_col text,
+                         null_col text);
 INSERT INTO dba.tables VALUES
-    ('accounts',          1, 'plan',       'day_count < 1000000',     'balance',      'rate_tat',  'timestamp', 'next_hold_expiry'),
-    ('ledger',            2, 'created_at', 'amount > -1000000000',    'operation',    'request_hash', 'numeric', 'actor'),
-    ('lots',              3, 'created_at', 'priority > -1000',        'remaining',    'priority',  'numeric',   'priority'),
-    ('holds',             4, 'created_at', 'units < 1000000',         'status',       'unit_cost', 'numeric',   'unit_charge'),
-    ('purchases',         5, 'product_id', 'clawed_back < 1000000000', 'refund_state', 'entry_id', 'numeric',   'kind'),
-    ('entitlements',      6, 'product_id', 'plan <> ''''',            'status',       'expires_at', 'timestamp', 'next_product_id'),
-    ('store_events',      7, 'event_type', 'event_type <> ''''',      'result',       'result',    'json',      'result'),
-    ('plans',             8, 'rank',       'rank > -1000',            'daily_limit',  'rank',      'numeric',   'monthly_allocation'),
-    ('operations',        9, 'enabled',    'cost > -1',               'cost',         'cost',      'numeric',   'max_units'),
-    ('products',         10, 'plan',       'product_id <> ''x''',     'credits',      'credits',   'numeric',   'pack_expires_after'),
-    ('rate_limits',      11, 'tat',        'action <> ''x''',         'tat',          'tat',       'timestamp', 'tat'),
-    ('deleted_accounts', 12, 'deleted_at', 'entries >= 0',            'plan',         'balance',   'numeric',   'spent');
+    ('accounts',          1, 'plan',       'day_count < 1000000',     'balance',      'rate_tat',  'timestamp', 'next_hold_expiry', 'timezone'),
+    ('ledger',            2, 'created_at', 'amount > -1000000000',    'operation',    'request_hash', 'numeric', 'actor',          'kind'),
+    ('lots',              3, 'created_at', 'priority > -1000',        'remaining',    'priority',  'numeric',   'priority',         'remaining'),
+    ('holds',             4, 'created_at', 'units < 1000000',         'status',       'unit_cost', 'numeric',   'unit_charge',      'operation'),
+    ('purchases',         5, 'product_id', 'clawed_back < 1000000000', 'refund_state', 'entry_id', 'numeric',   'kind',             'kind'),
+    ('entitlements',      6, 'product_id', 'plan <> ''''',            'status',       'expires_at', 'timestamp', 'next_product_id', 'status'),
+    ('store_events',      7, 'event_type', 'event_type <> ''''',      'result',       'result',    'json',      'result',           'result'),
+    ('plans',             8, 'rank',       'rank > -1000',            'daily_limit',  'rank',      'numeric',   'monthly_allocation', 'rank'),
+    ('operations',        9, 'enabled',    'cost > -1',               'cost',         'cost',      'numeric',   'max_units',        'cost'),
+    ('products',         10, 'plan',       'product_id <> ''x''',     'credits',      'credits',   'numeric',   'pack_expires_after', 'created_at'),
+    ('rate_limits',      11, 'tat',        'action <> ''x''',         'tat',          'tat',       'timestamp', 'tat',              'tat'),
+    ('deleted_accounts', 12, 'deleted_at', 'entries >= 0',            'plan',         'balance',   'numeric',   'spent',            'deleted_at');
+
+-- Writes NULL into the column named by its argument, on every insert and update.
+CREATE FUNCTION dba.null_column() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], NULL));
+    RETURN NEW;
+END $$;
 
 -- The changes, as statements over a table's row of dba.tables.
 CREATE FUNCTION dba.changes(t dba.tables) RETURNS TABLE (ord int, change text, ddl text)
@@ -158,7 +166,13 @@ LANGUAGE sql AS $$
     (10, 'FORCE ROW LEVEL SECURITY', format('ALTER TABLE credits.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', t.tbl)),
     (11, 'column type', format('ALTER TABLE credits.%I ALTER COLUMN %I TYPE %s USING %I::%s',
                                t.tbl, t.type_col, t.new_type, t.type_col, t.new_type)),
-    (12, 'drop a column', format('ALTER TABLE credits.%I DROP COLUMN %I', t.tbl, t.drop_col))
+    (12, 'drop a column', format('ALTER TABLE credits.%I DROP COLUMN %I', t.tbl, t.drop_col)),
+    (13, 'NOT NULL dropped, NULLs written',
+         format('ALTER TABLE credits.%I ALTER COLUMN %I DROP NOT NULL; '
+                'CREATE TRIGGER dba_nulls BEFORE INSERT OR UPDATE ON credits.%I '
+                'FOR EACH ROW EXECUTE FUNCTION dba.null_column(%L)', t.tbl, t.null_col, t.tbl, t.null_col)
+         || CASE WHEN t.tbl IN ('plans', 'operations', 'products')
+                 THEN format('; UPDATE credits.%I SET %I = NULL', t.tbl, t.null_col) ELSE '' END)
 $$;
 
 -- Runs the workload after `ddl` (NULL: none) and rolls everything back.

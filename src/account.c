@@ -381,11 +381,10 @@ account_recount_day(Account *acct)
 {
 	Datum		args[3] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->today),
 		CStringGetTextDatum(acct->timezone_due ? acct->timezone_next : acct->timezone)};
-	bool		isnull;
 
 	spi_exec(&day_count_in_zone, args, NULL);
 	acct->day = acct->today;
-	acct->day_count = DatumGetInt32(spi_get(0, 1, &isnull));
+	acct->day_count = (int32) spi_get_int64(0, 1);
 }
 
 /* A time zone change whose local midnight has come takes effect. */
@@ -446,7 +445,6 @@ static void
 read_maintained(Account *acct)
 {
 	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
-	bool		isnull;
 
 	if (entitlement_lapsed(acct))
 	{
@@ -456,8 +454,8 @@ read_maintained(Account *acct)
 		use_plan(acct, effective_plan(acct));
 	}
 	spi_exec(&maintenance_effect, args, NULL);
-	account_add_balance(acct, DatumGetInt64(spi_get(0, 1, &isnull)));
-	account_count_operation(acct, -DatumGetInt32(spi_get(0, 2, &isnull)));
+	account_add_balance(acct, spi_get_int64(0, 1));
+	account_count_operation(acct, -(int32) spi_get_int64(0, 2));
 	if (allocation_due(acct))
 		account_add_balance(acct, acct->monthly_allocation);
 }
@@ -695,10 +693,9 @@ grant_monthly_allocation(Account *acct)
 	if (expires)
 	{
 		Datum		args[2] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->period)};
-		bool		isnull;
 
 		spi_exec(&period_end, args, NULL);
-		expires_at = DatumGetTimestampTz(spi_get(0, 1, &isnull));
+		expires_at = spi_get_time(0, 1);
 	}
 
 	entry.kind = "allocation";

@@ -135,8 +135,7 @@ ledger_totals(const pg_uuid_t *user_id, Deletion *d, Datum *first_day)
 
 	for (uint64 i = 0; i < nkinds; i++)
 	{
-		bool		isnull;
-		const EntryKind *kind = entry_kind(TextDatumGetCString(spi_get(i, 1, &isnull)));
+		const EntryKind *kind = entry_kind(spi_get_cstring(i, 1));
 		int64		amount = spi_get_int64(i, 3);
 
 		d->entries = checked_add(d->entries, spi_get_int64(i, 2), "entries");
@@ -147,7 +146,7 @@ ledger_totals(const pg_uuid_t *user_id, Deletion *d, Datum *first_day)
 	{
 		bool		isnull;
 
-		*first_day = spi_get(0, 4, &isnull);
+		*first_day = spi_get_typed(0, 4, DATEOID, &isnull);
 	}
 	return nkinds > 0;
 }
@@ -245,7 +244,6 @@ write_tombstone(const pg_uuid_t *user_id, bool has_account, Datum plan, bool pla
 	Datum		targs[10];
 	char		tnulls[10];
 	int64		earlier = 0;
-	bool		isnull;
 	bool		add = has_account && deletion_remember(user_id, &earlier);
 
 	memset(tnulls, ' ', sizeof(tnulls));
@@ -264,7 +262,7 @@ write_tombstone(const pg_uuid_t *user_id, bool has_account, Datum plan, bool pla
 		spi_exec(&tombstone_insert, targs, tnulls);
 	d->deleted = true;
 	d->tombstone_id = spi_get_int64(0, 1);
-	d->deleted_at = DatumGetTimestampTz(spi_get(0, 2, &isnull));
+	d->deleted_at = spi_get_time(0, 2);
 	if (has_account)
 		deletion_link_tombstone(user_id, d->tombstone_id);
 }
@@ -290,8 +288,8 @@ delete_account(const pg_uuid_t *user_id, Deletion *d)
 	has_account = spi_exec(&account_lock_for_delete, args, NULL) > 0;
 	if (has_account)
 	{
-		plan = SPI_datumTransfer(spi_get(0, 1, &plan_isnull), false, -1);
-		created_on = spi_get(0, 2, &created_isnull);
+		plan = SPI_datumTransfer(spi_get_typed(0, 1, TEXTOID, &plan_isnull), false, -1);
+		created_on = spi_get_typed(0, 2, DATEOID, &created_isnull);
 	}
 
 	has_entries = ledger_totals(user_id, d, has_account ? &unused_day : &created_on);

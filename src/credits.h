@@ -78,11 +78,23 @@ typedef struct CachedStatement
 
 /* Runs a cached statement inside the caller's SPI connection; returns SPI_processed. */
 extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
-extern Datum spi_get(int row, int col, bool *isnull);
+/*
+ * Column getters of the last statement's result: each checks the column's
+ * type, and the ones without "_or_null" refuse a NULL (a DBA may have
+ * dropped a NOT NULL or changed a type: never read a Datum on trust).
+ */
 extern Datum spi_get_typed(int row, int col, Oid typid, bool *isnull);
+extern Datum spi_get_notnull(int row, int col, Oid typid);
 extern pg_uuid_t spi_get_uuid(int row, int col);
 extern char *spi_get_cstring(int row, int col);
+extern char *spi_get_cstring_or_null(int row, int col);
+extern text *spi_get_text_or_null(int row, int col);
+extern int32 spi_get_int32(int row, int col);
 extern int64 spi_get_int64(int row, int col);
+extern bool spi_get_int64_or_null(int row, int col, int64 *out);
+extern bool spi_get_bool(int row, int col);
+extern TimestampTz spi_get_time(int row, int col);
+extern bool spi_get_time_or_null(int row, int col, TimestampTz *out);
 
 /* ---- rows.c: direct row access on the hot path (see rows.c) ---- */
 #define CREDITS_TABLE_MAX_COLUMNS 20

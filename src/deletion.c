@@ -162,25 +162,6 @@ deletion_init(void)
 							NULL, NULL, NULL);
 }
 
-static char *
-get_text_or_null(int col)
-{
-	bool		isnull;
-	Datum		value = spi_get(0, col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(value);
-}
-
-static bool
-get_time_or_null(int col, TimestampTz *value)
-{
-	bool		isnull;
-	Datum		datum = spi_get(0, col, &isnull);
-
-	*value = isnull ? 0 : DatumGetTimestampTz(datum);
-	return !isnull;
-}
-
 /*
  * The unexpired record of a deleted user id, if there is one.  Inside an
  * SPI connection; strings are allocated in the current memory context.
@@ -195,19 +176,19 @@ deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec)
 	memset(rec, 0, sizeof(*rec));
 	if (spi_exec(&record_find, args, NULL) == 0)
 		return false;
-	rec->plan = get_text_or_null(1);
-	rec->timezone = get_text_or_null(2);
-	rec->timezone_next = get_text_or_null(3);
-	rec->has_timezone_from = get_time_or_null(4, &rec->timezone_from);
-	rec->has_timezone_changed_at = get_time_or_null(5, &rec->timezone_changed_at);
-	rec->day = DatumGetDateADT(spi_get(0, 6, &isnull));
-	rec->day_count = DatumGetInt32(spi_get(0, 7, &isnull));
-	value = spi_get(0, 8, &isnull);
+	rec->plan = spi_get_cstring_or_null(0, 1);
+	rec->timezone = spi_get_cstring_or_null(0, 2);
+	rec->timezone_next = spi_get_cstring_or_null(0, 3);
+	rec->has_timezone_from = spi_get_time_or_null(0, 4, &rec->timezone_from);
+	rec->has_timezone_changed_at = spi_get_time_or_null(0, 5, &rec->timezone_changed_at);
+	rec->day = DatumGetDateADT(spi_get_notnull(0, 6, DATEOID));
+	rec->day_count = (int32) spi_get_int64(0, 7);
+	value = spi_get_typed(0, 8, DATEOID, &isnull);
 	rec->has_allocation_period = !isnull;
 	rec->allocation_period = isnull ? 0 : DatumGetDateADT(value);
-	rec->has_rate_tat = get_time_or_null(9, &rec->rate_tat);
-	rec->has_last_operation_at = get_time_or_null(10, &rec->last_operation_at);
-	get_time_or_null(11, &rec->deleted_at);
+	rec->has_rate_tat = spi_get_time_or_null(0, 9, &rec->rate_tat);
+	rec->has_last_operation_at = spi_get_time_or_null(0, 10, &rec->last_operation_at);
+	spi_get_time_or_null(0, 11, &rec->deleted_at);
 	return true;
 }
 
@@ -221,16 +202,12 @@ deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id)
 {
 	Datum		args[3] = {UUIDPGetDatum(user_id), CStringGetTextDatum(credits_default_plan),
 	Int32GetDatum(credits_deletion_retention_s)};
-	bool		isnull;
-	Datum		value;
 
 	spi_exec(&records_purge, NULL, NULL);
 	spi_exec(&salt_create, NULL, NULL);
 	if (spi_exec(&record_save, args, NULL) == 0)
 		return false;			/* no account row: nothing to remember */
-	value = spi_get(0, 1, &isnull);
-	*tombstone_id = isnull ? 0 : DatumGetInt64(value);
-	return !isnull;
+	return spi_get_int64_or_null(0, 1, tombstone_id);
 }
 
 /* The record of a deletion points at its tombstone. */
@@ -290,7 +267,6 @@ static void
 load_salt(void)
 {
 	Oid			relid = credits_relid("deletion_salt");
-	bool		isnull;
 	bytea	   *salt;
 
 	if (relid == salt_relid && salt_len > 0)
@@ -302,7 +278,7 @@ load_salt(void)
 				 errmsg("the salt of credits was created concurrently"),
 				 errdetail_internal("{\"table\": \"credits.deletion_salt\"}"),
 				 errhint("Retry the transaction.")));
-	salt = DatumGetByteaPP(spi_get(0, 1, &isnull));
+	salt = DatumGetByteaPP(spi_get_notnull(0, 1, BYTEAOID));
 	salt_len = Min(VARSIZE_ANY_EXHDR(salt), (int) sizeof(salt_cache));
 	memcpy(salt_cache, VARDATA_ANY(salt), salt_len);
 	salt_relid = relid;

@@ -68,12 +68,11 @@ void
 refuse_daily_limit(const Account *acct)
 {
 	Datum		args[2] = {UUIDPGetDatum(&acct->user_id), DateADTGetDatum(acct->today)};
-	bool		isnull;
 	char	   *resets_at;
 	char	   *detail;
 
 	spi_exec(&next_local_midnight, args, NULL);
-	resets_at = TextDatumGetCString(spi_get(0, 1, &isnull));
+	resets_at = spi_get_cstring(0, 1);
 	detail = psprintf("{\"daily_limit\": %d, \"resets_at\": \"%s\"}",
 					  acct->daily_limit, resets_at);
 	denial_record(DENIAL_DAILY_LIMIT, &acct->user_id, acct->operation, detail);

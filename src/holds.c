@@ -177,13 +177,10 @@ lots_add(Account *acct, int nmoves, const int64 *lot_ids, const int64 *deltas)
 
 	for (uint64 i = 0; i < nrows; i++)
 	{
-		bool		isnull;
-		Datum		expires = spi_get(i, 3, &isnull);
 		TimestampTz expires_at;
 
-		if (isnull || spi_get_int64(i, 2) <= 0)
+		if (!spi_get_time_or_null(i, 3, &expires_at) || spi_get_int64(i, 2) <= 0)
 			continue;
-		expires_at = DatumGetTimestampTz(expires);
 		if (!acct->has_next_expiry || expires_at < acct->next_expiry)
 		{
 			acct->has_next_expiry = true;
@@ -208,8 +205,6 @@ static bool
 load_hold(Account *acct, int64 hold_id, Hold *hold)
 {
 	Datum		args[2] = {Int64GetDatum(hold_id), UUIDPGetDatum(&acct->user_id)};
-	Datum		value;
-	bool		isnull;
 	uint64		nlots;
 	int64		total = 0;
 
@@ -218,19 +213,16 @@ load_hold(Account *acct, int64 hold_id, Hold *hold)
 
 	memset(hold, 0, sizeof(*hold));
 	hold->id = hold_id;
-	hold->status = TextDatumGetCString(spi_get(0, 1, &isnull));
-	hold->operation = TextDatumGetCString(spi_get(0, 2, &isnull));
+	hold->status = spi_get_cstring(0, 1);
+	hold->operation = spi_get_cstring(0, 2);
 	hold->units = spi_get_int64(0, 3);
 	hold->unit_cost = spi_get_int64(0, 4);
 	hold->unit_charge = spi_get_int64(0, 5);
 	hold->amount = spi_get_int64(0, 6);
-	hold->expires_at = DatumGetTimestampTz(spi_get(0, 7, &isnull));
-	value = spi_get(0, 8, &isnull);
-	hold->has_settled = !isnull;
-	hold->settled_entry_id = isnull ? 0 : DatumGetInt64(value);
-	value = spi_get(0, 9, &isnull);
-	hold->reference = isnull ? NULL : DatumGetTextPCopy(value);
-	hold->counted_today = DatumGetBool(spi_get(0, 10, &isnull));
+	hold->expires_at = spi_get_time(0, 7);
+	hold->has_settled = spi_get_int64_or_null(0, 8, &hold->settled_entry_id);
+	hold->reference = spi_get_text_or_null(0, 9);
+	hold->counted_today = spi_get_bool(0, 10);
 
 	nlots = spi_exec(&hold_lots, args, NULL);
 	hold->nlots = (int) nlots;
@@ -272,12 +264,11 @@ lock_hold(int64 hold_id, Account *acct, Hold *hold)
 	Datum		args[1] = {Int64GetDatum(hold_id)};
 	pg_uuid_t	user_id;
 	bool		was_open;
-	bool		isnull;
 
 	if (spi_exec(&hold_user, args, NULL) == 0)
 		refuse_unknown_hold(hold_id);
-	user_id = *DatumGetUUIDP(spi_get(0, 1, &isnull));
-	was_open = DatumGetBool(spi_get(0, 2, &isnull));
+	user_id = spi_get_uuid(0, 1);
+	was_open = spi_get_bool(0, 2);
 
 	account_lock(&user_id, acct);
 	if (!load_hold(acct, hold_id, hold))
@@ -340,16 +331,12 @@ settle_hold(Account *acct, const Hold *hold, const char *status, int64 entry_id)
 	Datum		args[3] = {Int64GetDatum(hold->id), CStringGetTextDatum(status),
 	Int64GetDatum(entry_id)};
 	Datum		user_arg[1] = {UUIDPGetDatum(&acct->user_id)};
-	Datum		next;
-	bool		isnull;
 
 	if (spi_exec(&hold_settle, args, NULL) != 1)
 		elog(ERROR, "credits: hold " INT64_FORMAT " was settled concurrently", hold->id);
 
 	spi_exec(&earliest_open_hold, user_arg, NULL);
-	next = spi_get(0, 1, &isnull);
-	acct->has_next_hold_expiry = !isnull;
-	acct->next_hold_expiry = isnull ? 0 : DatumGetTimestampTz(next);
+	acct->has_next_hold_expiry = spi_get_time_or_null(0, 1, &acct->next_hold_expiry);
 }
 
 /*
@@ -363,8 +350,6 @@ holds_release_due(Account *acct)
 	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
 	uint64		ndue = spi_exec(&holds_due, args, NULL);
 	int64	   *ids = palloc(sizeof(int64) * Max(ndue, 1));
-	Datum		next;
-	bool		isnull;
 
 	for (uint64 i = 0; i < ndue; i++)
 		ids[i] = spi_get_int64(i, 1);
@@ -383,9 +368,7 @@ holds_release_due(Account *acct)
 
 	/* nothing was due: next_hold_expiry was early, make it exact */
 	spi_exec(&earliest_open_hold, args, NULL);
-	next = spi_get(0, 1, &isnull);
-	acct->has_next_hold_expiry = !isnull;
-	acct->next_hold_expiry = isnull ? 0 : DatumGetTimestampTz(next);
+	acct->has_next_hold_expiry = spi_get_time_or_null(0, 1, &acct->next_hold_expiry);
 
 	lots_expire_if_due(acct);
 }
@@ -603,11 +586,7 @@ credits_expire_holds(PG_FUNCTION_ARGS)
 	}
 	users = palloc(sizeof(pg_uuid_t) * Max(naccounts, 1));
 	for (uint64 i = 0; i < naccounts; i++)
-	{
-		bool		isnull;
-
-		users[i] = *DatumGetUUIDP(spi_get(i, 1, &isnull));
-	}
+		users[i] = spi_get_uuid(i, 1);
 
 	holds_expired_count = 0;
 	for (uint64 i = 0; i < naccounts; i++)

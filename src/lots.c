@@ -219,25 +219,26 @@ lots_expire_due(Account *acct)
 {
 	Datum		args[1] = {UUIDPGetDatum(&acct->user_id)};
 	uint64		nexpired = spi_exec(&expire_due, args, NULL);
-	SPITupleTable *expired = SPI_tuptable;
-	bool		isnull;
-	Datum		next;
+	int64	   *lot_ids = palloc(sizeof(int64) * Max(nexpired, 1));
+	int64	   *deltas = palloc(sizeof(int64) * Max(nexpired, 1));
 
+	/* read them all first: ledger_append() runs statements of its own */
 	for (uint64 i = 0; i < nexpired; i++)
 	{
-		int64		lot_id = DatumGetInt64(SPI_getbinval(expired->vals[i], expired->tupdesc, 1, &isnull));
-		int64		delta = -DatumGetInt64(SPI_getbinval(expired->vals[i], expired->tupdesc, 2, &isnull));
+		lot_ids[i] = spi_get_int64(i, 1);
+		deltas[i] = -spi_get_int64(i, 2);
+	}
+	for (uint64 i = 0; i < nexpired; i++)
+	{
 		LedgerEntry entry = {0};
 
 		entry.kind = "expire";
-		entry.amount = delta;
-		entry.lot_moves = lot_moves_array(1, &lot_id, &delta);
-		account_add_balance(acct, delta);
+		entry.amount = deltas[i];
+		entry.lot_moves = lot_moves_array(1, &lot_ids[i], &deltas[i]);
+		account_add_balance(acct, deltas[i]);
 		ledger_append(acct, &entry);
 	}
 
 	spi_exec(&earliest_expiry, args, NULL);
-	next = spi_get(0, 1, &isnull);
-	acct->has_next_expiry = !isnull;
-	acct->next_expiry = isnull ? 0 : DatumGetTimestampTz(next);
+	acct->has_next_expiry = spi_get_time_or_null(0, 1, &acct->next_expiry);
 }

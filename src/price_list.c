@@ -164,7 +164,7 @@ read_operation(const char *name, Operation *op)
 	op->name = NULL;			/* set by the caller */
 	op->cost = spi_get_int64(0, 1);
 	op->max_units = spi_get_int64(0, 2);
-	op->enabled = DatumGetBool(spi_get_typed(0, 3, BOOLOID, &isnull));
+	op->enabled = spi_get_bool(0, 3);
 	value = spi_get_typed(0, 4, TEXTOID, &isnull);
 	op->has_required_plan = !isnull;
 	op->required_plan[0] = '\0';
@@ -229,21 +229,21 @@ read_plan(const char *name, PlanSettings *plan)
 
 	if (spi_exec(&plan_by_name, args, NULL) == 0)
 		return false;
-	text_to_cstring_buffer(DatumGetTextPP(spi_get_typed(0, 1, TEXTOID, &isnull)), plan->name,
+	text_to_cstring_buffer(DatumGetTextPP(spi_get_notnull(0, 1, TEXTOID)), plan->name,
 						   sizeof(plan->name));
-	plan->rank = DatumGetInt32(spi_get_typed(0, 2, INT4OID, &isnull));
+	plan->rank = spi_get_int32(0, 2);
 	value = spi_get_typed(0, 3, INT4OID, &isnull);
 	plan->has_daily_limit = !isnull;
 	plan->daily_limit = isnull ? 0 : DatumGetInt32(value);
 	plan->monthly_allocation = spi_get_int64(0, 4);
-	plan->allocation_rollover = DatumGetBool(spi_get_typed(0, 5, BOOLOID, &isnull));
-	plan->bypass_credits = DatumGetBool(spi_get_typed(0, 6, BOOLOID, &isnull));
+	plan->allocation_rollover = spi_get_bool(0, 5);
+	plan->bypass_credits = spi_get_bool(0, 6);
 	value = spi_get_typed(0, 7, INT4OID, &isnull);
 	plan->has_rate_limit = !isnull;
 	plan->rate_burst = isnull ? 0 : DatumGetInt32(value);
 	value = spi_get_typed(0, 8, FLOAT8OID, &isnull);
 	plan->rate_per_second = isnull ? 0 : DatumGetFloat8(value);
-	plan->cooldown_ms = DatumGetInt32(spi_get_typed(0, 9, INT4OID, &isnull));
+	plan->cooldown_ms = spi_get_int32(0, 9);
 	plan->signup_bonus = spi_get_int64(0, 10);
 	return true;
 }

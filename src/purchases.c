@@ -282,42 +282,13 @@ cstring_or_null(const char *value, char *null)
 	return value ? CStringGetTextDatum(value) : (Datum) 0;
 }
 
-static char *
-get_cstring(int row, int col)
-{
-	bool		isnull;
-	Datum		value = spi_get_typed(row, col, TEXTOID, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(value);
-}
-
 /* A text column copied into the caller's context: it outlives SPI_finish(). */
 static char *
 get_cstring_kept(int row, int col)
 {
-	char	   *value = get_cstring(row, col);
+	char	   *value = spi_get_cstring_or_null(row, col);
 
 	return value ? strcpy(SPI_palloc(strlen(value) + 1), value) : NULL;
-}
-
-static bool
-get_time(int row, int col, TimestampTz *out)
-{
-	bool		isnull;
-	Datum		value = spi_get_typed(row, col, TIMESTAMPTZOID, &isnull);
-
-	*out = isnull ? 0 : DatumGetTimestampTz(value);
-	return !isnull;
-}
-
-static bool
-get_int64(int row, int col, int64 *out)
-{
-	bool		isnull;
-	Datum		value = spi_get_typed(row, col, INT8OID, &isnull);
-
-	*out = isnull ? 0 : DatumGetInt64(value);
-	return !isnull;
 }
 
 /* ---- products ---- */
@@ -336,10 +307,10 @@ product_find(const char *product_id, const char *source, Product *product)
 		return false;
 	memset(product, 0, sizeof(*product));
 	product->product_id = pstrdup(product_id);
-	product->plan = get_cstring(0, 1);
-	get_int64(0, 2, &product->credits);
-	product->has_pack_expiry = get_time(0, 3, &product->pack_expires_at);
-	only_source = get_cstring(0, 4);
+	product->plan = spi_get_cstring_or_null(0, 1);
+	spi_get_int64_or_null(0, 2, &product->credits);
+	product->has_pack_expiry = spi_get_time_or_null(0, 3, &product->pack_expires_at);
+	only_source = spi_get_cstring_or_null(0, 4);
 	if (only_source != NULL && source != NULL && strcmp(only_source, source) != 0)
 		return false;
 	product->admin_only = only_source != NULL && strcmp(only_source, "admin") == 0;
@@ -408,21 +379,21 @@ load_purchase(PurchaseRow *row)
 	Datum		value;
 
 	memset(row, 0, sizeof(*row));
-	value = spi_get(0, 1, &isnull);
+	value = spi_get_typed(0, 1, UUIDOID, &isnull);
 	row->has_user = !isnull;
 	if (!isnull)
 		row->user_id = *DatumGetUUIDP(value);
-	row->product_id = get_cstring(0, 2);
-	row->kind = get_cstring(0, 3);
-	row->has_entry = get_int64(0, 4, &row->entry_id);
-	row->has_entitlement = get_int64(0, 5, &row->entitlement_id);
-	get_int64(0, 6, &row->balance);
-	row->has_daily_remaining = get_int64(0, 7, &row->daily_remaining);
-	row->refund_state = get_cstring(0, 8);
-	get_int64(0, 9, &row->clawed_back);
-	row->has_regrant = get_int64(0, 10, &row->regrant_entry_id);
-	row->has_last_event_at = get_time(0, 11, &row->last_event_at);
-	get_time(0, 12, &row->created_at);
+	row->product_id = spi_get_cstring(0, 2);
+	row->kind = spi_get_cstring(0, 3);
+	row->has_entry = spi_get_int64_or_null(0, 4, &row->entry_id);
+	row->has_entitlement = spi_get_int64_or_null(0, 5, &row->entitlement_id);
+	spi_get_int64_or_null(0, 6, &row->balance);
+	row->has_daily_remaining = spi_get_int64_or_null(0, 7, &row->daily_remaining);
+	row->refund_state = spi_get_cstring_or_null(0, 8);
+	spi_get_int64_or_null(0, 9, &row->clawed_back);
+	row->has_regrant = spi_get_int64_or_null(0, 10, &row->regrant_entry_id);
+	row->has_last_event_at = spi_get_time_or_null(0, 11, &row->last_event_at);
+	spi_get_time_or_null(0, 12, &row->created_at);
 }
 
 bool
@@ -665,7 +636,7 @@ pack_give_back(Account *acct, const StoreTxn *txn, const PurchaseRow *row, int64
 		Datum		args[1] = {Int64GetDatum(row->entry_id)};
 
 		if (spi_exec(&pack_lot_expiry, args, NULL) > 0)
-			has_expiry = get_time(0, 1, &expires_at);
+			has_expiry = spi_get_time_or_null(0, 1, &expires_at);
 		if (has_expiry && expires_at <= GetCurrentTransactionStartTimestamp())
 			amount = 0;
 	}
@@ -714,11 +685,11 @@ load_entitlement(EntitlementRow *row)
 	memset(row, 0, sizeof(*row));
 	row->id = spi_get_int64(0, 1);
 	row->user_id = spi_get_uuid(0, 2);
-	row->status = get_cstring(0, 3);
-	row->plan = get_cstring(0, 4);
-	row->product_id = get_cstring(0, 5);
-	row->has_expires_at = get_time(0, 6, &row->expires_at);
-	get_time(0, 7, &row->last_event_at);
+	row->status = spi_get_cstring(0, 3);
+	row->plan = spi_get_cstring(0, 4);
+	row->product_id = spi_get_cstring(0, 5);
+	row->has_expires_at = spi_get_time_or_null(0, 6, &row->expires_at);
+	spi_get_time_or_null(0, 7, &row->last_event_at);
 }
 
 /*
@@ -918,8 +889,8 @@ entitlements_best(const pg_uuid_t *user_id, char **plan, bool *has_until, Timest
 
 	if (spi_exec(&best_entitlement, args, NULL) == 0)
 		return false;
-	*plan = get_cstring(0, 1);
-	*has_until = get_time(0, 2, until);
+	*plan = spi_get_cstring_or_null(0, 1);
+	*has_until = spi_get_time_or_null(0, 2, until);
 	return true;
 }
 
@@ -1074,7 +1045,6 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 		if (prior.has_entry)
 		{
 			Datum		args[1] = {Int64GetDatum(prior.entry_id)};
-			bool		isnull;
 
 			spi_exec(&entry_receipt, args, NULL);
 			receipt.entry_id = prior.entry_id;
@@ -1082,8 +1052,8 @@ credits_apply_purchase(PG_FUNCTION_ARGS)
 			receipt.kind = get_cstring_kept(0, 1);	/* the receipt is built after SPI_finish() */
 			receipt.amount = spi_get_int64(0, 2);
 			receipt.balance = spi_get_int64(0, 3);
-			receipt.has_daily_remaining = get_int64(0, 4, &receipt.daily_remaining);
-			receipt.created_at = DatumGetTimestampTz(spi_get_typed(0, 5, TIMESTAMPTZOID, &isnull));
+			receipt.has_daily_remaining = spi_get_int64_or_null(0, 4, &receipt.daily_remaining);
+			receipt.created_at = spi_get_time(0, 5);
 			receipt.replayed = true;
 		}
 		else
@@ -1245,10 +1215,10 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 		if (spi_exec(&claim_verified, args, NULL) > 0 &&
 			(owner = spi_get_uuid(0, 1), uuid_order(&owner, &user_id) == 0))
 		{
-			char	   *plan = get_cstring(0, 2);
+			char	   *plan = spi_get_cstring_or_null(0, 2);
 			TimestampTz until;
-			bool		has_until = get_time(0, 3, &until);
-			bool		access = DatumGetBool(spi_get(0, 4, &isnull));
+			bool		has_until = spi_get_time_or_null(0, 3, &until);
+			bool		access = spi_get_bool(0, 4);
 
 			result = claim_result(access ? "confirmed" : "ended", NULL, plan, has_until, until,
 								  false, -1);
@@ -1264,10 +1234,10 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 
 		if (spi_exec(&claim_existing, args, NULL) > 0)
 		{
-			char	   *plan = get_cstring(0, 2);
+			char	   *plan = spi_get_cstring_or_null(0, 2);
 			TimestampTz until;
-			bool		has_until = get_time(0, 3, &until);
-			char	   *status = get_cstring(0, 4);
+			bool		has_until = spi_get_time_or_null(0, 3, &until);
+			char	   *status = spi_get_cstring(0, 4);
 
 			result = claim_result(status, "already claimed", plan, has_until, until,
 								  strcmp(status, "confirmed") != 0, -1);
@@ -1286,7 +1256,7 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 		used = spi_get_int64(0, 1);
 		if (used >= credits_pending_daily_limit)
 		{
-			wait = DatumGetIntervalP(spi_get(0, 2, &isnull));
+			wait = DatumGetIntervalP(spi_get_typed(0, 2, INTERVALOID, &isnull));
 			refuse_claim_limit(credits_pending_daily_limit,
 							   isnull ? 86400000 : (wait->time + wait->day * USECS_PER_DAY) / 1000);
 		}
@@ -1298,7 +1268,7 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 			TimestampTz until;
 
 			spi_exec(&claim_insert, ins, NULL);
-			get_time(0, 2, &until);
+			spi_get_time_or_null(0, 2, &until);
 			entitlements_refresh(&acct);
 			account_save(&acct);
 			result = claim_result("unlocked", NULL, product.plan, true, until, true,

@@ -186,8 +186,7 @@ bucket_decide(const pg_uuid_t *user_id, text *action, int32 burst, int64 interva
 	{
 		if (spi_exec(&bucket_lock, args, NULL) > 0)
 		{
-			bool		isnull;
-			TimestampTz tat = DatumGetTimestampTz(spi_get(0, 1, &isnull));
+			TimestampTz tat = spi_get_time(0, 1);
 
 			gcra_decide(true, tat, now, burst, interval_us, result);
 			if (result->allowed)

@@ -90,7 +90,6 @@ credits_refund(PG_FUNCTION_ARGS)
 	text	   *key;
 	RequestHash rh;
 	Datum		args[2];
-	bool		isnull;
 	pg_uuid_t	user_id;
 	char	   *kind;
 	bool		charge_kind;
@@ -161,12 +160,8 @@ credits_refund(PG_FUNCTION_ARGS)
 		if (spi_exec(&charge_select, args, NULL) == 0)
 			refuse_unknown_entry(entry_id);	/* the account was deleted meanwhile */
 		operation = spi_get_cstring(0, 1);
-		{
-			Datum		reference = spi_get(0, 2, &isnull);
-
-			entry.reference = isnull ? NULL : DatumGetTextPCopy(reference);
-		}
-		counted_today = DatumGetBool(spi_get(0, 3, &isnull));
+		entry.reference = spi_get_text_or_null(0, 2);
+		counted_today = spi_get_bool(0, 3);
 		refundable = spi_get_int64(0, 4);
 
 		if (!has_amount)

@@ -414,11 +414,10 @@ static bool
 already_applied(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 {
 	Datum		args[2] = {CStringGetTextDatum(RC_SOURCE), CStringGetTextDatum(ev->id)};
-	bool		isnull;
 
 	if (spi_exec(&event_seen, args, NULL) == 0)
 		return false;
-	appendStringInfoString(duplicate, TextDatumGetCString(spi_get(0, 1, &isnull)));
+	appendStringInfoString(duplicate, spi_get_cstring(0, 1));
 	result_set(r, "duplicate", "event already applied");
 	return true;
 }

@@ -44,9 +44,16 @@ spi_exec(CachedStatement *stmt, Datum *values, const char *nulls)
 	return SPI_processed;
 }
 
-Datum
+static Datum
 spi_get(int row, int col, bool *isnull)
 {
+	if ((uint64) row >= SPI_processed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("a credits query returned " UINT64_FORMAT " rows, row %d was read",
+						SPI_processed, row + 1),
+				 errdetail_internal("{\"rows\": " UINT64_FORMAT ", \"row\": %d}", SPI_processed, row + 1),
+				 errhint("A row of a credits table the query relies on is missing: run credits.reconcile().")));
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 }
 
@@ -74,9 +81,9 @@ spi_get_typed(int row, int col, Oid typid, bool *isnull)
 	return spi_get(row, col, isnull);
 }
 
-/* An integer column (bigint, integer or smallint) as int64; 0 when NULL. */
-int64
-spi_get_int64(int row, int col)
+/* An integer column (bigint, integer or smallint) as int64; false when NULL. */
+bool
+spi_get_int64_or_null(int row, int col, int64 *out)
 {
 	bool		isnull;
 	Oid			typid = SPI_gettypeid(SPI_tuptable->tupdesc, col);
@@ -85,27 +92,47 @@ spi_get_int64(int row, int col)
 	if (typid == INT4OID || typid == INT2OID)
 	{
 		value = spi_get(row, col, &isnull);
-		return isnull ? 0 : typid == INT4OID ? DatumGetInt32(value) : DatumGetInt16(value);
+		*out = isnull ? 0 : typid == INT4OID ? DatumGetInt32(value) : DatumGetInt16(value);
+		return !isnull;
 	}
 	value = spi_get_typed(row, col, INT8OID, &isnull);
-	return isnull ? 0 : DatumGetInt64(value);
+	*out = isnull ? 0 : DatumGetInt64(value);
+	return !isnull;
 }
 
-/* A column the query never returns NULL for (a NOT NULL column): a NULL is refused. */
-static Datum
-spi_get_required(int row, int col, Oid typid)
+/* A NULL where the query never returns one (a dropped NOT NULL): refused. */
+static void
+refuse_null(int col)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NOT_NULL_VIOLATION),
+			 errmsg("column \"%s\" of a credits query is NULL",
+					SPI_fname(SPI_tuptable->tupdesc, col)),
+			 errdetail_internal("{\"column\": %s}",
+								json_quote(SPI_fname(SPI_tuptable->tupdesc, col))),
+			 errhint("A NOT NULL constraint of a credits table was dropped: restore it and fix the rows without a value.")));
+}
+
+/* An integer column that is never NULL, as int64. */
+int64
+spi_get_int64(int row, int col)
+{
+	int64		value;
+
+	if (!spi_get_int64_or_null(row, col, &value))
+		refuse_null(col);
+	return value;
+}
+
+/* A column that is never NULL, as a Datum of type `typid`. */
+Datum
+spi_get_notnull(int row, int col, Oid typid)
 {
 	bool		isnull;
 	Datum		value = spi_get_typed(row, col, typid, &isnull);
 
 	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("column \"%s\" of a credits query is NULL",
-						SPI_fname(SPI_tuptable->tupdesc, col)),
-				 errdetail_internal("{\"column\": %s}",
-									json_quote(SPI_fname(SPI_tuptable->tupdesc, col))),
-				 errhint("A NOT NULL constraint of a credits table was dropped: restore it and fix the rows without a value.")));
+		refuse_null(col);
 	return value;
 }
 
@@ -113,12 +140,64 @@ spi_get_required(int row, int col, Oid typid)
 pg_uuid_t
 spi_get_uuid(int row, int col)
 {
-	return *DatumGetUUIDP(spi_get_required(row, col, UUIDOID));
+	return *DatumGetUUIDP(spi_get_notnull(row, col, UUIDOID));
 }
 
 /* A text column that is never NULL, as a C string. */
 char *
 spi_get_cstring(int row, int col)
 {
-	return TextDatumGetCString(spi_get_required(row, col, TEXTOID));
+	return TextDatumGetCString(spi_get_notnull(row, col, TEXTOID));
+}
+
+/* A text column as a C string; NULL when NULL. */
+char *
+spi_get_cstring_or_null(int row, int col)
+{
+	bool		isnull;
+	Datum		value = spi_get_typed(row, col, TEXTOID, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+/* A text column as a text Datum copied into the current context; NULL when NULL. */
+text *
+spi_get_text_or_null(int row, int col)
+{
+	bool		isnull;
+	Datum		value = spi_get_typed(row, col, TEXTOID, &isnull);
+
+	return isnull ? NULL : DatumGetTextPCopy(value);
+}
+
+/* An integer column that is never NULL. */
+int32
+spi_get_int32(int row, int col)
+{
+	return DatumGetInt32(spi_get_notnull(row, col, INT4OID));
+}
+
+/* A boolean column that is never NULL. */
+bool
+spi_get_bool(int row, int col)
+{
+	return DatumGetBool(spi_get_notnull(row, col, BOOLOID));
+}
+
+/* A timestamptz column that is never NULL. */
+TimestampTz
+spi_get_time(int row, int col)
+{
+	return DatumGetTimestampTz(spi_get_notnull(row, col, TIMESTAMPTZOID));
+}
+
+/* A timestamptz column; false when NULL. */
+bool
+spi_get_time_or_null(int row, int col, TimestampTz *out)
+{
+	bool		isnull;
+	Datum		value = spi_get_typed(row, col, TIMESTAMPTZOID, &isnull);
+
+	*out = isnull ? 0 : DatumGetTimestampTz(value);
+	return !isnull;
 }

@@ -76,8 +76,6 @@ const char *
 webhook_secret(const char *provider)
 {
 	Datum		args[1] = {CStringGetTextDatum(provider)};
-	bool		isnull;
-	Datum		secret;
 
 	if (spi_exec(&secret_of, args, NULL) == 0)
 		ereport(ERROR,
@@ -86,8 +84,7 @@ webhook_secret(const char *provider)
 				 errdetail_internal("{\"provider\": %s}", json_quote(provider)),
 				 errhint("As the admin role: SELECT credits.set_webhook_secret('%s', '<signing secret>');",
 						 provider)));
-	secret = spi_get(0, 1, &isnull);
-	return TextDatumGetCString(secret);
+	return spi_get_cstring(0, 1);
 }
 
 /* HMAC-SHA256 of the concatenated parts, each taken as UTF-8. */

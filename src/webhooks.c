@@ -247,12 +247,11 @@ static bool
 already_applied(const WebhookEvent *ev, WhResult *r)
 {
 	Datum		args[2] = {CStringGetTextDatum(ev->provider), CStringGetTextDatum(ev->id)};
-	bool		isnull;
 
 	if (spi_exec(&event_seen, args, NULL) == 0)
 		return false;
 	resetStringInfo(&r->first);
-	appendStringInfoString(&r->first, TextDatumGetCString(spi_get(0, 1, &isnull)));
+	appendStringInfoString(&r->first, spi_get_cstring(0, 1));
 	result_set(r, "duplicate", "event already applied");
 	return true;
 }
@@ -587,11 +586,7 @@ replay_related(const Provider *p, const WebhookEvent *ev, WhResult *r)
 	n = spi_exec(&kept_related, args, nulls);
 	payloads = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		payloads[i] = TextDatumGetCString(spi_get(i, 2, &isnull));
-	}
+		payloads[i] = spi_get_cstring(i, 2);
 	for (uint64 i = 0; i < n; i++)
 	{
 		WebhookEvent kept;
@@ -779,10 +774,8 @@ credits_replay_webhook_events(PG_FUNCTION_ARGS)
 	payloads = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		bool		isnull;
-
-		names[i] = TextDatumGetCString(spi_get(i, 1, &isnull));
-		payloads[i] = TextDatumGetCString(spi_get(i, 2, &isnull));
+		names[i] = spi_get_cstring(i, 1);
+		payloads[i] = spi_get_cstring(i, 2);
 	}
 	initStringInfo(&results);
 	for (uint64 i = 0; i < n; i++)
