@@ -110,15 +110,12 @@ shard_require_owner(const pg_uuid_t *user_id)
 	int32		shard_no;
 	int32		shard_count;
 	int32		owner;
-	bool		isnull;
 
 	if (spi_exec(&shard_config_select, NULL, NULL) == 0)
 		return;
-	shard_no = DatumGetInt32(spi_get(0, 1, &isnull));
-	if (isnull)
-		return;
-	shard_count = DatumGetInt32(spi_get(0, 2, &isnull));
-	if (isnull || shard_count < 1)
+	shard_no = spi_get_int32(0, 1);
+	shard_count = spi_get_int32(0, 2);
+	if (shard_count < 1)
 		return;
 	owner = shard_user_hash(user_id) & (shard_count - 1);
 	if (owner != shard_no)

@@ -90,11 +90,10 @@ static Jsonb *
 half_result(const char *source, text *event_id)
 {
 	Datum		args[2] = {CStringGetTextDatum(source), PointerGetDatum(event_id)};
-	bool		isnull;
 
 	if (spi_exec(&half_seen, args, NULL) == 0)
 		return NULL;
-	return DatumGetJsonbPCopy(spi_get(0, 1, &isnull));
+	return DatumGetJsonbPCopy(spi_get_notnull(0, 1, JSONBOID));
 }
 
 static Jsonb *
@@ -143,7 +142,6 @@ credits_transfer_out(PG_FUNCTION_ARGS)
 	AccountSet	set;
 	Jsonb	   *result;
 	StringInfoData buf;
-	bool		isnull;
 	char	   *rows;
 	Datum		args[2];
 
@@ -174,7 +172,7 @@ credits_transfer_out(PG_FUNCTION_ARGS)
 			args[0] = PointerGetDatum(construct_array(elems, nowners, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 			args[1] = TimestampTzGetDatum(event_at);
 			spi_exec(&out_rows, args, NULL);
-			rows = DatumGetCString(DirectFunctionCall1(jsonb_out, spi_get(0, 1, &isnull)));
+			rows = DatumGetCString(DirectFunctionCall1(jsonb_out, spi_get_notnull(0, 1, JSONBOID)));
 			for (int i = 0; i < nowners; i++)
 				entitlement_move_all(&owners[i], NULL, event_at, text_to_cstring(event_id));
 			accounts_save(&set, true);
