@@ -54,6 +54,6 @@ bench:
 	@bash test/scripts/run.sh bench $(PG)
 
 $(OBJS): src/credits.h src/compat.h
-src/purchases.o src/revenuecat.o: src/purchases.h
+src/purchases.o src/revenuecat.o src/shard_transfer.o: src/purchases.h
 src/webhooks.o src/webhook_payload.o src/webhook_signatures.o src/webhook_stripe.o src/webhook_creem.o: src/purchases.h src/webhooks.h
 src/external_ids.o src/identity.o src/revenuecat.o src/webhook_payload.o src/credits.o: src/external_ids.h

@@ -1241,14 +1241,18 @@ COMMENT ON FUNCTION credits.replay_webhook_events(text) IS
  * sends a call about a user to partition
  *     hashtext(user_id::text) & (shard_count - 1)
  * and a call about a ledger entry (capture, release: the hold; refund: the
- * charge) to partition id & (shard_count - 1): every shard draws its ledger
- * ids from the residue class of its number modulo the shard count
- * (configure_shard), so an id names its shard and no lookup table exists.
+ * charge) to partition id & (shard_count - 1): on a shard, the low 10 bits of
+ * every ledger id are its user's bucket hashtext(user_id::text) & 1023
+ * (src/shard.c; the identity sequence steps by 1024), so an id routes like
+ * its user at any shard count up to 1024, before and after the user moves to
+ * another shard, and no lookup table exists.
  *
- * The shard's place is kept in the ledger's identity sequence itself:
- * INCREMENT BY shard_count, START WITH a value congruent to shard_no
- * (credits.shard_place).  A single node is shard 0 of 1; nothing here
- * changes it.
+ * The shard's place is the one row of credits.shard_config (dumped with the
+ * data); a database without it is a single node, shard 0 of 1.  The sequence
+ * steps are not kept by a dump: after a restore, configure_shard runs again
+ * (check_shards reports id_step until then).  Lots and entitlements draw ids
+ * congruent to the shard number modulo 1024 too, so that a user's rows keep
+ * their ids when they move to another shard (credits.move_user).
  *
  * The config tables (plans, operations, products) and the credits.* database
  * settings are copies on every shard; the router writes them on all shards
@@ -1257,19 +1261,27 @@ COMMENT ON FUNCTION credits.replay_webhook_events(text) IS
  * digest so that the router can report a shard whose copy differs.
  */
 
--- This database's place: shard_count = the ledger id increment, shard_no = its start modulo it.
+CREATE TABLE credits.shard_config (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    shard_no    integer NOT NULL CHECK (shard_no >= 0 AND shard_no < shard_count),
+    shard_count integer NOT NULL CHECK (shard_count BETWEEN 1 AND 1024 AND (shard_count & (shard_count - 1)) = 0),
+    configured_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE credits.shard_config ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.shard_config', '');
+
+-- This database's place (0 of 1 unless credits.configure_shard ran).
 CREATE FUNCTION credits.shard_place(OUT shard_no integer, OUT shard_count integer)
 RETURNS record
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (q.seqstart % q.seqincrement)::integer, q.seqincrement::integer
-      FROM pg_catalog.pg_sequence q
-     WHERE q.seqrelid = pg_catalog.pg_get_serial_sequence('credits.ledger', 'id')::pg_catalog.regclass
+    SELECT coalesce((SELECT c.shard_no FROM credits.shard_config c), 0),
+           coalesce((SELECT c.shard_count FROM credits.shard_config c), 1)
 $$;
 
 COMMENT ON FUNCTION credits.shard_place() IS
-'This database''s shard number and shard count, from the ledger id sequence (0 of 1 unless credits.configure_shard ran).';
+'This database''s shard number and shard count (0 of 1 unless credits.configure_shard ran).';
 
 -- The partition a user belongs to among shard_count shards (as the router computes it).
 CREATE FUNCTION credits.user_partition(user_id uuid, shard_count integer)
@@ -1281,14 +1293,60 @@ AS $$ SELECT pg_catalog.hashtext(user_id::text) & (shard_count - 1) $$;
 COMMENT ON FUNCTION credits.user_partition(uuid, integer) IS
 'The shard of a user among shard_count shards: hashtext(user_id::text) & (shard_count - 1), as the router routes.';
 
+-- The step of the ledger id sequence: 1024 on a configured shard, 1 on a single node.
+CREATE FUNCTION credits.ledger_id_step()
+RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT q.seqincrement FROM pg_catalog.pg_sequence q
+     WHERE q.seqrelid = pg_catalog.pg_get_serial_sequence('credits.ledger', 'id')::pg_catalog.regclass
+$$;
+
 /*
- * Makes this database shard shard_no of shard_count: ledger ids from now on
- * are congruent to shard_no modulo shard_count; returns the next one.  Refused when the database
- * already holds entries or accounts that belong to another shard (configure a
- * shard before its first write).  Running it again with the same numbers
- * restarts the ids in the class (after a restore: a dump keeps the
- * sequence's value but not its increment and start).  Locks the ledger against writers
- * (EXCLUSIVE) while it checks and restarts the identity.
+ * Moves an identity sequence of a shard past `floor`: its next value becomes
+ * the first one above floor (and above the values it gave) congruent to
+ * `residue` modulo 1024.  restep (configure_shard) also sets its step to 1024
+ * (ALTER SEQUENCE: a lock on the sequence only); without it (an import) the
+ * step is already 1024 and only setval runs.  Returns the next value.
+ */
+CREATE FUNCTION credits.shard_sequence(tab regclass, col text, residue integer, floor bigint, restep boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq regclass := pg_catalog.pg_get_serial_sequence(tab::text, col)::regclass;
+    last_val bigint;
+    was_called boolean;
+    next_id bigint;
+BEGIN
+    EXECUTE format('SELECT last_value, is_called FROM %s', seq) INTO last_val, was_called;
+    IF was_called THEN
+        floor := greatest(floor, last_val);
+    END IF;
+    next_id := floor - (((floor - residue) % 1024) + 1024) % 1024 + 1024;
+    IF restep THEN
+        EXECUTE format('ALTER SEQUENCE %s INCREMENT BY 1024 START WITH %s RESTART WITH %s', seq, next_id, next_id);
+    ELSIF next_id > last_val + (was_called::integer * 1024) THEN
+        PERFORM setval(seq, next_id, false);
+    END IF;
+    RETURN next_id;
+END
+$$;
+
+/*
+ * Makes this database shard shard_no of shard_count; returns the next ledger
+ * id.  Refused when the database holds entries or accounts of users of
+ * another shard, except for a split: a shard k of N becoming k of a multiple
+ * of N keeps its users of the new shards (k + N, ...) until they are moved
+ * (credits.move_user), and from then on refuses users it does not hold of
+ * the shards it no longer owns (PT503).  Running it again with the same
+ * numbers restarts the sequences in their classes (after a restore: a dump
+ * keeps a sequence's value but not its step).  Returns the next ledger id;
+ * NULL for shard 0 of 1 (a single node), whose sequences it leaves alone.
+ * Locks the ledger against writers (EXCLUSIVE) while it checks and restarts
+ * the identities.
  */
 CREATE FUNCTION credits.configure_shard(shard_no integer, shard_count integer)
 RETURNS bigint
@@ -1296,10 +1354,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    top bigint;
-    next_id bigint;
+    was record;
+    split boolean;
     foreign_entries bigint;
     foreign_accounts bigint;
+    top_entry bigint;
+    top_lot bigint;
+    top_entitlement bigint;
+    next_id bigint;
 BEGIN
     IF shard_count IS NULL OR shard_count < 1 OR shard_count > 1024
        OR (shard_count & (shard_count - 1)) <> 0 THEN
@@ -1317,31 +1379,40 @@ BEGIN
     END IF;
 
     LOCK TABLE credits.ledger IN EXCLUSIVE MODE;
+    SELECT * INTO was FROM credits.shard_place();
+    split := shard_count % was.shard_count = 0 AND shard_no % was.shard_count = was.shard_no
+             AND EXISTS (SELECT 1 FROM credits.shard_config);
     SELECT count(*) INTO foreign_entries
       FROM credits.ledger e WHERE (e.id & (shard_count - 1)) <> shard_no;
     SELECT count(*) INTO foreign_accounts
       FROM credits.accounts a WHERE credits.user_partition(a.user_id, shard_count) <> shard_no;
-    IF foreign_entries > 0 OR foreign_accounts > 0 THEN
+    IF NOT split AND (foreign_entries > 0 OR foreign_accounts > 0) THEN
         RAISE EXCEPTION 'this database holds rows of other shards'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('{"shard_no": %s, "shard_count": %s, "foreign_entries": %s, "foreign_accounts": %s}',
                                   shard_no, shard_count, foreign_entries, foreign_accounts),
-                  HINT = 'Configure a shard before its first write; an existing database becomes shard 0 of 1 only.';
+                  HINT = 'Configure a shard before its first write (an existing database becomes shard 0 of 1 only); '
+                         'a configured shard k of N can become k of 2N, 4N, ... (a split).';
     END IF;
 
-    SELECT coalesce(max(e.id), 0) INTO top FROM credits.ledger e;
-    next_id := top - top % shard_count + shard_no;
-    IF next_id <= top THEN
-        next_id := next_id + shard_count;
+    INSERT INTO credits.shard_config AS c (shard_no, shard_count) VALUES (shard_no, shard_count)
+    ON CONFLICT (one) DO UPDATE SET shard_no = excluded.shard_no, shard_count = excluded.shard_count,
+                                    configured_at = now();
+    IF shard_count = 1 THEN
+        RETURN NULL;   -- a single node: ids need no bucket, the sequences stay as they are
     END IF;
-    EXECUTE format('ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY %s SET START WITH %s RESTART WITH %s',
-                   shard_count, next_id, next_id);
+    SELECT coalesce(max(e.id), 0) INTO top_entry FROM credits.ledger e;
+    SELECT coalesce(max(l.id), 0) INTO top_lot FROM credits.lots l;
+    SELECT coalesce(max(t.id), 0) INTO top_entitlement FROM credits.entitlements t;
+    next_id := credits.shard_sequence('credits.ledger', 'id', 0, top_entry, true);
+    PERFORM credits.shard_sequence('credits.lots', 'id', shard_no, top_lot, true);
+    PERFORM credits.shard_sequence('credits.entitlements', 'id', shard_no, top_entitlement, true);
     RETURN next_id;
 END
 $$;
 
 COMMENT ON FUNCTION credits.configure_shard(integer, integer) IS
-'Owner: makes this database shard shard_no of shard_count (ledger ids congruent to shard_no, from the id returned); before the first write.';
+'Owner: makes this database shard shard_no of shard_count (before the first write, or a split of k of N into k of 2N); returns the next ledger id (NULL for 0 of 1).';
 
 /*
  * md5 of each config copy, in key order, without created_at (each shard
@@ -1385,7 +1456,8 @@ CREATE FUNCTION credits.shard_status(
     OUT plans_digest text,
     OUT operations_digest text,
     OUT products_digest text,
-    OUT settings_digest text)
+    OUT settings_digest text,
+    OUT id_step bigint)
 RETURNS record
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1393,6 +1465,7 @@ AS $$
 BEGIN
     SELECT s.shard_no, s.shard_count INTO shard_status.shard_no, shard_status.shard_count
       FROM credits.shard_place() s;
+    id_step := credits.ledger_id_step();
     SELECT count(*) INTO foreign_accounts
       FROM credits.accounts a
      WHERE credits.user_partition(a.user_id, shard_status.shard_count) <> shard_status.shard_no;
@@ -1623,6 +1696,310 @@ COMMENT ON FUNCTION credits.user_account_status(uuid) IS
 'my_account_status for a given user (what the router calls on the user''s shard).';
 COMMENT ON FUNCTION credits.user_claim_pending_purchase(uuid, text, text) IS
 'claim_pending_purchase for a given user (what the router calls on the user''s shard).';
+
+-- == Moving users between shards ==
+/*
+ * Resharding (README, "Pooling and scale-out"): a user moves from the shard
+ * that holds it to the shard that owns it now, under its account lock.  On
+ * the source, credits.move_user(user_id, target) locks the account row
+ * (FOR UPDATE: every write of the user waits), exports the user's rows of
+ * every per-user table (credits.export_user), has the target import them
+ * through dblink (credits.import_user: one transaction there, which returns
+ * its own export of what it now holds), compares the two, and only then
+ * deletes the rows here, all in the source's one transaction.  A crash or a
+ * failure anywhere leaves the source as it was; a copy the target committed
+ * is not routed to and the next attempt replaces it, so retrying converges.
+ * A call that waited on the lock finds no account once the move commits and
+ * is refused (PT503, src/shard.c) because the user belongs to another shard:
+ * it never creates a second account here.
+ *
+ * Rows keep their ids: ledger ids carry the user's bucket, lots and
+ * entitlements ids the shard number they were drawn on (configure_shard), so
+ * they never collide on the target; the target's sequences are moved past
+ * the source's so that its next ids stay above every id it received.
+ * A new shard takes its parent's configuration and its deletion salt and
+ * records (salted hashes: anonymous) once, when it is split off
+ * (copy_from_parent).
+ */
+
+-- The per-user tables, in the order an import writes them.
+CREATE FUNCTION credits.user_tables()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ARRAY['accounts', 'ledger', 'lots', 'holds', 'purchases', 'entitlements', 'store_events', 'rate_limits'] $$;
+
+-- Every row of the user in every per-user table, as jsonb arrays in a fixed order.
+CREATE FUNCTION credits.export_user(user_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    rows jsonb;
+    result jsonb := '{}';
+BEGIN
+    FOREACH t IN ARRAY credits.user_tables() LOOP
+        EXECUTE format('SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY to_jsonb(r)::text), ''[]'')
+                          FROM credits.%I r WHERE r.user_id = $1', t)
+           INTO rows USING export_user.user_id;
+        result := result || jsonb_build_object(t, rows);
+    END LOOP;
+    RETURN result;
+END
+$$;
+
+-- Deletes the user's rows of every per-user table (the ledger's through shard_forget_user).
+CREATE FUNCTION credits.shard_forget_user(user_id uuid)
+RETURNS bigint
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'credits_shard_forget_user';
+
+CREATE FUNCTION credits.delete_user_rows(user_id uuid)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    entries bigint := credits.shard_forget_user(delete_user_rows.user_id);
+BEGIN
+    FOREACH t IN ARRAY credits.user_tables() LOOP
+        CONTINUE WHEN t = 'ledger';
+        EXECUTE format('DELETE FROM credits.%I r WHERE r.user_id = $1', t) USING delete_user_rows.user_id;
+    END LOOP;
+    RETURN entries;
+END
+$$;
+
+/*
+ * Target side of a move: replaces whatever copy of the user this shard has
+ * (an interrupted earlier attempt) with `data`, moves the id sequences past
+ * the source's (`sequences`: the source's ledger, lots and entitlements
+ * last values) and returns its own export.  Refused for a user this shard
+ * does not own.
+ */
+CREATE FUNCTION credits.import_user(user_id uuid, data jsonb, sequences jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    place record;
+    t text;
+    cols text;
+BEGIN
+    SELECT * INTO place FROM credits.shard_place();
+    IF credits.user_partition(import_user.user_id, place.shard_count) <> place.shard_no THEN
+        RAISE EXCEPTION 'this user does not belong to this shard'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('{"user_id": "%s", "shard_no": %s, "shard_count": %s, "user_shard": %s}',
+                                  import_user.user_id, place.shard_no, place.shard_count,
+                                  credits.user_partition(import_user.user_id, place.shard_count)),
+                  HINT = 'Move a user to the shard its hash names under this shard''s count (credits.configure_shard).';
+    END IF;
+    PERFORM 1 FROM credits.accounts a WHERE a.user_id = import_user.user_id FOR UPDATE;
+    PERFORM credits.delete_user_rows(import_user.user_id);
+    FOREACH t IN ARRAY credits.user_tables() LOOP
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+          FROM pg_attribute a
+         WHERE a.attrelid = format('credits.%I', t)::regclass AND a.attnum > 0
+           AND NOT a.attisdropped AND a.attgenerated = '';
+        EXECUTE format('INSERT INTO credits.%1$I (%2$s) OVERRIDING SYSTEM VALUE
+                        SELECT %2$s FROM jsonb_populate_recordset(NULL::credits.%1$I, $1) r
+                         WHERE r.user_id = $2', t, cols)
+          USING coalesce(data -> t, '[]'), import_user.user_id;
+    END LOOP;
+    -- past every id the source gave (the moved rows' ids are below its last values)
+    PERFORM credits.shard_sequence('credits.ledger', 'id', 0, (sequences ->> 'ledger')::bigint, false);
+    PERFORM credits.shard_sequence('credits.lots', 'id', place.shard_no, (sequences ->> 'lots')::bigint, false);
+    PERFORM credits.shard_sequence('credits.entitlements', 'id', place.shard_no,
+                                   (sequences ->> 'entitlements')::bigint, false);
+    RETURN credits.export_user(import_user.user_id);
+END
+$$;
+
+/*
+ * Source side: moves the user to the shard at `target` (a libpq connection
+ * string to its credits database; dblink must be installed here).  Returns
+ * {"user_id", "moved", "entries"} ("moved": false when there is no account
+ * here).  Refused for a user that still belongs to this shard (run
+ * credits.configure_shard for the new count first).
+ */
+CREATE FUNCTION credits.move_user(user_id uuid, target text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    place record;
+    link_schema name;
+    data jsonb;
+    copy jsonb;
+    seqs jsonb;
+BEGIN
+    SELECT * INTO place FROM credits.shard_place();
+    IF credits.user_partition(move_user.user_id, place.shard_count) = place.shard_no THEN
+        RAISE EXCEPTION 'this user belongs to this shard'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('{"user_id": "%s", "shard_no": %s, "shard_count": %s}',
+                                  move_user.user_id, place.shard_no, place.shard_count),
+                  HINT = 'Run credits.configure_shard(k, new_count) on this shard first: users move to the shard that owns them under the new count.';
+    END IF;
+    SELECT e.extnamespace::regnamespace::name INTO link_schema FROM pg_extension e WHERE e.extname = 'dblink';
+    IF link_schema IS NULL THEN
+        RAISE EXCEPTION 'moving a user needs the dblink extension on the source shard'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = '{"extension": "dblink"}',
+                  HINT = 'CREATE EXTENSION dblink; (contrib) on the source shard.';
+    END IF;
+
+    PERFORM 1 FROM credits.accounts a WHERE a.user_id = move_user.user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('user_id', move_user.user_id, 'moved', false, 'reason', 'no account here');
+    END IF;
+    data := credits.export_user(move_user.user_id);
+    seqs := jsonb_build_object(
+        'ledger', (SELECT last_value FROM credits.ledger_id_seq),
+        'lots', (SELECT last_value FROM credits.lots_id_seq),
+        'entitlements', (SELECT last_value FROM credits.entitlements_id_seq));
+    EXECUTE format('SELECT t.r FROM %I.dblink($1, $2) AS t(r jsonb)', link_schema)
+       INTO copy
+      USING target, format('SELECT credits.import_user(%L::uuid, %L::jsonb, %L::jsonb)', move_user.user_id, data, seqs);
+    IF copy IS DISTINCT FROM data THEN
+        RAISE EXCEPTION 'the target shard''s copy of the user differs from the source''s'
+            USING ERRCODE = 'data_exception',
+                  DETAIL = format('{"user_id": "%s", "source_rows": %s, "target_rows": %s}', move_user.user_id,
+                                  (SELECT sum(jsonb_array_length(v)) FROM jsonb_each(data) d(k, v)),
+                                  coalesce((SELECT sum(jsonb_array_length(v)) FROM jsonb_each(copy) d(k, v)), 0)),
+                  HINT = 'Nothing was deleted here; check that both shards run the same credits version and retry.';
+    END IF;
+    RETURN jsonb_build_object('user_id', move_user.user_id, 'moved', true,
+                              'entries', credits.delete_user_rows(move_user.user_id));
+END
+$$;
+
+/*
+ * On a shard split off another (shard k + N of k), before it is routed to:
+ * the parent's configuration (plans, operations, products and credits.*
+ * database settings, through the put_* functions, as the router writes
+ * them; rows the parent lacks are removed), and its deletion salt and
+ * deletion records, so that a deleted user whose bucket moved here is still
+ * recognized on return (the records are anonymous: they cannot be sorted by
+ * shard, so all are copied; the parent's stay inert there).  Refused when
+ * this shard has a deletion salt of its own already.  Returns the number of
+ * rows copied per table.
+ */
+CREATE FUNCTION credits.copy_from_parent(parent text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    link_schema name;
+    rows jsonb;
+    r jsonb;
+    parent_salt bytea;
+    records bigint;
+BEGIN
+    SELECT e.extnamespace::regnamespace::name INTO link_schema FROM pg_extension e WHERE e.extname = 'dblink';
+    IF link_schema IS NULL THEN
+        RAISE EXCEPTION 'copying from the parent shard needs the dblink extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = '{"extension": "dblink"}',
+                  HINT = 'CREATE EXTENSION dblink; (contrib) on this shard.';
+    END IF;
+    EXECUTE format($q$SELECT t.r FROM %I.dblink($1, $r$
+        SELECT jsonb_build_object(
+            'plans', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.rank, p.name), '[]') FROM credits.plans p),
+            'operations', (SELECT coalesce(jsonb_agg(to_jsonb(o)), '[]') FROM credits.operations o),
+            'products', (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]') FROM credits.products p),
+            'settings', (SELECT coalesce(jsonb_agg(s.setting), '[]')
+                           FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+                          WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                            AND d.setrole = 0 AND s.setting LIKE 'credits.%%'),
+            'salt', (SELECT encode(salt, 'hex') FROM credits.deletion_salt))$r$) AS t(r jsonb)$q$, link_schema)
+       INTO rows USING parent;
+
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'plans') LOOP
+        PERFORM credits.put_plan(r ->> 'name', (r ->> 'daily_limit')::integer, (r ->> 'signup_bonus')::bigint,
+                                 (r ->> 'monthly_allocation')::bigint, (r ->> 'allocation_rollover')::boolean,
+                                 (r ->> 'bypass_credits')::boolean, (r ->> 'rank')::integer,
+                                 (r ->> 'rate_burst')::integer, (r ->> 'rate_per_second')::double precision,
+                                 (r ->> 'cooldown_ms')::integer);
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'operations') LOOP
+        PERFORM credits.put_operation(r ->> 'name', (r ->> 'cost')::bigint, (r ->> 'max_units')::bigint,
+                                      (r ->> 'enabled')::boolean, r ->> 'required_plan', r ->> 'description');
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'products') LOOP
+        PERFORM credits.put_product(r ->> 'product_id', r ->> 'plan', (r ->> 'credits')::bigint,
+                                    (r ->> 'pack_expires_after')::interval, r ->> 'source', r ->> 'description');
+    END LOOP;
+    PERFORM credits.remove_config('products', p.product_id) FROM credits.products p
+      WHERE NOT (rows -> 'products') @> jsonb_build_array(jsonb_build_object('product_id', p.product_id));
+    PERFORM credits.remove_config('operations', o.name) FROM credits.operations o
+      WHERE NOT (rows -> 'operations') @> jsonb_build_array(jsonb_build_object('name', o.name));
+    PERFORM credits.remove_config('plans', p.name) FROM credits.plans p
+      WHERE NOT (rows -> 'plans') @> jsonb_build_array(jsonb_build_object('name', p.name));
+    PERFORM credits.put_setting(split_part(x.setting, '=', 1), substr(x.setting, strpos(x.setting, '=') + 1))
+       FROM jsonb_array_elements_text(rows -> 'settings') AS x(setting);
+
+    parent_salt := decode(rows ->> 'salt', 'hex');
+    IF parent_salt IS NULL THEN
+        RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                                  'operations', jsonb_array_length(rows -> 'operations'),
+                                  'products', jsonb_array_length(rows -> 'products'), 'deletion_records', 0);
+    END IF;
+    IF EXISTS (SELECT 1 FROM credits.deletion_salt s WHERE s.salt <> parent_salt) THEN
+        RAISE EXCEPTION 'this shard has a deletion salt of its own'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = '{"table": "credits.deletion_salt"}',
+                  HINT = 'Copy from the parent into a new shard before its first write.';
+    END IF;
+    INSERT INTO credits.deletion_salt (salt) VALUES (parent_salt) ON CONFLICT DO NOTHING;
+    EXECUTE format('INSERT INTO credits.deletion_records
+                    SELECT (jsonb_populate_record(NULL::credits.deletion_records, t.r)).*
+                      FROM %I.dblink($1, ''SELECT to_jsonb(d) FROM credits.deletion_records d'') AS t(r jsonb)
+                    ON CONFLICT (user_hash) DO NOTHING', link_schema) USING parent;
+    GET DIAGNOSTICS records = ROW_COUNT;
+    RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                              'operations', jsonb_array_length(rows -> 'operations'),
+                              'products', jsonb_array_length(rows -> 'products'), 'deletion_records', records);
+END
+$$;
+
+COMMENT ON FUNCTION credits.move_user(uuid, text) IS
+'Owner, on the source shard: moves a user that belongs to another shard there (export, import through dblink, verify, delete here), under the account lock.';
+COMMENT ON FUNCTION credits.import_user(uuid, jsonb, jsonb) IS
+'Owner, on the target shard: what credits.move_user calls there; replaces an interrupted earlier copy.';
+COMMENT ON FUNCTION credits.copy_from_parent(text) IS
+'Owner, on a shard split off a parent, before it is routed to: the parent''s config, settings, deletion salt and records.';
+
+-- == Cross-shard RevenueCat TRANSFER ==
+/*
+ * The two halves of a TRANSFER whose users live on different shards, as the
+ * router applies it (src/shard_transfer.c; README, "Pooling and scale-out").
+ * Each is idempotent, keyed by the event id: transfer_out records
+ * ('revenuecat-transfer', event id) on each source shard, transfer_in
+ * ('revenuecat', event id) on the destination's, like a TRANSFER within one
+ * shard.  Owner only (the router's login): they write as their caller.
+ */
+CREATE FUNCTION credits.transfer_out(event_id text, event_at timestamptz, from_users uuid[], to_user uuid)
+RETURNS jsonb
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'credits_transfer_out';
+
+CREATE FUNCTION credits.transfer_in(event_id text, event_at timestamptz, to_user uuid, entitlements jsonb)
+RETURNS jsonb
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'credits_transfer_in';
+
+COMMENT ON FUNCTION credits.transfer_out(text, timestamptz, uuid[], uuid) IS
+'Router, first half of a TRANSFER across shards: marks the users'' RevenueCat entitlements transferred and returns them (once per event id).';
+COMMENT ON FUNCTION credits.transfer_in(text, timestamptz, uuid, jsonb) IS
+'Router, second half of a TRANSFER across shards: gives the entitlements transfer_out returned to the user (once per event id).';
 
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give

@@ -11,8 +11,10 @@
  *
  * Routing, computed here only:
  *   a user          partition hashtext(user_id::text) & (N - 1)   (credits_router.user_shard)
- *   a ledger entry  partition id & (N - 1): the shard drew the id from its
- *                   residue class (credits.configure_shard)        (credits_router.entry_shard)
+ *   a ledger entry  partition id & (N - 1): the low 10 bits of a shard's
+ *                   ledger ids are the user's bucket, hash & 1023
+ *                   (credits.configure_shard, src/shard.c)         (credits_router.entry_shard)
+ *   a TRANSFER      across shards: two idempotent halves keyed by the event id
  *   everything      RUN ON ALL, combined here (reconcile, the analytics
  *                   views, stats, the config writes)
  * Each shard runs its part in its own transaction (PL/Proxy calls are
@@ -78,26 +80,28 @@ AS $$
      WHERE s.srvname = 'credits_shards' AND o.opt ~ '^p[0-9]+='
 $$;
 
--- The hash PL/Proxy masks with N - 1 to pick a user's shard (NULL: shard 0, which refuses it).
+-- The hash PL/Proxy masks with N - 1 to pick a user's shard: hashtext(user_id::text)
+-- (NULL: shard 0, which refuses it).  In C, so that every routed call loads the
+-- library whose log hook turns "shard unreachable" into PT503 (src/shard.c).
 CREATE FUNCTION credits_router.user_shard(user_id uuid)
 RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(hashtext(user_id::text), 0) $$;
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'credits_shard_user_hash';
 
--- The low 30 bits of a ledger id (its shard number under the mask); NULL or negative: shard 0.
+-- The low 10 bits of a ledger id: its user's bucket (hashtext & 1023), which PL/Proxy
+-- masks with N - 1 like the user's hash; NULL or negative: shard 0.
 CREATE FUNCTION credits_router.entry_shard(id bigint)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN id > 0 THEN (id & 1073741823)::integer ELSE 0 END $$;
+AS $$ SELECT CASE WHEN id > 0 THEN (id & 1023)::integer ELSE 0 END $$;
 
 /*
  * A RevenueCat event goes to the shard of its app user; a TRANSFER to the
- * shard of its destination, and only when every user it takes the
- * subscription from is there too: the two halves of a TRANSFER across shards
- * would be two transactions, so it is refused (0A000) rather than half done.
- * A malformed payload goes to shard 0, which refuses it with the field.
+ * shard of its destination (or of its first source when it names no
+ * destination).  A malformed payload goes to shard 0, which refuses it with
+ * the field.  A TRANSFER whose users are on several shards is applied in two
+ * halves by credits.apply_revenuecat_event below.
  */
 CREATE FUNCTION credits_router.event_shard(payload jsonb)
 RETURNS integer
@@ -105,42 +109,37 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    uuid_re constant text := '^\{?[0-9a-fA-F]{4}(-?[0-9a-fA-F]{4}){7}\}?$';
     ev jsonb := payload -> 'event';
-    mask integer := credits_router.shard_count() - 1;
-    dest uuid;
-    hashes integer[];
+    users uuid[];
 BEGIN
     IF jsonb_typeof(ev) IS DISTINCT FROM 'object' THEN
         RETURN 0;
     END IF;
     IF ev ->> 'type' IS DISTINCT FROM 'TRANSFER' THEN
-        RETURN CASE WHEN ev ->> 'app_user_id' ~ uuid_re
+        RETURN CASE WHEN ev ->> 'app_user_id' ~ credits_router.uuid_pattern()
                     THEN credits_router.user_shard((ev ->> 'app_user_id')::uuid) ELSE 0 END;
     END IF;
-    IF jsonb_typeof(ev -> 'transferred_to') IS DISTINCT FROM 'array'
-       OR jsonb_typeof(ev -> 'transferred_from') IS DISTINCT FROM 'array' THEN
-        RETURN 0;
-    END IF;
-    SELECT t.value::uuid INTO dest
-      FROM jsonb_array_elements_text(ev -> 'transferred_to') WITH ORDINALITY AS t(value, i)
-     WHERE t.value ~ uuid_re ORDER BY t.i LIMIT 1;
-    IF dest IS NULL THEN
-        RETURN 0;
-    END IF;
-    SELECT array_agg(DISTINCT credits_router.user_shard(f.value::uuid) & mask) INTO hashes
-      FROM jsonb_array_elements_text(ev -> 'transferred_from') AS f(value)
-     WHERE f.value ~ uuid_re;
-    IF hashes IS NOT NULL AND hashes <> ARRAY[credits_router.user_shard(dest) & mask] THEN
-        RAISE EXCEPTION 'a TRANSFER between users of different shards is not supported'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = format('{"event_id": %s, "to_shard": %s, "from_shards": %s}',
-                                  coalesce(to_json(ev ->> 'id')::text, 'null'),
-                                  credits_router.user_shard(dest) & mask, to_json(hashes)),
-                  HINT = 'Move the users to one shard (README, "Pooling and scale-out"), or apply the event on each shard by hand.';
-    END IF;
-    RETURN credits_router.user_shard(dest);
+    users := credits_router.event_users(ev, 'transferred_to') || credits_router.event_users(ev, 'transferred_from');
+    RETURN coalesce(credits_router.user_shard(users[1]), 0);
 END
+$$;
+
+CREATE FUNCTION credits_router.uuid_pattern()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT '^\{?[0-9a-fA-F]{4}(-?[0-9a-fA-F]{4}){7}\}?$'::text $$;
+
+-- The uuid app user ids of a TRANSFER's list (transferred_to / transferred_from), in order.
+CREATE FUNCTION credits_router.event_users(ev jsonb, field text)
+RETURNS uuid[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(t.value::uuid ORDER BY t.i), '{}')
+      FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(ev -> field) = 'array' THEN ev -> field ELSE '[]' END)
+           WITH ORDINALITY AS t(value, i)
+     WHERE t.value ~ credits_router.uuid_pattern()
 $$;
 
 /* ---- Identity: the credits library's own readers of request.jwt.claims ---- */
@@ -203,9 +202,75 @@ CREATE FUNCTION credits.apply_purchase(
 RETURNS credits.receipt LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
 
-CREATE FUNCTION credits.apply_revenuecat_event(payload jsonb)
+CREATE FUNCTION credits_router.apply_revenuecat_event_on(payload jsonb)
 RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.event_shard(payload); $$;
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.event_shard(payload); TARGET credits.apply_revenuecat_event; $$;
+
+CREATE FUNCTION credits_router.transfer_out_on(
+    part integer, event_id text, event_at timestamptz, from_users uuid[], to_user uuid)
+RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part;
+      SELECT credits.transfer_out(event_id, event_at, from_users, to_user); $$;
+
+CREATE FUNCTION credits_router.transfer_in_on(
+    to_user uuid, event_id text, event_at timestamptz, entitlements jsonb)
+RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(to_user);
+      SELECT credits.transfer_in(event_id, event_at, to_user, entitlements); $$;
+
+/*
+ * A TRANSFER whose users are all on one shard, and every other event: on
+ * that shard, in one transaction.  A TRANSFER from users of other shards:
+ * two idempotent halves keyed by the event id (src/shard_transfer.c): first
+ * transfer_out on each shard of the users it takes subscriptions from, in
+ * partition order, then transfer_in on the destination's shard with what
+ * they returned.  When a shard fails between the halves, the call fails
+ * (the store delivers the webhook again) and the retry replays the done
+ * halves and completes the rest: it converges.  Until then the subscription
+ * is on no account (access is lost for the length of the outage, never
+ * given twice).
+ */
+CREATE FUNCTION credits.apply_revenuecat_event(payload jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev jsonb := payload -> 'event';
+    mask integer := credits_router.shard_count() - 1;
+    dest uuid;
+    sources uuid[];
+    event_at timestamptz;
+    part integer;
+    taken jsonb := '[]';
+BEGIN
+    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' OR ev ->> 'type' IS DISTINCT FROM 'TRANSFER'
+       OR jsonb_typeof(ev -> 'id') IS DISTINCT FROM 'string'
+       OR coalesce(ev ->> 'event_timestamp_ms', '') !~ '^[0-9]{1,15}$' THEN
+        RETURN credits_router.apply_revenuecat_event_on(payload);
+    END IF;
+    dest := (credits_router.event_users(ev, 'transferred_to'))[1];
+    sources := credits_router.event_users(ev, 'transferred_from');
+    IF dest IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(sources) f(u)
+                                    WHERE credits_router.user_shard(f.u) & mask
+                                          <> credits_router.user_shard(dest) & mask) THEN
+        RETURN credits_router.apply_revenuecat_event_on(payload);
+    END IF;
+    event_at := timestamptz 'epoch' + (ev ->> 'event_timestamp_ms')::bigint * interval '1 millisecond';
+    FOR part IN
+        SELECT DISTINCT credits_router.user_shard(f.u) & mask FROM unnest(sources) f(u) ORDER BY 1
+    LOOP
+        taken := taken || (credits_router.transfer_out_on(
+                               part, ev ->> 'id', event_at,
+                               ARRAY(SELECT f.u FROM unnest(sources) f(u)
+                                      WHERE credits_router.user_shard(f.u) & mask = part),
+                               dest) -> 'entitlements');
+    END LOOP;
+    RETURN credits_router.transfer_in_on(dest, ev ->> 'id', event_at, taken)
+           || jsonb_build_object('from_shards', (SELECT jsonb_agg(DISTINCT credits_router.user_shard(f.u) & mask)
+                                                   FROM unnest(sources) f(u)));
+END
+$$;
 
 CREATE FUNCTION credits.delete_account(user_id uuid)
 RETURNS credits.account_deletion LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -467,6 +532,72 @@ CREATE VIEW credits.purchases_summary AS
      GROUP BY p.period
      ORDER BY CASE p.period WHEN 'today' THEN 1 WHEN '7 days' THEN 2 WHEN '30 days' THEN 3 ELSE 4 END;
 
+CREATE FUNCTION credits_router.usage_entries_rows()
+RETURNS TABLE (id bigint, user_id uuid, kind text, created_at timestamptz, day date, operation text,
+               credits bigint, units bigint, list_cost bigint, day_ops smallint, balance_after bigint)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL;
+      SELECT u.id, u.user_id, u.kind::text, u.created_at, u.day, u.operation, u.credits, u.units,
+             u.list_cost, u.day_ops, u.balance_after
+        FROM credits.usage_entries u; $$;
+
+CREATE FUNCTION credits_router.account_plans_rows()
+RETURNS TABLE (user_id uuid, plan text)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT p.user_id, p.plan FROM credits.account_plans p; $$;
+
+-- The building blocks of the analytics views, every shard's rows (each query reads every shard whole).
+CREATE VIEW credits.usage_entries AS
+    SELECT u.id, u.user_id, u.kind, u.created_at, u.day, u.operation, u.credits, u.units,
+           u.list_cost, u.day_ops, u.balance_after
+      FROM credits_router.usage_entries_rows() u;
+
+CREATE VIEW credits.account_plans AS
+    SELECT p.user_id, p.plan FROM credits_router.account_plans_rows() p;
+
+/* ---- Resharding: moving users to the shard that owns them ---- */
+
+-- The accounts on partition part's database that belong to another shard under its count.
+CREATE FUNCTION credits_router.users_to_move(part integer)
+RETURNS SETOF uuid
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part;
+      SELECT a.user_id FROM credits.accounts a, credits.shard_place() p
+       WHERE credits.user_partition(a.user_id, p.shard_count) <> p.shard_no; $$;
+
+-- credits.move_user on the database the user is routed to now (one transaction there).
+CREATE FUNCTION credits_router.move_user(user_id uuid, target text)
+RETURNS jsonb
+LANGUAGE plproxy SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); TARGET credits.move_user; $$;
+
+/*
+ * Moves every user that partition part's database holds for another shard
+ * to `target` (the new shard's conninfo), one user per transaction under
+ * its account lock.  Each user's calls are refused (PT503, retry) from its
+ * move until the router routes the partition to the new shard (ALTER SERVER
+ * credits_shards OPTIONS (SET pJ ...)); README, "Resharding, step by step".
+ * Returns the number of users moved; safe to run again.
+ */
+CREATE FUNCTION credits_router.move_users(part integer, target text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    u uuid;
+    moved bigint := 0;
+BEGIN
+    FOR u IN SELECT m FROM credits_router.users_to_move(part) m
+              WHERE credits_router.user_shard(m) & (credits_router.shard_count() - 1) = part LOOP
+        IF (credits_router.move_user(u, target) ->> 'moved')::boolean THEN
+            moved := moved + 1;
+        END IF;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
 /* ---- Config: written on every shard ---- */
 
 /*
@@ -515,11 +646,12 @@ AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.put_setting; $$;
 
 CREATE FUNCTION credits_router.shard_status_on(part_no integer)
 RETURNS TABLE (shard_no integer, shard_count integer, foreign_accounts bigint,
-               plans_digest text, operations_digest text, products_digest text, settings_digest text)
+               plans_digest text, operations_digest text, products_digest text, settings_digest text,
+               id_step bigint)
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON part_no;
       SELECT s.shard_no, s.shard_count, s.foreign_accounts, s.plans_digest,
-             s.operations_digest, s.products_digest, s.settings_digest
+             s.operations_digest, s.products_digest, s.settings_digest, s.id_step
         FROM credits.shard_status() s; $$;
 
 /*
@@ -529,7 +661,11 @@ AS $$ CLUSTER 'credits_shards'; RUN ON part_no;
  *   shard_count           it is configured for another number of shards (1:
  *                         never configured, or restored from a dump; run
  *                         credits.configure_shard there)
- *   foreign_accounts      it holds accounts of users routed elsewhere
+ *   id_step               its ledger ids do not carry their user's bucket
+ *                         (the sequence's step is not 1024: restored from a
+ *                         dump; run credits.configure_shard there again)
+ *   foreign_accounts      it holds accounts of users routed elsewhere (while
+ *                         a reshard moves them: credits_router.move_users)
  *   plans, operations, products, settings
  *                         its copy differs from the copy most shards have
  *                         (ties: from the lowest-numbered partition's)
@@ -537,7 +673,7 @@ AS $$ CLUSTER 'credits_shards'; RUN ON part_no;
 CREATE FUNCTION credits_router.check_shards()
 RETURNS TABLE (partition integer, shard_no integer, shard_count integer,
                foreign_accounts bigint, plans_digest text, operations_digest text,
-               products_digest text, settings_digest text, problems text[])
+               products_digest text, settings_digest text, id_step bigint, problems text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -567,10 +703,11 @@ BEGIN
           FROM unnest(ARRAY['plans', 'operations', 'products', 'settings']) AS c(config)
     )
     SELECT s.part, s.shard_no, s.shard_count, s.foreign_accounts,
-           s.plans_digest, s.operations_digest, s.products_digest, s.settings_digest,
+           s.plans_digest, s.operations_digest, s.products_digest, s.settings_digest, s.id_step,
            array_remove(ARRAY[
                CASE WHEN s.shard_no <> s.part THEN 'shard_no' END,
                CASE WHEN s.shard_count <> n THEN 'shard_count' END,
+               CASE WHEN n > 1 AND s.id_step <> 1024 THEN 'id_step' END,
                CASE WHEN s.foreign_accounts > 0 THEN 'foreign_accounts' END,
                CASE WHEN s.plans_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'plans') THEN 'plans' END,
                CASE WHEN s.operations_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'operations') THEN 'operations' END,
@@ -591,7 +728,8 @@ COMMENT ON FUNCTION credits_router.check_shards() IS
  * The router's side of credits.grant_roles: the client functions and
  * credits.my_account to client_role; every other function of schema credits,
  * the analytics views and credits_router.check_shards to admin_role.  The
- * config writes (credits_router.put_*, remove_config) and the plumbing stay
+ * config writes (credits_router.put_*, remove_config), the resharding tools
+ * (users_to_move, move_user, move_users) and the plumbing stay
  * the owner's.
  */
 CREATE FUNCTION credits_router.grant_roles(client_role name, admin_role name)
@@ -628,12 +766,13 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credits.current_user_id_or_null() TO %I', admin_role);
     EXECUTE format('GRANT SELECT ON credits.my_account TO %I', client_role);
     EXECUTE format('GRANT SELECT ON credits.stats, credits.usage_daily, credits.depletions, credits.top_users, '
-                   'credits.purchases_summary TO %I', admin_role);
+                   'credits.purchases_summary, credits.usage_entries, credits.account_plans TO %I', admin_role);
     EXECUTE format('GRANT USAGE ON SCHEMA credits_router TO %I', admin_role);
     -- Function privileges in a view are the caller's: the views' row sources too.
     EXECUTE format('GRANT EXECUTE ON FUNCTION credits_router.check_shards(), credits_router.stats_rows(), '
                    'credits_router.usage_daily_rows(), credits_router.depletions_rows(), '
-                   'credits_router.top_users_rows(), credits_router.purchases_summary_rows() TO %I', admin_role);
+                   'credits_router.top_users_rows(), credits_router.purchases_summary_rows(), '
+                   'credits_router.usage_entries_rows(), credits_router.account_plans_rows() TO %I', admin_role);
 END
 $$;
 

@@ -32,6 +32,8 @@
 #   BENCH_DB=credits_bench, BENCH_OUT=<new temp dir>, BENCH_REUSE=1 keeps a seeded db
 #   BENCH_ONLY=regex      run only the cases whose name matches (e.g. 'consume_low|o1|memory')
 #   BENCH_SETUP_SQL=...   extra SQL right after CREATE EXTENSION (local experiments)
+#   BENCH_ROUTER=1        0: skip bench/router.sh (the PL/Proxy hop: a router and a
+#                         shard as two more clusters, direct vs routed calls)
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -379,4 +381,9 @@ SQL
 } >"$OUT/meta.txt"
 
 bash "$BENCH/report.sh" "$OUT" | tee "$OUT/report.md"
+if [[ ${BENCH_ROUTER:-1} == 1 && router =~ $ONLY ]]; then
+    say "router: the PL/Proxy hop, direct vs routed calls (bench/router.sh)"
+    echo
+    BENCH_OUT=$OUT PGBIN=$PGBIN bash "$BENCH/router.sh" | tee -a "$OUT/report.md"
+fi
 say "done; raw results in $OUT"

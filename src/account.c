@@ -22,6 +22,9 @@
  * functions (READ ONLY transactions, hot standbys).  The effective plan's
  * settings come from the backend's plan cache (price_list.c).
  *
+ * On a shard, a user with no account here that belongs to another shard is
+ * refused before anything is read or created (shard.c).
+ *
  * Locks: the account row (FOR UPDATE); a first touch takes the user id's
  * existence lock (deletion.c) before it reads the deletion record and
  * inserts the row, so that it never overlaps a deletion of that user id.
@@ -327,8 +330,10 @@ read_new_account(const pg_uuid_t *user_id, Account *acct)
 {
 	PlanSettings plan;
 	DeletionRecord rec;
-	bool		returning = deletion_record_find(user_id, &rec);
+	bool		returning;
 
+	shard_require_owner(user_id);
+	returning = deletion_record_find(user_id, &rec);
 	default_plan(&plan);
 	memset(acct, 0, sizeof(*acct));
 	acct->user_id = *user_id;
@@ -575,6 +580,7 @@ create_account(const pg_uuid_t *user_id)
 	DeletionRecord rec;
 	bool		returning;
 
+	shard_require_owner(user_id);
 	/* after a deletion in progress commits: its record, and no row of ours it could delete */
 	account_existence_lock(user_id);
 	returning = deletion_record_find(user_id, &rec);

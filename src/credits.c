@@ -4,7 +4,8 @@
  *
  * Each part of the extension keeps its own code; _PG_init defines the
  * settings they share and calls each part's init (stats_init: the denial
- * settings, log hook and, when preloaded, shared memory; notify_init:
+ * settings, log hook and, when preloaded, shared memory; shard_init: the
+ * router's PT503 for an unreachable shard; notify_init:
  * credits.notify and, when preloaded, the listener count).
  */
 #include "credits.h"
@@ -74,6 +75,7 @@ _PG_init(void)
 							 NULL, NULL, NULL);
 
 	stats_init();
+	shard_init();
 	deletion_init();
 	purchases_init();
 	notify_init();

@@ -30,6 +30,8 @@
 #define ERRCODE_CREDITS_FORBIDDEN		MAKE_SQLSTATE('P','T','4','0','3')
 #define ERRCODE_CREDITS_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
 #define ERRCODE_CREDITS_TOO_MANY		MAKE_SQLSTATE('P','T','4','2','9')
+/* The user's shard cannot be reached, or the user is being moved between shards (shard.c). */
+#define ERRCODE_CREDITS_UNAVAILABLE		MAKE_SQLSTATE('P','T','5','0','3')
 
 /*
  * Drift: the cached state (balance, lots, holds, an account's plan) no longer
@@ -403,6 +405,14 @@ typedef enum DenialReason
 	DENIAL_NREASONS
 } DenialReason;
 extern void stats_init(void);
+
+/* ---- shard.c: sharding by user ---- */
+/* Ledger ids of a configured shard carry the user's bucket in their low bits (at most this many shards). */
+#define SHARD_ID_BUCKETS 1024
+extern int32 shard_user_hash(const pg_uuid_t *user_id);
+extern int64 shard_entry_id(Oid seq_relid, int64 seqval, const pg_uuid_t *user_id);
+extern void shard_require_owner(const pg_uuid_t *user_id);
+extern void shard_init(void);
 extern void denial_record(DenialReason reason, const pg_uuid_t *user_id,
 						  const char *operation, const char *detail);
 

@@ -58,14 +58,15 @@ set_pointer(RowWriter *writer, int col, const void *value)
  * Writes the entry.  The caller has already applied entry->amount to
  * acct->balance (and counted the operation), so balance_after and
  * daily_remaining are read from the account.  The id comes from the
- * ledger's identity sequence and created_at is now(), as the column
- * defaults would give.
+ * ledger's identity sequence (on a shard, plus the user's bucket: shard.c)
+ * and created_at is now(), as the column defaults would give.
  */
 void
 ledger_append(Account *acct, LedgerEntry *entry)
 {
 	RowWriter	writer;
 	Oid			kind_type;
+	Oid			seq;
 
 	if (!entry_kind_allows(entry_kind(entry->kind), entry->amount))
 		elog(ERROR, "credits: a %s entry of " INT64_FORMAT " credits has the wrong sign",
@@ -74,7 +75,8 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	entry->has_daily_remaining = account_daily_remaining(acct, &entry->daily_remaining);
 
 	row_writer_open(&writer, &ledger_table);
-	entry->id = nextval_internal(credits_relid("ledger_id_seq"), false);
+	seq = credits_relid("ledger_id_seq");
+	entry->id = shard_entry_id(seq, nextval_internal(seq, false), &acct->user_id);
 	entry->created_at = GetCurrentTransactionStartTimestamp();
 	kind_type = TupleDescAttr(RelationGetDescr(writer.rel), ledger_table.attnum[LED_KIND] - 1)->atttypid;
 

@@ -68,3 +68,13 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Sharding (1.1 on): this database's place, shard 0 of 1 (credits.shard_config round-trips;
+-- the ledger id step does not, and needs no repair on a single node).
+DO $$
+BEGIN
+    IF to_regclass('credits.shard_config') IS NOT NULL THEN
+        PERFORM credits.configure_shard(0, 1);
+    END IF;
+END
+$$;

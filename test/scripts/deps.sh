@@ -10,8 +10,9 @@ set -euo pipefail
 PG_MAJOR=${1:-15}
 
 # postgresql-N also creates the `postgres` OS user the test cluster runs as;
-# libtap-parser-sourcehandler-pgtap-perl provides pg_prove; PL/Proxy and
-# pgbouncer run the sharded setup of test/load/router.sh.
+# libtap-parser-sourcehandler-pgtap-perl provides pg_prove; PL/Proxy,
+# pgbouncer and jq run the sharded setup of test/scale (dblink, which moves
+# users between shards, is in postgresql-N itself).
 PACKAGES=(
     "postgresql-$PG_MAJOR"
     "postgresql-server-dev-$PG_MAJOR"
@@ -20,6 +21,7 @@ PACKAGES=(
     libipc-run-perl
     "postgresql-$PG_MAJOR-plproxy"
     pgbouncer
+    jq
     valgrind
 )
 

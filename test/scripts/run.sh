@@ -3,10 +3,11 @@
 #
 #   bash test/scripts/run.sh test    build, install, throwaway cluster, run
 #                                    pg_regress + isolation + pgTAP + load +
-#                                    operations (test/ops) + the Better Auth
-#                                    and Edge Function examples, in CI
-#                                    the regress and isolation suites
-#                                    once more under valgrind
+#                                    operations (test/ops) + scale (a router
+#                                    and shards, test/scale) + the Better Auth
+#                                    and Edge Function examples, in CI the
+#                                    regress and isolation suites once more
+#                                    under valgrind
 #                                    (test/scripts/valgrind.sh), and end
 #                                    with the line "N passed, N failed"
 #   bash test/scripts/run.sh demo    same setup, then a narrated test/demo.sql
@@ -106,7 +107,7 @@ start_cluster() {
 # CREDITS_SUITES=load CREDITS_LOAD=abuse make test; CI runs them all.
 mode_test() {
     local suite
-    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops betterauth edgefn valgrind}; do
+    for suite in ${CREDITS_SUITES:-regress isolation pgtap load ops scale betterauth edgefn valgrind}; do
         "run_$suite"
     done
     if ((PASSED + FAILED == 0)); then echo "!! no tests ran"; fi

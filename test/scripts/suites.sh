@@ -237,6 +237,27 @@ run_ops() {
     return 0
 }
 
+# The scale suite: test/scale/[0-9]*.sh print TAP; each brings up its own
+# router and shards (test/scale/cluster.sh: separate clusters on private
+# ports, under $WORK) and stops them.  CREDITS_SCALE picks scripts by name.
+run_scale() {
+    local f
+    local files=()
+    for f in "$ROOT"/test/scale/${CREDITS_SCALE:-[0-9]*}.sh; do
+        if [[ -e $f ]]; then files+=("$f"); fi
+    done
+    echo "== scale (a PL/Proxy router and shards): ${#files[@]} script(s)"
+    for f in "${files[@]}"; do
+        local rel=${f#"$ROOT"/} out="$WORK/scale-$(basename "$f").log" rc=0
+        mkdir -p "$WORK/scale"
+        chown "$PG_OS_USER" "$WORK/scale" 2>/dev/null
+        SCALE_DIR=$WORK/scale/$(basename "$f" .sh) SCALE_PORT=$((26000 + PG_MAJOR * 200)) PG_MAJOR=$PG_MAJOR PGBIN=$PGBIN \
+            run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
+        count_tap "$rel" "$out" "$rc"
+    done
+    return 0
+}
+
 # The TypeScript examples, against the test cluster through the PG*
 # variables; each prints TAP.  node_modules is a cache: `npm ci` runs when it
 # is missing or older than package-lock.json (the npm registry must be

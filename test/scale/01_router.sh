@@ -1,51 +1,37 @@
 #!/usr/bin/env bash
-# Sharding by user, printed as TAP: four shard databases (CREATE EXTENSION
-# credits, credits.configure_shard) and a router database (CREATE EXTENSION
-# credits_router: PL/Proxy) in the harness cluster, with pgbouncer in
-# transaction mode in front of the router.  Every call goes through
-# pgbouncer; the shards are read directly only to check where rows landed.
+# Scale suite: sharding by user through pgbouncer, printed as TAP: four
+# shards and a router (test/scale/cluster.sh up 4: separate clusters), with
+# pgbouncer in transaction mode in front of the router.  Every call goes
+# through pgbouncer; the shards are read directly only to check where rows
+# landed.
 #   - users' rows land on the shard their hash names, and only there
-#   - ledger ids carry their shard; capture, release and refund route by id
+#   - ledger ids carry their user's bucket; capture, release and refund route by id
 #   - client functions read the JWT at the router (claims set with
 #     set_config(..., true) do not outlive the transaction in the pool)
 #   - idempotent replays, reconcile and the analytics views across shards
 #   - a config change reaches every shard; a shard whose copy differs is
 #     reported by credits_router.check_shards(), and the same change again
 #     converges
-#   - configure_shard's refusals; a shard whose ids lost their class (what a
+#   - configure_shard's refusals; a shard whose ids lost their bucket (what a
 #     restore leaves) is reported until configure_shard runs again
-#   - a RevenueCat TRANSFER across shards is refused, not half applied
-#   - a shard that refuses connections fails its users' calls only
-#
-# Needs the harness environment: PGBIN, PGHOST, PGPORT, PGUSER, PGDATA_DIR
-# and PG_OS_USER (pgbouncer runs as that user).
-set -uo pipefail
+# (A shard down: 03_shard_down.sh; a TRANSFER across shards: 04_transfer.sh.)
+# pgbouncer runs as the postgres OS user when started as root.
+source "$(dirname "$0")/lib.bash"
 
 SHARDS=4
-ROUTER=credits_router_test
-BOUNCER_DIR=$(dirname "$PGDATA_DIR")/pgbouncer
-BOUNCER_PORT=$((PGPORT + 300))
-CLIENT_ROLE=credits_rt_client
-ADMIN_ROLE=credits_rt_admin
-N=0
+BOUNCER_DIR=$SCALE_DIR/pgbouncer
+BOUNCER_PORT=$((SCALE_PORT + 100))
+CLIENT_ROLE=credits_client
+ADMIN_ROLE=credits_admin
+PG_OS_USER=$(if ((EUID == 0)); then echo postgres; else id -un; fi)
 
-ok() {   # ok CONDITION(0/1 exit) DESCRIPTION
-    N=$((N + 1))
-    if [[ $1 == 0 ]]; then echo "ok $N - $2"; else echo "not ok $N - $2"; fi
-}
-is() {   # is GOT EXPECTED DESCRIPTION
-    ok "$([[ $1 == "$2" ]]; echo $?)" "$3"
-    [[ $1 == "$2" ]] || { echo "# got:      ${1//$'\n'/ | }"; echo "# expected: ${2//$'\n'/ | }"; }
-}
 as_server_user() {
     if ((EUID == 0)); then runuser -u "$PG_OS_USER" -- "$@"; else "$@"; fi
 }
-direct() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY="${VERB:-default}" -d "$1" "${@:2}"; }
-shard() { direct "credits_shard_$1" "${@:2}"; }
 # Through pgbouncer, one transaction per call: as the owner, the admin role or a user.
 bouncer() {
     "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY="${VERB:-default}" \
-        -h 127.0.0.1 -p "$BOUNCER_PORT" -d "$ROUTER" "$@"
+        -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d credits_router "$@"
 }
 as_admin() { bouncer -c "BEGIN; SET LOCAL ROLE $ADMIN_ROLE; $1; COMMIT;"; }
 as_user() {   # as_user UUID SQL: in one transaction with the user's JWT claims, as PostgREST sets them
@@ -57,7 +43,6 @@ $2;
 COMMIT;
 SQL
 }
-sqlstate_of() { VERB=sqlstate "$@" 2>&1 >/dev/null | sed -n 's/^ERROR: *\([0-9A-Z]\{5\}\).*/\1/p' | head -1; }
 
 stop_bouncer() {
     local pid
@@ -67,53 +52,31 @@ stop_bouncer() {
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
 }
-trap stop_bouncer EXIT
+trap 'stop_bouncer; scale_down' EXIT
 
-echo "1..27"
+echo "1..26"
 
 # ---- Setup: shards, router, pgbouncer ----------------------------------------
 setup() {
-    local i partitions=()
-    for ((i = 0; i < SHARDS; i++)); do
-        "$PGBIN/dropdb" --if-exists "credits_shard_$i" && "$PGBIN/createdb" "credits_shard_$i" || return 1
-        shard "$i" -c 'CREATE EXTENSION credits' -c "SELECT credits.configure_shard($i, $SHARDS)" >/dev/null || return 1
-        partitions+=("p$i 'dbname=credits_shard_$i host=$PGHOST port=$PGPORT'")
-    done
-    "$PGBIN/dropdb" --if-exists "$ROUTER" && "$PGBIN/createdb" "$ROUTER" || return 1
-    direct "$ROUTER" >/dev/null <<SQL || return 1
-CREATE EXTENSION credits_router CASCADE;
-CREATE SERVER credits_shards FOREIGN DATA WRAPPER plproxy OPTIONS ($(IFS=,; echo "${partitions[*]}"));
-CREATE USER MAPPING FOR PUBLIC SERVER credits_shards OPTIONS (user '$PGUSER');
-DO \$\$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$CLIENT_ROLE') THEN CREATE ROLE $CLIENT_ROLE NOLOGIN; END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$ADMIN_ROLE') THEN CREATE ROLE $ADMIN_ROLE NOLOGIN; END IF;
-END \$\$;
-SELECT credits_router.grant_roles('$CLIENT_ROLE', '$ADMIN_ROLE');
--- The users of this test, and the shard each belongs to (as the router routes).
-CREATE TABLE rt_users AS
-    SELECT u.n, u.id, credits_router.user_shard(u.id) & ($SHARDS - 1) AS shard
-      FROM (SELECT g AS n, gen_random_uuid() AS id FROM generate_series(1, 40) g) u;
-GRANT SELECT ON rt_users TO $ADMIN_ROLE;
-SQL
-
+    scale_up "$SHARDS" && setup_router 40 "$SHARDS" || return 1
     rm -rf "$BOUNCER_DIR" && mkdir -p "$BOUNCER_DIR" || return 1
     cat >"$BOUNCER_DIR/pgbouncer.ini" <<INI
 [databases]
-$ROUTER = host=$PGHOST port=$PGPORT dbname=$ROUTER
+credits_router = host=127.0.0.1 port=$SCALE_PORT dbname=credits_router
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
 unix_socket_dir =
 auth_type = trust
 auth_file = $BOUNCER_DIR/users.txt
-admin_users = $PGUSER
+admin_users = postgres
 pool_mode = transaction
 default_pool_size = 2
 max_client_conn = 50
 logfile = $BOUNCER_DIR/pgbouncer.log
 pidfile = $BOUNCER_DIR/pgbouncer.pid
 INI
-    echo "\"$PGUSER\" \"\"" >"$BOUNCER_DIR/users.txt"
+    echo '"postgres" ""' >"$BOUNCER_DIR/users.txt"
     chown -R "$PG_OS_USER" "$BOUNCER_DIR" 2>/dev/null
     as_server_user pgbouncer -q -d "$BOUNCER_DIR/pgbouncer.ini" || return 1
     for _ in $(seq 1 50); do
@@ -124,25 +87,25 @@ INI
 }
 setup
 ok "$?" "$SHARDS shards, a router and pgbouncer in front of it"
-mode=$("$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$BOUNCER_PORT" -d pgbouncer -c 'SHOW CONFIG' 2>/dev/null |
+mode=$("$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres -d pgbouncer -c 'SHOW CONFIG' 2>/dev/null |
        awk -F'|' '$1 == "pool_mode" {print $2}')
 is "$mode" transaction "pgbouncer runs in transaction mode"
 
 # ---- Routing by user ----------------------------------------------------------
-as_admin "SELECT count(credits.grant_credits(id, 100, 'welcome', 'welcome-' || id)) FROM rt_users" >/dev/null
+as_admin "SELECT count(credits.grant_credits(id, 100, 'welcome', 'welcome-' || id)) FROM test_users" >/dev/null
 ok "$?" "grant_credits for 40 users through pgbouncer"
 placed=""
 for ((i = 0; i < SHARDS; i++)); do
     placed+=$(shard "$i" -c "SELECT user_id || ' $i' FROM credits.accounts")$'\n'
 done
 placed=$(grep -v '^$' <<<"$placed" | LC_ALL=C sort)
-expected=$(bouncer -c "SELECT id || ' ' || shard FROM rt_users ORDER BY 1")
+expected=$(bouncer -c "SELECT id || ' ' || shard FROM test_users ORDER BY 1")
 is "$placed" "$expected" "every account is on the shard its user hashes to, and on no other"
-used=$(bouncer -c "SELECT count(DISTINCT shard) FROM rt_users")
+used=$(bouncer -c "SELECT count(DISTINCT shard) FROM test_users")
 is "$used" "$SHARDS" "the 40 users spread over all $SHARDS shards"
 
-as_admin "SELECT count(credits.credits_consume(id, 'image')) FROM rt_users" >/dev/null
-balances=$(as_admin "SELECT count(*) FROM rt_users WHERE credits.balance(id) = 105 AND credits.daily_available(id) = 4")
+as_admin "SELECT count(credits.credits_consume(id, 'image')) FROM test_users" >/dev/null
+balances=$(as_admin "SELECT count(*) FROM test_users WHERE credits.balance(id) = 105 AND credits.daily_available(id) = 4")
 is "$balances" 40 "consume, balance and daily_available route to the user's shard (signup 6 + 100 - 1 each)"
 
 misfit=0
@@ -152,7 +115,7 @@ done
 is "$misfit" 0 "every ledger id on shard k is k modulo $SHARDS"
 
 # ---- Client functions: the JWT is read at the router ----------------------------
-user=$(bouncer -c "SELECT id FROM rt_users WHERE shard = 1 ORDER BY n LIMIT 1")
+user=$(bouncer -c "SELECT id FROM test_users WHERE shard = 1 ORDER BY n LIMIT 1")
 receipt=$(as_user "$user" "SELECT entry_id || ' ' || user_id || ' ' || balance FROM credits.consume('image', 1, 'jwt-1')")
 entry=${receipt%% *}
 is "${receipt#* }" "$user 104" "consume() with the user's JWT charges that user"
@@ -173,7 +136,7 @@ is "$state" PT402 "a shard's refusal reaches the client with its SQLSTATE (PT402
 
 # ---- Functions on an id: capture, release, refund ------------------------------
 routed=$(as_admin "
-    WITH one AS (SELECT DISTINCT ON (shard) id, shard FROM rt_users ORDER BY shard, n),
+    WITH one AS (SELECT DISTINCT ON (shard) id, shard FROM test_users ORDER BY shard, n),
          h AS (SELECT o.id, o.shard, (credits.reserve(o.id, 'image', 2)).entry_id AS hold FROM one o),
          c AS (SELECT h.*, CASE WHEN h.shard % 2 = 0 THEN credits.capture(h.hold, 1) ELSE credits.release(h.hold) END AS r FROM h)
     SELECT string_agg(format('%s:%s', c.hold % $SHARDS = c.shard, (c.r).user_id = c.id AND (c.r).kind = CASE WHEN c.shard % 2 = 0 THEN 'capture' ELSE 'release' END), ' ' ORDER BY c.shard) FROM c")
@@ -191,6 +154,8 @@ done
 views=$(as_admin "SELECT (SELECT sum(operations) FROM credits.usage_daily) || ' ' || (SELECT count(*) FROM credits.top_users)
                   || ' ' || (SELECT active_users FROM credits.purchases_summary WHERE period = 'today')")
 is "$views" "$total 40 40" "usage_daily, top_users and purchases_summary combine every shard"
+blocks=$(as_admin "SELECT (SELECT count(DISTINCT user_id) FROM credits.usage_entries) || ' ' || (SELECT count(*) FROM credits.account_plans)")
+is "$blocks" "40 40" "usage_entries and account_plans (the views' building blocks) combine every shard"
 
 victim=$(shard 2 -c "SELECT user_id FROM credits.accounts ORDER BY user_id LIMIT 1")
 shard 2 -c "UPDATE credits.accounts SET balance = balance + 1 WHERE user_id = '$victim'"
@@ -202,7 +167,7 @@ is "$found $clean" "$victim 0" "reconcile() through the router finds a discrepan
 # ---- Config on every shard -------------------------------------------------------
 bouncer -c "SELECT * FROM credits_router.put_operation('rt_sketch', 3, 10)" >/dev/null
 charged=$(as_admin "SELECT string_agg(DISTINCT (-(credits.credits_consume(id, 'rt_sketch')).amount)::text, ',')
-                    FROM (SELECT DISTINCT ON (shard) id FROM rt_users ORDER BY shard, n) o")
+                    FROM (SELECT DISTINCT ON (shard) id FROM test_users ORDER BY shard, n) o")
 problems=$(as_admin "SELECT string_agg(partition || ':' || cardinality(problems), ' ') FROM credits_router.check_shards()")
 is "$charged $problems" "3 0:0 1:0 2:0 3:0" "an operation put at the router prices consumes on every shard; check_shards finds nothing"
 
@@ -214,7 +179,7 @@ bouncer -c "SELECT * FROM credits_router.put_operation('rt_sketch', 3, 10)" >/de
 bouncer -c "SELECT * FROM credits_router.put_setting('credits.hold_timeout', '600')" >/dev/null
 problems=$(as_admin "SELECT count(*) FROM credits_router.check_shards() WHERE cardinality(problems) > 0")
 settings=$(for ((i = 0; i < SHARDS; i++)); do
-               direct "credits_shard_$i" -c "SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting
+               shard "$i" -c "SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting
                                            WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
            done | sort -u)
 is "$problems $settings" "0 credits.hold_timeout=600" "the same put again converges; a setting reaches every shard"
@@ -224,35 +189,13 @@ state2=$(sqlstate_of shard 0 -c "SELECT credits.configure_shard(1, $SHARDS)")
 is "$state $state2" "22023 55000" \
     "configure_shard refuses a count that is not a power of 2, and a number whose class the shard's rows are not in"
 # What a restore from a dump leaves: the ledger sequence's value, not its step and start.
-shard 1 -c "ALTER TABLE credits.ledger ALTER COLUMN id SET INCREMENT BY 1 SET START WITH 1"
+shard 1 -c "ALTER SEQUENCE credits.ledger_id_seq INCREMENT BY 1"
 problems=$(as_admin "SELECT string_agg(partition || ':' || array_to_string(problems, ','), ' ')
                      FROM credits_router.check_shards() WHERE cardinality(problems) > 0")
 shard 1 -c "SELECT credits.configure_shard(1, $SHARDS)" >/dev/null
 again=$(as_admin "SELECT count(*) FROM credits_router.check_shards() WHERE cardinality(problems) > 0")
-is "$problems $again" "1:shard_no,shard_count 0" \
-    "check_shards reports a shard whose ids lost their class (a restore), until configure_shard runs again"
-
-pair=$(bouncer -c "SELECT a.id || ' ' || b.id FROM rt_users a, rt_users b WHERE a.shard = 0 AND b.shard = 1 LIMIT 1")
-state=$(sqlstate_of as_admin "SELECT credits.apply_revenuecat_event('{\"event\": {\"id\": \"rt-transfer-1\",
-          \"type\": \"TRANSFER\", \"event_timestamp_ms\": 1700000000000,
-          \"transferred_from\": [\"${pair% *}\"], \"transferred_to\": [\"${pair#* }\"]}}')")
-is "$state" 0A000 "a RevenueCat TRANSFER between users of two shards is refused (0A000), not half applied"
-
-# ---- A shard that is down -------------------------------------------------------
-down_user=$(bouncer -c "SELECT id FROM rt_users WHERE shard = 3 ORDER BY n LIMIT 1")
-up_user=$(bouncer -c "SELECT id FROM rt_users WHERE shard = 0 ORDER BY n LIMIT 1")
-direct postgres -c "ALTER DATABASE credits_shard_3 ALLOW_CONNECTIONS false" \
-    -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'credits_shard_3'" >/dev/null
-# The first call may find its cached connection cut; the next one cannot connect.
-as_admin "SELECT credits.balance('$down_user')" >/dev/null 2>&1
-err=$(as_admin "SELECT credits.balance('$down_user')" 2>&1 >/dev/null)
-state=$(sqlstate_of as_admin "SELECT credits.balance('$down_user')")
-up=$(as_admin "SELECT credits.balance('$up_user') > 0")
-direct postgres -c "ALTER DATABASE credits_shard_3 ALLOW_CONNECTIONS true" >/dev/null
-back=$(as_admin "SELECT credits.balance('$down_user') > 0")
-echo "# a call for a user of the shard that is down ($state): ${err//$'\n'/ | }"
-ok "$([[ -n $err && -n $state && $up == t && $back == t ]]; echo $?)" \
-    "a shard that is down fails its users' calls only, and answers again when it is back"
+is "$problems $again" "1:id_step 0" \
+    "check_shards reports a shard whose ids lost their bucket (a restore), until configure_shard runs again"
 
 stop_bouncer
 pid=$(cat "$BOUNCER_DIR/pgbouncer.pid" 2>/dev/null)
