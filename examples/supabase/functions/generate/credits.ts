@@ -191,6 +191,7 @@ const STATUS: Record<string, [number, string]> = {
   "57014": [503, "statement_timeout"],
   "53300": [503, "too_many_connections"],
   "57P03": [503, "database_starting"],
+  PT503: [503, "unavailable"], // sharded: the user's shard is down or the user is moving; retry, same key
   "42501": [500, "misconfigured"], // the function's role lacks EXECUTE: grant_roles / the service role
   "55000": [500, "drift"], // cached numbers changed outside the functions: run credits.reconcile()
   // Anything else is 500 "internal", among them what a DBA's change to a credits
