@@ -260,15 +260,15 @@ check_timezone_interval(const Account *acct)
 
 	if (!acct->has_timezone_changed_at)
 		return;
-	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s * USECS_PER_SEC;
+	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s() * USECS_PER_SEC;
 	if (next > now)
 		ereport(ERROR,
 				(errcode(ERRCODE_CREDITS_TOO_MANY),
 				 errmsg("time zone changed too recently"),
 				 errdetail_internal("{\"retry_after_ms\": " INT64_FORMAT ", \"interval_s\": %d}",
-									(next - now) / 1000, credits_timezone_interval_s),
+									(next - now) / 1000, credits_timezone_interval_s()),
 				 errhint("The time zone can be changed once per %d seconds (credits.timezone_change_interval).",
-						 credits_timezone_interval_s)));
+						 credits_timezone_interval_s())));
 }
 
 /*
