@@ -34,7 +34,7 @@ OUT=$PGHOST/ops-supabase
 rm -rf "$OUT" && mkdir -p "$OUT"
 trap extra_clusters_stop EXIT
 
-echo "1..36"
+echo "1..37"
 DIR=$PGHOST/supabase
 rm -rf "$DIR"
 as_server_user "$PGBIN/initdb" -D "$DIR" -U supabase_admin --auth=trust --no-locale \
@@ -145,10 +145,11 @@ team|1800" "the service functions use them: a new account gets default_plan, a h
 sq postgres app -c "DELETE FROM credits.settings WHERE name IN ('default_plan', 'hold_timeout')" >/dev/null
 
 # ---- client requests, as PostgREST issues them (logged in as authenticator)
-# rpc METHOD ROLE CLAIMS CALL: one request in one transaction; prints the result.
+# rpc METHOD ROLE CLAIMS CALL [ro]: one request in one transaction; prints the result.
+# PostgREST runs GET, and a POST to a STABLE or IMMUTABLE function, READ ONLY.
 rpc() {
     local method=$1 role=$2 claims=$3 call=$4 ro=""
-    [[ $method == GET ]] && ro="SET TRANSACTION READ ONLY;"
+    [[ $method == GET || ${5:-} == ro ]] && ro="SET TRANSACTION READ ONLY;"
     sq authenticator app -v VERBOSITY=sqlstate 2>&1 <<SQL | sed 's/^.*ERROR: *//'
 BEGIN ISOLATION LEVEL READ COMMITTED;
 $ro
@@ -168,6 +169,8 @@ is "$(rpc GET authenticated "$CL" "SELECT credits.my_daily_available()")" "7" "G
 is "$(rpc GET authenticated "$CL" "SELECT count(*) || ' ' || min(plan) || ' ' || min(balance) FROM (SELECT * FROM credits.my_account) s")" \
    "1 free 6" "GET my_account: one row with the defaults (.single() works)"
 is "$(rpc GET authenticated "$CL" "SELECT count(*) FROM credits.my_history(20, NULL)")" "0" "GET my_history: empty"
+is "$(rpc POST authenticated "$CL" "SELECT credits.my_balance() || ' ' || credits.my_daily_available()" ro)" "6 7" \
+   "POST my_balance / my_daily_available (STABLE: PostgREST runs them READ ONLY too)"
 is "$(sq supabase_admin app -c "SELECT count(*) FROM credits.accounts WHERE user_id = '$U2'")" "0" "the reads wrote nothing"
 is "$(rpc POST authenticated "$CL" "SELECT (r).balance || ' ' || (r).daily_remaining FROM credits.consume('image', 1, 'job-1') r")" \
    "5 6" "POST consume: the account is created and charged"
