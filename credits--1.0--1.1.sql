@@ -2001,6 +2001,473 @@ COMMENT ON FUNCTION credits.transfer_out(text, timestamptz, uuid[], uuid) IS
 COMMENT ON FUNCTION credits.transfer_in(text, timestamptz, uuid, jsonb) IS
 'Router, second half of a TRANSFER across shards: gives the entitlements transfer_out returned to the user (once per event id).';
 
+-- == Settings an admin changes: credits.settings ==
+/*
+ * The credits.* GUCs are superuser-only (a client must not turn its own
+ * limits off), and a managed admin role (Supabase's `postgres`) is no
+ * superuser.  The settings an admin changes get a row here instead
+ * (src/settings.c): a row wins over the GUC of the same name; without a row
+ * the GUC (boot value, postgresql.conf, ALTER DATABASE/ROLE SET, SET) gives
+ * the value.  The row trigger validates a value as its GUC would (unknown
+ * setting 22023, not a number or boolean 22P02, out of range 22003, unknown
+ * plan 22023); the statement trigger makes every backend read the rows
+ * again (one query per backend and change, none per call).  Both fire in
+ * every session_replication_role (a restore or a subscriber's apply).
+ * Only the rows an admin added exist, so a dump restores them as they are.
+ */
+CREATE TABLE credits.settings (
+    name       text PRIMARY KEY,
+    value      text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
+COMMENT ON TABLE credits.settings IS
+'Settings this database overrides (name without the credits. prefix, value as the GUC takes it: 15min, on).  A row wins over the GUC credits.<name>; DELETE the row to go back to it.  See credits.settings_in_effect.';
+
+SELECT pg_catalog.pg_extension_config_dump('credits.settings', '');
+
+-- Row level security as on every table: the admin role and the delegates
+-- (who hold credits.setting) read the rows, the delegates write them.
+ALTER TABLE credits.settings ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION credits.settings_check()
+RETURNS trigger
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_settings_check';
+
+CREATE FUNCTION credits.settings_changed()
+RETURNS trigger
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_settings_changed';
+
+CREATE TRIGGER settings_check BEFORE INSERT OR UPDATE ON credits.settings
+    FOR EACH ROW EXECUTE FUNCTION credits.settings_check();
+CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON credits.settings
+    FOR EACH STATEMENT EXECUTE FUNCTION credits.settings_changed();
+ALTER TABLE credits.settings ENABLE ALWAYS TRIGGER settings_check;
+ALTER TABLE credits.settings ENABLE ALWAYS TRIGGER settings_changed;
+
+CREATE FUNCTION credits.setting(name text)
+RETURNS text
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_setting';
+
+COMMENT ON FUNCTION credits.setting(text) IS
+'The value of a setting in effect for this session (its credits.settings row, else the GUC credits.<name>), durations in seconds.';
+
+CREATE POLICY admins ON credits.settings FOR SELECT
+    USING (pg_catalog.has_function_privilege('credits.setting(text)', 'EXECUTE'));
+
+CREATE FUNCTION credits.setting_names()
+RETURNS SETOF text
+LANGUAGE c IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_setting_names';
+
+CREATE VIEW credits.settings_in_effect WITH (security_invoker = true) AS
+SELECT n.name,
+       credits.setting(n.name) AS value,
+       CASE WHEN s.name IS NULL THEN 'server' ELSE 'credits.settings' END AS source
+  FROM credits.setting_names() AS n(name)
+  LEFT JOIN credits.settings s ON s.name OPERATOR(pg_catalog.=) n.name;
+
+COMMENT ON VIEW credits.settings_in_effect IS
+'Every setting credits.settings takes, its value in effect for this session (durations in seconds) and where it comes from (server: the GUC).';
+
+-- The signup trigger reads anonymous_bonus_on_link where the C code does.
+CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND credits.setting('anonymous_bonus_on_link')::boolean THEN
+        RETURN NULL;
+    END IF;
+    PERFORM credits.open_account(NEW.id);
+    RETURN NULL;
+END
+$$;
+
+-- The shards compare their settings rows too.
+CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
+      FROM credits.plans p
+    UNION ALL
+    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
+      FROM credits.operations o
+    UNION ALL
+    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
+      FROM credits.products p
+    UNION ALL
+    SELECT 'settings', count(*), md5(coalesce(string_agg(x.setting, E'\n' ORDER BY x.setting), ''))
+      FROM (SELECT s.setting
+              FROM pg_db_role_setting d
+             CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+             WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND d.setrole = 0
+               AND s.setting LIKE 'credits.%'
+            UNION ALL
+            SELECT 'credits.settings:' || t.name || '=' || t.value
+              FROM credits.settings t) x
+$$;
+
+-- == Owner tasks for a managed admin role (Supabase's postgres) ==
+/*
+ * On Supabase the extension is created by the superuser supabase_admin
+ * (supautils' privileged extensions, or by hand), which then owns every
+ * object; the project's admin role `postgres` is no superuser.  The owner
+ * delegates the owner's tasks to such a role (supabase/after-create.sql
+ * does it for postgres):
+ *
+ *   delegate_owner(role)     SELECT on every table, INSERT/UPDATE/DELETE on
+ *                            the config tables (plans, operations, products,
+ *                            settings), EXECUTE on the owner's functions:
+ *                            grant_roles, attach/detach_supabase_auth,
+ *                            publish_accounts / unpublish_accounts
+ *   grant_roles, attach/detach_supabase_auth, publish/unpublish_accounts
+ *                            SECURITY DEFINER: they change grants, triggers
+ *                            on auth.users and a publication, which only the
+ *                            owner of the objects (a superuser) may
+ *
+ * A client role can never be delegated to (nor a role that a client role
+ * is a member of), and grant_roles keeps the delegations it finds.  The
+ * ledger, lots, holds and accounts stay unwritable for every role but the
+ * owner: a delegate writes credit rows only through the admin functions.
+ */
+-- Adds (publish) or removes credits.accounts from a publication, for
+-- Supabase Realtime's postgres_changes: ALTER PUBLICATION needs ownership of
+-- the table too.  Nothing when it is already so (FOR ALL TABLES included).
+CREATE FUNCTION credits.publish_accounts(publication name DEFAULT 'supabase_realtime')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pub pg_publication;
+BEGIN
+    SELECT * INTO pub FROM pg_publication p WHERE p.pubname = publish_accounts.publication;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'publication "%" does not exist', publish_accounts.publication
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = format('{"field": "publication", "value": %s}', to_json(publish_accounts.publication::text)),
+                  HINT = 'On Supabase the Realtime publication is supabase_realtime.';
+    END IF;
+    IF pub.puballtables OR EXISTS (SELECT 1 FROM pg_publication_rel r
+                                    WHERE r.prpubid = pub.oid AND r.prrelid = 'credits.accounts'::regclass) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER PUBLICATION %I ADD TABLE credits.accounts', pub.pubname);
+END
+$$;
+
+CREATE FUNCTION credits.unpublish_accounts(publication name DEFAULT 'supabase_realtime')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+                WHERE p.pubname = unpublish_accounts.publication AND r.prrelid = 'credits.accounts'::regclass) THEN
+        EXECUTE format('ALTER PUBLICATION %I DROP TABLE credits.accounts', unpublish_accounts.publication);
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION credits.publish_accounts(name) IS
+'Owner (and delegates): adds credits.accounts to a publication (default supabase_realtime) for Realtime postgres_changes.';
+COMMENT ON FUNCTION credits.unpublish_accounts(name) IS
+'Owner (and delegates): removes credits.accounts from a publication.';
+
+-- The functions only the owner and its delegates run.
+CREATE FUNCTION credits.owner_functions()
+RETURNS SETOF regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT unnest(ARRAY[
+        'credits.grant_roles(name, name)',
+        'credits.attach_supabase_auth()',
+        'credits.detach_supabase_auth()',
+        'credits.publish_accounts(name)',
+        'credits.unpublish_accounts(name)'
+    ]::regprocedure[])
+$$;
+
+-- The config tables have row level security with a SELECT policy only: a
+-- delegate without BYPASSRLS (plain Postgres) writes through these.
+DO $$
+DECLARE
+    t regclass;
+    cmd text;
+    cond constant text := $c$pg_catalog.has_function_privilege('credits.attach_supabase_auth()', 'EXECUTE')$c$;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['credits.plans', 'credits.operations', 'credits.products', 'credits.settings']::regclass[] LOOP
+        FOREACH cmd IN ARRAY ARRAY['INSERT', 'UPDATE', 'DELETE'] LOOP
+            EXECUTE format('CREATE POLICY %I ON %s FOR %s %s', 'owner_tasks_' || lower(cmd), t, cmd,
+                           CASE cmd WHEN 'INSERT' THEN format('WITH CHECK (%s)', cond)
+                                    WHEN 'UPDATE' THEN format('USING (%1$s) WITH CHECK (%1$s)', cond)
+                                    ELSE format('USING (%s)', cond) END);
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- The owner's grants to a delegate; run by delegate_owner and grant_roles.
+CREATE FUNCTION credits.owner_grants(admin_role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA credits TO %I', admin_role);
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA credits TO %I', admin_role);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON TABLE credits.plans, credits.operations, '
+                   'credits.products, credits.settings TO %I', admin_role);
+    FOR f IN SELECT credits.owner_functions() LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, admin_role);
+    END LOOP;
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credits.setting(text), credits.setting_names() TO %I', admin_role);
+END
+$$;
+
+-- The roles the owner's tasks are delegated to (a row per delegate_owner;
+-- the grants themselves are in the catalogs, this says whose they are, so
+-- that grant_roles keeps them and a hand-made broad grant is not one).
+CREATE TABLE credits.owner_roles (
+    role_name    name PRIMARY KEY,
+    delegated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER TABLE credits.owner_roles ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.owner_roles', '');
+
+COMMENT ON TABLE credits.owner_roles IS
+'The roles credits.delegate_owner() gave the owner''s tasks (owner only).';
+
+CREATE FUNCTION credits.owner_delegates()
+RETURNS SETOF name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.role_name FROM credits.owner_roles o
+     WHERE EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = o.role_name)
+     ORDER BY 1
+$$;
+
+CREATE FUNCTION credits.delegate_owner(admin_role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    client name;
+BEGIN
+    IF admin_role IS NULL OR NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = admin_role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', coalesce(admin_role, 'null')
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = format('{"field": "admin_role", "role": %s}', coalesce(to_json(admin_role::text)::text, 'null')),
+                  HINT = 'On Supabase: SELECT credits.delegate_owner(''postgres'');';
+    END IF;
+    -- The client role (whoever holds EXECUTE on my_balance() itself) must
+    -- not reach the owner's tasks through membership.
+    FOR client IN
+        SELECT a.grantee::regrole::name
+          FROM pg_proc p, aclexplode(p.proacl) a
+         WHERE p.oid = 'credits.my_balance()'::regprocedure
+           AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
+    LOOP
+        IF pg_has_role(client, admin_role, 'MEMBER') THEN
+            RAISE EXCEPTION 'the client role "%" is a member of "%"', client, admin_role
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('{"field": "admin_role", "role": %s, "client_role": %s}',
+                                      to_json(admin_role::text), to_json(client::text)),
+                      HINT = 'Delegate the owner''s tasks to an admin role that no client role can become.';
+        END IF;
+    END LOOP;
+    INSERT INTO credits.owner_roles (role_name) VALUES (admin_role) ON CONFLICT DO NOTHING;
+    PERFORM credits.owner_grants(admin_role);
+END
+$$;
+
+COMMENT ON FUNCTION credits.delegate_owner(name) IS
+'Owner: lets a role that is not a superuser do the owner''s tasks (edit plans, operations, products and settings; grant_roles; attach/detach_supabase_auth; publish_accounts).  Revoke with credits.revoke_owner(role).';
+
+CREATE FUNCTION credits.revoke_owner(admin_role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    DELETE FROM credits.owner_roles o WHERE o.role_name = revoke_owner.admin_role;
+    EXECUTE format('REVOKE INSERT, UPDATE, DELETE ON TABLE credits.plans, credits.operations, '
+                   'credits.products, credits.settings FROM %I', admin_role);
+    FOR f IN SELECT credits.owner_functions() LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, admin_role);
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION credits.revoke_owner(name) IS
+'Owner: takes back what delegate_owner gave (the admin role''s grants from grant_roles stay).';
+
+-- grant_roles: SECURITY DEFINER (a delegate repairs the grants; the owner,
+-- a superuser on Supabase, holds the grant option), and it keeps the
+-- owner's delegations.
+CREATE OR REPLACE FUNCTION credits.grant_roles(client_role name, admin_role name)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r name;
+    f record;
+    t record;
+    delegates name[] := ARRAY(SELECT credits.owner_delegates());
+BEGIN
+    IF client_role IS NULL OR admin_role IS NULL THEN
+        RAISE EXCEPTION 'client_role and admin_role must not be null'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "%s"}', CASE WHEN client_role IS NULL THEN 'client_role' ELSE 'admin_role' END),
+                  HINT = 'On Supabase: SELECT credits.grant_roles(''authenticated'', ''service_role'');';
+    END IF;
+    IF client_role = admin_role THEN
+        RAISE EXCEPTION 'the client role and the admin role must differ'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "admin_role", "role": %s}', to_json(admin_role::text)),
+                  HINT = 'A client role that could call the admin functions could give itself credits.';
+    END IF;
+    FOREACH r IN ARRAY ARRAY[client_role, admin_role] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            RAISE EXCEPTION 'role "%" does not exist', r
+                USING ERRCODE = 'undefined_object',
+                      DETAIL = format('{"field": "%s", "role": %s}',
+                                      CASE WHEN r = client_role THEN 'client_role' ELSE 'admin_role' END,
+                                      to_json(r::text)),
+                      HINT = format('Create it first, e.g. CREATE ROLE %I NOLOGIN; then GRANT %I TO the login role of your app.', r, r);
+        END IF;
+    END LOOP;
+
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = client_role AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'the client role "%" bypasses row level security', client_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s}', to_json(client_role::text)),
+                  HINT = 'Use a role without SUPERUSER and BYPASSRLS for requests made on behalf of users.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles x
+                WHERE pg_has_role(client_role, x.oid, 'MEMBER')
+                  AND (x.rolcreaterole OR x.rolsuper OR x.rolbypassrls)) THEN
+        RAISE EXCEPTION 'the client role "%" can create roles', client_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "attribute": "CREATEROLE"}',
+                                  to_json(client_role::text)),
+                  HINT = format('ALTER ROLE %I NOCREATEROLE; a client must not be able to grant itself the admin role.', client_role);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_auth_members m
+                WHERE m.admin_option
+                  AND pg_has_role(client_role, m.member, 'MEMBER')
+                  AND pg_has_role(m.roleid, admin_role, 'MEMBER')) THEN
+        RAISE EXCEPTION 'the client role "%" can grant itself the admin role "%"', client_role, admin_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "can_grant": %s}',
+                                  to_json(client_role::text), to_json(admin_role::text)),
+                  HINT = 'Revoke the ADMIN OPTION the client role holds on a role that leads to the admin role.';
+    END IF;
+    IF pg_has_role(client_role, admin_role, 'MEMBER') THEN
+        RAISE EXCEPTION 'the client role "%" is a member of the admin role "%"', client_role, admin_role
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('{"field": "client_role", "role": %s, "member_of": %s}',
+                                  to_json(client_role::text), to_json(admin_role::text)),
+                  HINT = format('REVOKE %I FROM %I; a client must not inherit the admin functions.', admin_role, client_role);
+    END IF;
+    FOREACH r IN ARRAY delegates LOOP
+        IF pg_has_role(client_role, r, 'MEMBER') THEN
+            RAISE EXCEPTION 'the client role "%" is a member of "%", which does the owner''s tasks', client_role, r
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('{"field": "client_role", "role": %s, "member_of": %s}',
+                                      to_json(client_role::text), to_json(r::text)),
+                      HINT = format('SELECT credits.revoke_owner(%L); or pick another client role.', r);
+        END IF;
+    END LOOP;
+
+    -- Start from nothing, so that a broader grant made by hand is undone.
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('REVOKE ALL ON ALL ROUTINES IN SCHEMA credits FROM %I, %I', client_role, admin_role);
+    EXECUTE format('GRANT USAGE ON SCHEMA credits TO %I, %I', client_role, admin_role);
+
+    FOR f IN
+        SELECT p.oid::regprocedure AS fn,
+               p.oid IN (SELECT credits.client_functions()) AS for_client,
+               p.prorettype = 'trigger'::regtype
+               OR p.oid IN (SELECT credits.owner_functions())
+               OR p.oid IN ('credits.delegate_owner(name)'::regprocedure,
+                            'credits.revoke_owner(name)'::regprocedure,
+                            'credits.owner_grants(name)'::regprocedure) AS owner_only
+          FROM pg_proc p
+         WHERE p.pronamespace = 'credits'::regnamespace
+    LOOP
+        IF f.for_client THEN
+            EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', f.fn, client_role);
+        ELSIF NOT f.owner_only THEN
+            EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %I', f.fn, admin_role);
+        END IF;
+    END LOOP;
+
+    FOR t IN
+        SELECT c.oid::regclass AS rel
+          FROM pg_class c
+         WHERE c.relnamespace = 'credits'::regnamespace
+           AND ((c.relkind IN ('r', 'p') AND c.relrowsecurity
+                 AND EXISTS (SELECT 1 FROM pg_policy pol
+                              WHERE pol.polrelid = c.oid AND pol.polcmd IN ('r', '*')))
+                OR c.oid = 'credits.my_account'::regclass)
+           AND c.oid <> 'credits.settings'::regclass
+    LOOP
+        EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t.rel, client_role);
+    END LOOP;
+
+    EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA credits TO %I', admin_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credits.current_user_id_or_null() TO %I', admin_role);
+
+    -- The delegations stay (the revokes above may have reached a delegate).
+    FOREACH r IN ARRAY delegates LOOP
+        PERFORM credits.owner_grants(r);
+    END LOOP;
+END
+$$;
+
+-- == Pinned search_path on every function ==
+-- The C functions without a SECURITY DEFINER (the day helpers, the stats,
+-- entry_kinds, user_uuid) ran with the caller's search_path; none looks a
+-- name up, but every function of the schema now pins it, so that no caller's
+-- schema can ever shadow what one calls (Supabase's linter, lint 0011).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure
+          FROM pg_proc p
+         WHERE p.pronamespace = 'credits'::regnamespace
+           AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search_path=%')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$$;
+
 -- == Privileges (keep this section last) ==
 -- Functions created above start with EXECUTE for PUBLIC: revoke it, then give
 -- the roles that grant_roles() set up before the update what it gives now.

@@ -211,8 +211,7 @@ SELECT credits.my_balance() AS balance_read;
 SELECT kind, amount, balance FROM credits.consume('image');
 SELECT kind, amount, reason FROM credits.my_history() ORDER BY id;
 SELECT postgrest.end_request();
--- On Supabase, linking flips auth.users.is_anonymous; the trigger grants it.
-ALTER TABLE auth.users ADD COLUMN is_anonymous boolean NOT NULL DEFAULT false;
+-- On Supabase, linking flips auth.users.is_anonymous (a column of the fixture, as on Supabase); the trigger grants it.
 SELECT credits.attach_supabase_auth();
 \set anon2 '5ec0ab05-0000-4000-8000-000000000006'
 SET LOCAL ROLE supabase_auth_admin;

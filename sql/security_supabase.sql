@@ -3,7 +3,8 @@
 -- test/fixtures/supabase.sql reproduces the roles, the auth schema and
 -- PostgREST's settings; it is loaded inside a transaction that rolls back.
 
--- Without Supabase there is no auth.users: a clear error.
+-- Without Supabase there is no auth.users: a clear error.  (On the Supabase-shaped
+-- cluster of test/ops/supabase.sh auth.users exists: expected/security_supabase_1.out.)
 SELECT credits.attach_supabase_auth();
 -- Detaching is harmless anywhere.
 SELECT credits.detach_supabase_auth();

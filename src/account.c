@@ -532,12 +532,12 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 static void
 default_plan(PlanSettings *plan)
 {
-	if (!plan_find(credits_default_plan, plan))
+	if (!plan_find(credits_default_plan(), plan))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("default plan \"%s\" does not exist", credits_default_plan),
+				 errmsg("default plan \"%s\" does not exist", credits_default_plan()),
 				 errdetail("{\"setting\": \"credits.default_plan\"}"),
-				 errhint("Set credits.default_plan to a plan in credits.plans.")));
+				 errhint("Set default_plan in credits.settings (or the GUC credits.default_plan) to a plan in credits.plans.")));
 }
 
 /*
@@ -588,7 +588,7 @@ create_account(const pg_uuid_t *user_id)
 	memset(nulls, 'n', sizeof(nulls));
 	args[0] = UUIDPGetDatum(user_id);
 	nulls[0] = ' ';
-	args[1] = CStringGetTextDatum(returning && rec.plan ? rec.plan : credits_default_plan);
+	args[1] = CStringGetTextDatum(returning && rec.plan ? rec.plan : credits_default_plan());
 	nulls[1] = ' ';
 	if (returning)
 		record_insert_args(&rec, args, nulls);
@@ -641,7 +641,7 @@ signup_bonus_of(const char *plan_name)
 static bool
 bonus_withheld(const pg_uuid_t *user_id)
 {
-	return credits_bonus_on_link && request_is_anonymous(user_id);
+	return credits_bonus_on_link() && request_is_anonymous(user_id);
 }
 
 /*

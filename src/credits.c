@@ -18,11 +18,6 @@
 
 PG_MODULE_MAGIC;
 
-char	   *credits_default_plan = NULL;
-int			credits_hold_timeout_s = 900;
-int			credits_timezone_interval_s = 86400;
-bool		credits_bonus_on_link = true;
-
 /* Set only by credits.delete_account, for the one recorded deletion. */
 bool		credits_ledger_delete_allowed = false;
 
@@ -34,53 +29,11 @@ _PG_init(void)
 	if (IsBinaryUpgrade)
 		return;
 
-	DefineCustomStringVariable("credits.default_plan",
-							   "Plan given to an account on its first touch.",
-							   NULL,
-							   &credits_default_plan,
-							   "free",
-							   PGC_SUSET,
-							   0,
-							   NULL, NULL, NULL);
-
-	DefineCustomIntVariable("credits.hold_timeout",
-							"How long a hold reserves credits before it is released.",
-							NULL,
-							&credits_hold_timeout_s,
-							900,
-							1,
-							7 * 24 * 3600,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("credits.timezone_change_interval",
-							"How often a client may change its time zone.",
-							"set_my_timezone refuses another change within this time (PT429).",
-							&credits_timezone_interval_s,
-							86400,
-							0,
-							INT_MAX,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomBoolVariable("credits.anonymous_bonus_on_link",
-							 "An anonymous sign-in gets its signup bonus only when the account is linked.",
-							 "A user signed in anonymously (JWT claim is_anonymous) is a new user id per session.",
-							 &credits_bonus_on_link,
-							 true,
-							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
-
+	settings_init();
 	stats_init();
 	shard_init();
-	deletion_init();
-	purchases_init();
 	notify_init();
 	external_ids_init();
-	webhooks_init();
 
 	MarkGUCPrefixReserved("credits");
 }

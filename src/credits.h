@@ -60,12 +60,40 @@
 #define CREDITS_CLIENT_MAX_KEY_CHARS		128
 #define CREDITS_CLIENT_MAX_METADATA_BYTES	1024
 
-/* ---- GUCs (credits.c) ---- */
-extern char *credits_default_plan;
-extern int	credits_hold_timeout_s;
-extern int	credits_timezone_interval_s;
-extern bool credits_bonus_on_link;
 extern bool credits_ledger_delete_allowed;
+
+/* ---- settings.c: the settings an admin changes (credits.settings over the GUCs) ---- */
+typedef enum SettingId
+{
+	SETTING_DEFAULT_PLAN,
+	SETTING_HOLD_TIMEOUT,
+	SETTING_TIMEZONE_CHANGE_INTERVAL,
+	SETTING_ANONYMOUS_BONUS_ON_LINK,
+	SETTING_DELETION_RETENTION,
+	SETTING_DELETION_INTERVAL,
+	SETTING_ACCEPT_SANDBOX,
+	SETTING_PENDING_PURCHASE_GRACE,
+	SETTING_PENDING_PURCHASE_DAILY_LIMIT,
+	SETTING_STRIPE_SIGNATURE_TOLERANCE,
+	SETTING_COUNT
+} SettingId;
+
+extern void settings_init(void);
+extern int	setting_int(SettingId id);
+extern bool setting_bool(SettingId id);
+extern const char *setting_string(SettingId id);
+
+/* One accessor per setting (seconds where the setting is a duration). */
+#define credits_default_plan()			setting_string(SETTING_DEFAULT_PLAN)
+#define credits_hold_timeout_s()		setting_int(SETTING_HOLD_TIMEOUT)
+#define credits_timezone_interval_s()	setting_int(SETTING_TIMEZONE_CHANGE_INTERVAL)
+#define credits_bonus_on_link()			setting_bool(SETTING_ANONYMOUS_BONUS_ON_LINK)
+#define credits_deletion_retention_s()	setting_int(SETTING_DELETION_RETENTION)
+#define credits_deletion_interval_s()	setting_int(SETTING_DELETION_INTERVAL)
+#define credits_accept_sandbox()		setting_bool(SETTING_ACCEPT_SANDBOX)
+#define credits_pending_grace_s()		setting_int(SETTING_PENDING_PURCHASE_GRACE)
+#define credits_pending_daily_limit()	setting_int(SETTING_PENDING_PURCHASE_DAILY_LIMIT)
+#define credits_stripe_tolerance_s()	setting_int(SETTING_STRIPE_SIGNATURE_TOLERANCE)
 
 /* ---- spi_plans.c: statements prepared once per backend and kept ---- */
 typedef struct CachedStatement
@@ -431,8 +459,6 @@ extern bool request_is_anonymous(const pg_uuid_t *user_id);
 extern bool request_is_linked(const pg_uuid_t *user_id);
 
 /* ---- deletion.c: what deleting an account keeps ---- */
-extern int	credits_deletion_retention_s;
-extern int	credits_deletion_interval_s;
 
 /* The record of a deleted user id (credits.deletion_records). */
 typedef struct DeletionRecord
@@ -455,7 +481,6 @@ typedef struct DeletionRecord
 	TimestampTz deleted_at;
 } DeletionRecord;
 
-extern void deletion_init(void);
 extern bool deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec);
 extern bool deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id);
 extern void deletion_link_tombstone(const pg_uuid_t *user_id, int64 tombstone_id);
@@ -522,7 +547,6 @@ extern void charge_operation(Account *acct, const OperationRequest *req, const c
 							 LedgerEntry *entry);
 
 /* ---- purchases.c: store purchases and entitlements ---- */
-extern void purchases_init(void);
 extern void entitlements_refresh(Account *acct);
 extern bool entitlements_best(const pg_uuid_t *user_id, char **plan, bool *has_until,
 							  TimestampTz *until);

@@ -54,9 +54,6 @@
 /* field4 of the existence lock's tag (advisory locks of SQL use 1 and 2) */
 #define CREDITS_EXISTENCE_LOCK 0x4352
 
-int			credits_deletion_retention_s = 365 * 86400;
-int			credits_deletion_interval_s = 86400;
-
 #define RECORD_HASH \
 	"sha256(s.salt || pg_catalog.uuid_send($1))"
 
@@ -134,34 +131,6 @@ static CachedStatement record_link_tombstone = {
 	2, {UUIDOID, INT8OID}
 };
 
-/* The settings.  Called from _PG_init. */
-void
-deletion_init(void)
-{
-	DefineCustomIntVariable("credits.deletion_retention",
-							"How long the record of a deleted user id is kept.",
-							"A user id that comes back within this time gets no second signup bonus "
-							"and keeps its day count, claims, limiter state and admin-set plan.",
-							&credits_deletion_retention_s,
-							365 * 86400,
-							86400,
-							INT_MAX,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("credits.deletion_interval",
-							"How often a client may delete its own account.",
-							NULL,
-							&credits_deletion_interval_s,
-							86400,
-							0,
-							INT_MAX,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-}
-
 /*
  * The unexpired record of a deleted user id, if there is one.  Inside an
  * SPI connection; strings are allocated in the current memory context.
@@ -200,8 +169,8 @@ deletion_record_find(const pg_uuid_t *user_id, DeletionRecord *rec)
 bool
 deletion_remember(const pg_uuid_t *user_id, int64 *tombstone_id)
 {
-	Datum		args[3] = {UUIDPGetDatum(user_id), CStringGetTextDatum(credits_default_plan),
-	Int32GetDatum(credits_deletion_retention_s)};
+	Datum		args[3] = {UUIDPGetDatum(user_id), CStringGetTextDatum(credits_default_plan()),
+	Int32GetDatum(credits_deletion_retention_s())};
 
 	spi_exec(&records_purge, NULL, NULL);
 	spi_exec(&salt_create, NULL, NULL);
@@ -232,7 +201,7 @@ deletion_check_interval(const pg_uuid_t *user_id)
 
 	if (!deletion_record_find(user_id, &rec))
 		return;
-	next = rec.deleted_at + (TimestampTz) credits_deletion_interval_s * USECS_PER_SEC;
+	next = rec.deleted_at + (TimestampTz) credits_deletion_interval_s() * USECS_PER_SEC;
 	if (next > now)
 		refuse_deletion_interval(user_id, (next - now) / 1000);
 }

@@ -238,7 +238,7 @@ refuse_too_soon(DenialReason reason, const pg_uuid_t *user_id, int64 retry_after
 			(errcode(ERRCODE_CREDITS_TOO_MANY),
 			 errmsg("%s", message),
 			 errdetail_internal("%s", detail),
-			 errhint("One %s per %d seconds (%s): retry after retry_after_ms.",
+			 errhint("One %s per %d seconds (%s in credits.settings): retry after retry_after_ms.",
 					 what, interval_s, setting)));
 }
 
@@ -247,7 +247,7 @@ refuse_timezone_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
 {
 	refuse_too_soon(DENIAL_TIMEZONE_INTERVAL, user_id, retry_after_ms,
 					"time zone changed too recently", "time zone change",
-					"credits.timezone_change_interval", credits_timezone_interval_s);
+					"timezone_change_interval", credits_timezone_interval_s());
 }
 
 void
@@ -255,5 +255,5 @@ refuse_deletion_interval(const pg_uuid_t *user_id, int64 retry_after_ms)
 {
 	refuse_too_soon(DENIAL_DELETION_INTERVAL, user_id, retry_after_ms,
 					"account deleted too recently", "account deletion",
-					"credits.deletion_interval", credits_deletion_interval_s);
+					"deletion_interval", credits_deletion_interval_s());
 }

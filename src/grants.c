@@ -260,7 +260,7 @@ check_timezone_interval(const Account *acct)
 
 	if (!acct->has_timezone_changed_at)
 		return;
-	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s * USECS_PER_SEC;
+	next = acct->timezone_changed_at + (TimestampTz) credits_timezone_interval_s() * USECS_PER_SEC;
 	if (next > now)
 		refuse_timezone_interval(&acct->user_id, (next - now) / 1000);
 }

@@ -399,7 +399,7 @@ credits_reserve(PG_FUNCTION_ARGS)
 	{
 		LedgerEntry entry = {0};
 		TimestampTz expires_at = GetCurrentTransactionStartTimestamp() +
-			(int64) credits_hold_timeout_s * USECS_PER_SEC;
+			(int64) credits_hold_timeout_s() * USECS_PER_SEC;
 		Datum		args[8];
 
 		charge_operation(&acct, &req, "hold", &entry);

@@ -34,10 +34,6 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 
-bool		credits_accept_sandbox = false;
-int			credits_pending_grace_s = 600;
-int			credits_pending_daily_limit = 3;
-
 /* ---- statements ---- */
 
 static CachedStatement product_by_id = {
@@ -237,41 +233,6 @@ static CachedStatement claim_insert = {
 };
 
 /* ---- settings ---- */
-
-void
-purchases_init(void)
-{
-	DefineCustomBoolVariable("credits.accept_sandbox",
-							 "Apply store webhook events from the SANDBOX environment.",
-							 "Off in production: sandbox purchases are acknowledged and ignored.",
-							 &credits_accept_sandbox,
-							 false,
-							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
-
-	DefineCustomIntVariable("credits.pending_purchase_grace",
-							"How long a claimed purchase unlocks its plan before the store confirms it.",
-							NULL,
-							&credits_pending_grace_s,
-							600,
-							1,
-							24 * 3600,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-
-	DefineCustomIntVariable("credits.pending_purchase_daily_limit",
-							"Provisional unlocks a user may claim in 24 hours.",
-							NULL,
-							&credits_pending_daily_limit,
-							3,
-							0,
-							1000,
-							PGC_SUSET,
-							0,
-							NULL, NULL, NULL);
-}
 
 /* ---- small helpers ---- */
 
@@ -1254,16 +1215,16 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 
 		spi_exec(&claims_today, args, NULL);
 		used = spi_get_int64(0, 1);
-		if (used >= credits_pending_daily_limit)
+		if (used >= credits_pending_daily_limit())
 		{
 			wait = DatumGetIntervalP(spi_get_typed(0, 2, INTERVALOID, &isnull));
-			refuse_claim_limit(credits_pending_daily_limit,
+			refuse_claim_limit(credits_pending_daily_limit(),
 							   isnull ? 86400000 : (wait->time + wait->day * USECS_PER_DAY) / 1000);
 		}
 
 		{
 			Datum		ins[5] = {UUIDPGetDatum(&user_id), CStringGetTextDatum(product_id),
-				CStringGetTextDatum(product.plan), Int32GetDatum(credits_pending_grace_s),
+				CStringGetTextDatum(product.plan), Int32GetDatum(credits_pending_grace_s()),
 			CStringGetTextDatum(transaction_id)};
 			TimestampTz until;
 
@@ -1272,7 +1233,7 @@ credits_claim_pending_purchase(PG_FUNCTION_ARGS)
 			entitlements_refresh(&acct);
 			account_save(&acct);
 			result = claim_result("unlocked", NULL, product.plan, true, until, true,
-								  (int) (credits_pending_daily_limit - used - 1));
+								  (int) (credits_pending_daily_limit() - used - 1));
 		}
 	}
 	SPI_finish();

@@ -13,11 +13,6 @@
 
 #include "credits.h"
 
-/* ---- settings (purchases_init) ---- */
-extern bool credits_accept_sandbox;
-extern int	credits_pending_grace_s;
-extern int	credits_pending_daily_limit;
-
 /* Statuses that give the plan until expires_at. */
 #define ENTITLEMENT_ACCESS_STATUSES "('active', 'cancelled', 'billing_issue', 'paused')"
 

@@ -866,7 +866,7 @@ credits_apply_revenuecat_event(PG_FUNCTION_ARGS)
 	else
 	{
 		ev.environment = get_string(event, "environment", false, 64);
-		if (ev.environment && strcmp(ev.environment, "SANDBOX") == 0 && !credits_accept_sandbox)
+		if (ev.environment && strcmp(ev.environment, "SANDBOX") == 0 && !credits_accept_sandbox())
 			result_set(&r, "ignored", "sandbox");
 	}
 	if (r.status != NULL)

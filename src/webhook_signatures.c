@@ -31,27 +31,11 @@
 #define HMAC_SHA256_LEN 32
 #define MAX_SIGNATURES 8		/* v1 entries looked at in a Stripe-Signature header */
 
-static int	stripe_tolerance_s = 300;
-
 static CachedStatement secret_of = {
 	"SELECT secret FROM credits_secrets.webhook_secrets WHERE provider = $1",
 	1, {TEXTOID}
 };
 
-void
-webhook_signatures_init(void)
-{
-	DefineCustomIntVariable("credits.stripe_signature_tolerance",
-							"How far the t= time of a Stripe-Signature may be from now.",
-							NULL,
-							&stripe_tolerance_s,
-							300,
-							1,
-							24 * 3600,
-							PGC_SUSET,
-							GUC_UNIT_S,
-							NULL, NULL, NULL);
-}
 
 pg_noreturn static void refuse_signature(const char *provider, const char *header,
 										 const char *reason);
@@ -204,6 +188,6 @@ webhook_check_stripe(const char *secret, const char *payload, const char *header
 	if (!match)
 		refuse_signature("stripe", "Stripe-Signature", "bad_signature");
 	age = unix_now() - strtoll(t, NULL, 10);
-	if (age > stripe_tolerance_s || age < -stripe_tolerance_s)
+	if (age > credits_stripe_tolerance_s() || age < -credits_stripe_tolerance_s())
 		refuse_signature("stripe", "Stripe-Signature", "timestamp_outside_tolerance");
 }

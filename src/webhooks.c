@@ -117,12 +117,6 @@ static CachedStatement kept_all = {
 	1, {TEXTOID}
 };
 
-void
-webhooks_init(void)
-{
-	webhook_signatures_init();
-}
-
 /* ---- the body ---- */
 
 /* The body as jsonb; 22023 when it is not a JSON object. */

@@ -38,10 +38,8 @@ typedef struct WebhookEvent
 	const char *environment;	/* live | test (Stripe's livemode, Creem's mode) */
 } WebhookEvent;
 
-extern void webhooks_init(void);
 
 /* webhook_signatures.c: 28000 unless the header signs the raw body with the provider's secret */
-extern void webhook_signatures_init(void);
 extern const char *webhook_secret(const char *provider);
 extern void webhook_check_stripe(const char *secret, const char *payload, const char *header);
 extern void webhook_check_creem(const char *secret, const char *payload, const char *header);

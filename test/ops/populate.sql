@@ -78,3 +78,14 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Settings and delegations (1.1 on): a setting changed by the admin, and the owner's tasks
+-- delegated (here to the owner itself: the row is what the copies must keep).
+DO $$
+BEGIN
+    IF to_regclass('credits.settings') IS NOT NULL THEN
+        INSERT INTO credits.settings (name, value) VALUES ('deletion_retention', '400d');
+        PERFORM credits.delegate_owner(current_user);
+    END IF;
+END
+$$;

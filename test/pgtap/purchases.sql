@@ -12,7 +12,8 @@ SELECT ok((SELECT bool_and(c.relrowsecurity) FROM pg_class c
           'row level security is enabled on every purchases table');
 SELECT policies_are('credits', 'entitlements', ARRAY['own_rows'],
                     'entitlements: one policy, a user selects their own rows');
-SELECT policies_are('credits', 'products', ARRAY['readable'], 'products: readable by everyone, like plans');
+SELECT policies_are('credits', 'products', ARRAY['readable', 'owner_tasks_insert', 'owner_tasks_update', 'owner_tasks_delete'],
+                    'products: readable by everyone, like plans; written by the owner''s delegates');
 
 SELECT ok(p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'],
           p.proname || ' is SECURITY DEFINER with a pinned search_path')

@@ -37,12 +37,17 @@ INSERT INTO client_fns VALUES
     ('credits.claim_pending_purchase(text, text)'),
     ('credits.current_user_id()'),
     ('credits.current_user_id_or_null()');
--- Setup functions only the owner runs.
+-- Setup functions only the owner runs (and the roles it delegates them to: credits.delegate_owner).
 CREATE TEMP TABLE owner_fns (fn regprocedure PRIMARY KEY);
 INSERT INTO owner_fns VALUES
     ('credits.grant_roles(name, name)'),
     ('credits.attach_supabase_auth()'),
-    ('credits.detach_supabase_auth()');
+    ('credits.detach_supabase_auth()'),
+    ('credits.publish_accounts(name)'),
+    ('credits.unpublish_accounts(name)'),
+    ('credits.delegate_owner(name)'),
+    ('credits.revoke_owner(name)'),
+    ('credits.owner_grants(name)');
 
 -- Every function, with a call that passes NULL for each argument: enough to
 -- reach the privilege check, which comes before the function runs.
@@ -90,7 +95,7 @@ SELECT is(has_function_privilege('service_role', fn, 'EXECUTE'), admin_may,
 SELECT set_eq('SELECT fn FROM client_fns', 'SELECT credits.client_functions()',
               'credits.client_functions() lists exactly the contract''s client functions');
 SELECT is((SELECT count(*) FROM client_fns)::int, 11, 'eleven client functions');
-SELECT is((SELECT count(*) FROM owner_fns o JOIN pg_proc p ON p.oid = o.fn)::int, 3, 'three setup functions');
+SELECT is((SELECT count(*) FROM owner_fns o JOIN pg_proc p ON p.oid = o.fn)::int, 8, 'eight setup functions');
 SELECT is_empty($$
     SELECT c.fn FROM client_fns c JOIN pg_proc p ON p.oid = c.fn
      WHERE 'uuid'::regtype = ANY (p.proargtypes::oid[])

@@ -224,7 +224,7 @@ run_load() {
 run_ops() {
     local f
     local files=()
-    for f in "$ROOT"/test/ops/*.sh; do
+    for f in "$ROOT"/test/ops/${CREDITS_OPS:-*}.sh; do
         if [[ -e $f ]]; then files+=("$f"); fi
     done
     echo "== operations (backups, replicas, upgrades): ${#files[@]} script(s)"

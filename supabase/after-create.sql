@@ -1,0 +1,19 @@
+-- supabase/after-create.sql: what runs as the superuser right after
+-- CREATE EXTENSION credits on Supabase, so that the project's admin role
+-- `postgres` (no superuser there) can do every admin task of the README.
+--
+-- Self-hosted Supabase (the supabase/postgres image, with credits built into
+-- it): add `credits` to supautils.privileged_extensions and copy this file
+-- to <supautils.extension_custom_scripts_path>/credits/after-create.sql
+-- (the image's path is /etc/postgresql-custom/extension-custom-scripts).
+-- supautils then runs `CREATE EXTENSION credits` of `postgres` as
+-- supabase_admin and this file after it, as supabase_admin.  Without
+-- supautils, run CREATE EXTENSION credits and this file as supabase_admin
+-- (psql -U supabase_admin -f supabase/after-create.sql).
+--
+-- CREATE EXTENSION has already granted the client functions to
+-- `authenticated` and the admin functions to `service_role` (of which
+-- `postgres` is a member); this adds the owner's tasks: editing plans,
+-- operations, products and settings, grant_roles, attach/detach of Supabase
+-- Auth, publish_accounts for Realtime.  Idempotent.
+select credits.delegate_owner('postgres');
