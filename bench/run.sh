@@ -10,7 +10,7 @@
 # Modes (BENCH_MODES): every case runs twice, first "installed" (no
 # shared_preload_libraries, no setting changed: CREATE EXTENSION and go), then
 # "preloaded" (shared_preload_libraries = 'credits'); the server is restarted
-# in between (ALTER SYSTEM) and the data read back into shared buffers
+# in between (pg_ctl restart -o) and the data read back into shared buffers
 # (pg_prewarm).  Every mode runs its own floor, so each ratio compares runs
 # made seconds apart in the same mode.
 #
@@ -291,8 +291,9 @@ switch_mode() {
     local want=$1 preload=
     [[ $want == preloaded ]] && preload=credits
     [[ $(current_mode) == "$want" ]] && return 0
-    psql_q -c "ALTER SYSTEM SET shared_preload_libraries = '$preload'"
-    local cmd=("$PGBIN/pg_ctl" -D "$BENCH_PGDATA" -l "$BENCH_PGLOG" -m fast -w -t 300 restart)
+    # on the command line (ALTER SYSTEM ... = '' would name one library "")
+    local cmd=("$PGBIN/pg_ctl" -D "$BENCH_PGDATA" -l "$BENCH_PGLOG" -m fast -w -t 300 restart
+               -o "-c shared_preload_libraries='$preload'")
     if ((EUID == 0)); then
         (cd "$BENCH_PGDATA" && runuser -u "$BENCH_PG_OS_USER" -- "${cmd[@]}") >"$OUT/restart.log" 2>&1 9>&- || true
     else
