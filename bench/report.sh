@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # bench/report.sh OUT_DIR: formats a bench/run.sh result directory as markdown.
 #
-#   results.tsv      name clients sync impl run tps avg_ms p99_ms failed
+#   results.tsv      mode/name clients sync impl run tps avg_ms p99_ms failed
+#                    (mode: installed or preloaded, see bench/run.sh)
 #   ledger_sizes.tsv impl class users_touched avg_entries max_entries max_today
 #   memory.txt       one line: calls=... rss_before_kb=... (key=value pairs)
 #   meta.txt         comment lines describing the run
 #
 # Medians over runs (BENCH_RUNS) per configuration and implementation; ratios
-# are credits / baseline, computed from those medians.  Plain awk (mawk-safe).
+# are credits / baseline, computed from those medians, within one mode (its
+# own floor runs).  Plain awk (mawk-safe).
 set -euo pipefail
 OUT=${1:?usage: report.sh OUT_DIR}
 
@@ -40,25 +42,27 @@ function add(arr, key, v) { if (v != "") arr[key] = (key in arr) ? arr[key] " " 
 END {
     for (k in TPS) { mt[k] = median(TPS[k]); ma[k] = median(AVG[k]); mp[k] = median(P99[k]) }
 
-    print "| case | clients | sync commit | implementation | TPS | avg ms | p99 ms | TPS vs (a) floor | TPS vs (b) plpgsql | p99 vs floor | errors |"
-    print "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"
+    print "| mode / case | clients | sync commit | implementation | TPS | avg ms | p99 ms | TPS vs (a) floor | TPS vs (b) plpgsql | TPS vs pgledger | p99 vs floor | errors |"
+    print "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
     for (i = 1; i <= ncfg; i++) {
         cfg = cfgs[i]
         split(cfg, c, SUBSEP)
-        if (c[1] ~ /^o1_/) continue
+        if (c[1] ~ /\/o1_/) continue
         n = split(impls[cfg], im, " ")
         for (j = 1; j <= n; j++) {
             key = cfg SUBSEP im[j]
-            fl = cfg SUBSEP "floor"; pl = cfg SUBSEP "plpgsql"
+            fl = cfg SUBSEP "floor"; pl = cfg SUBSEP "plpgsql"; pg = cfg SUBSEP "pgledger"
             isc = (im[j] ~ /^credits/)
             rf = isc ? ratio(mt[key], mt[fl]) : ""
             rp = isc ? ratio(mt[key], mt[pl]) : ""
+            rg = isc ? ratio(mt[key], mt[pg]) : ""
             pf = isc ? ratio(mp[key], mp[fl]) : ""
             name = (im[j] == "floor") ? "(a) floor" : (im[j] == "plpgsql") ? "(b) plpgsql" : \
-                   (im[j] == "credits_heard") ? "credits, a listener connected" : "**credits**"
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c[1], c[2], c[3], name,
+                   (im[j] == "pgledger") ? "pgledger transfer" : \
+                   (im[j] == "credits_heard") ? "credits, notify on + a listener" : "**credits**"
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c[1], c[2], c[3], name,
                 fmt(mt[key], 0), fmt(ma[key], 3), fmt(mp[key], 3),
-                rf == "" ? "" : rf "x", rp == "" ? "" : rp "x", pf == "" ? "" : pf "x",
+                rf == "" ? "" : rf "x", rp == "" ? "" : rp "x", rg == "" ? "" : rg "x", pf == "" ? "" : pf "x",
                 (key in fails) ? fails[key] : ""
         }
     }
@@ -71,9 +75,10 @@ END {
     print "|---|---|---:|---:|---:|"
     for (i = 1; i <= ncfg; i++) {
         cfg = cfgs[i]; split(cfg, c, SUBSEP)
-        if (c[1] !~ /^o1_.*_shallow$/) continue
-        what = c[1]; sub(/^o1_/, "", what); sub(/_shallow$/, "", what)
-        deepcfg = "o1_" what "_deep" SUBSEP c[2] SUBSEP c[3]
+        if (c[1] !~ /\/o1_.*_shallow$/) continue
+        mode = c[1]; sub(/\/.*/, "", mode)
+        what = c[1]; sub(/^.*\/o1_/, "", what); sub(/_shallow$/, "", what)
+        deepcfg = mode "/o1_" what "_deep" SUBSEP c[2] SUBSEP c[3]
         n = split(impls[cfg], im, " ")
         for (j = 1; j <= n; j++) {
             s = ma[cfg SUBSEP im[j]]; d = ma[deepcfg SUBSEP im[j]]
@@ -96,23 +101,35 @@ END {
                M["contexts_before"], M["contexts_half"], M["contexts_after"], M["rss_before_kb"], M["rss_after_kb"]
     }
 
-    # targets
-    lo = "consume_low" SUBSEP "8" SUBSEP "off"; hot = "consume_hot" SUBSEP "32" SUBSEP "off"
+    # targets, per mode
     print ""
-    print "Targets (from the medians above):"
+    print "Targets (from the medians above, each mode against its own floor):"
     print ""
-    t1 = ratio(mt[lo SUBSEP "credits"], mt[lo SUBSEP "floor"]); t1b = ratio(mt[lo SUBSEP "credits"], mt[lo SUBSEP "plpgsql"])
-    t2 = ratio(mt[hot SUBSEP "credits"], mt[hot SUBSEP "floor"]); t2b = ratio(mt[hot SUBSEP "credits"], mt[hot SUBSEP "plpgsql"])
-    t3 = ratio(mp[lo SUBSEP "credits"], mp[lo SUBSEP "floor"])
-    verdict(t1 != "" && t1 + 0 >= 0.9 && t1b + 0 >= 1.0, "consume low contention, 8 clients, sync off: " t1 "x floor (>= 0.9), " t1b "x plpgsql (>= 1.0)")
-    verdict(t2 != "" && t2 + 0 >= 0.8 && t2b + 0 >= 3.0 && !((hot SUBSEP "credits") in fails),
-            "hot rows, 10 users, 32 clients, sync off: " t2 "x floor (>= 0.8), " t2b "x plpgsql (>= 3), errors: " (((hot SUBSEP "credits") in fails) ? fails[hot SUBSEP "credits"] : "none"))
-    verdict(t3 != "" && t3 + 0 <= 2.0, "p99 of consume at 8 clients: " t3 "x the floor p99 (<= 2)")
-    q1 = ratio(mt[lo SUBSEP "credits_heard"], mt[lo SUBSEP "floor"]); q1b = ratio(mt[lo SUBSEP "credits_heard"], mt[lo SUBSEP "plpgsql"])
-    q2 = ratio(mt[hot SUBSEP "credits_heard"], mt[hot SUBSEP "floor"]); q2b = ratio(mt[hot SUBSEP "credits_heard"], mt[hot SUBSEP "plpgsql"])
-    q3 = ratio(mp[lo SUBSEP "credits_heard"], mp[lo SUBSEP "floor"])
-    if (q1 != "")
-        printf "- (with a LISTEN credits session connected, every commit notifying: low %sx floor, %sx plpgsql; hot %sx floor, %sx plpgsql; p99 %sx floor)\n", q1, q1b, q2, q2b, q3
+    for (mi = 1; mi <= 2; mi++) {
+        mode = (mi == 1) ? "installed" : "preloaded"
+        lo = mode "/consume_low" SUBSEP "8" SUBSEP "off"; hot = mode "/consume_hot" SUBSEP "32" SUBSEP "off"
+        if (!((lo SUBSEP "floor") in mt)) continue
+        t1 = ratio(mt[lo SUBSEP "credits"], mt[lo SUBSEP "floor"]); t1b = ratio(mt[lo SUBSEP "credits"], mt[lo SUBSEP "plpgsql"])
+        t2 = ratio(mt[hot SUBSEP "credits"], mt[hot SUBSEP "floor"]); t2b = ratio(mt[hot SUBSEP "credits"], mt[hot SUBSEP "plpgsql"])
+        t3 = ratio(mp[lo SUBSEP "credits"], mp[lo SUBSEP "floor"])
+        verdict(t1 != "" && t1 + 0 >= 0.9 && t1b + 0 >= 1.0, mode ": consume low contention, 8 clients, sync off: " t1 "x floor (>= 0.9), " t1b "x plpgsql (>= 1.0)")
+        verdict(t2 != "" && t2 + 0 >= 0.8 && t2b + 0 >= 3.0 && !((hot SUBSEP "credits") in fails),
+                mode ": hot rows, 10 users, 32 clients, sync off: " t2 "x floor (>= 0.8), " t2b "x plpgsql (>= 3), errors: " (((hot SUBSEP "credits") in fails) ? fails[hot SUBSEP "credits"] : "none"))
+        verdict(t3 != "" && t3 + 0 <= 1.5, mode ": p99 of consume at 8 clients: " t3 "x the floor p99 (<= 1.5)")
+        g1 = ratio(mt[lo SUBSEP "credits"], mt[lo SUBSEP "pgledger"]); g2 = ratio(mt[hot SUBSEP "credits"], mt[hot SUBSEP "pgledger"])
+        if (g1 != "") verdict(g1 + 0 > 1 && g2 + 0 > 1, mode ": ahead of the pgledger transfer: " g1 "x at 8 clients over all users, " g2 "x on 10 hot users at 32 clients")
+        q1 = ratio(mt[lo SUBSEP "credits_heard"], mt[lo SUBSEP "floor"]); q1b = ratio(mt[lo SUBSEP "credits_heard"], mt[lo SUBSEP "plpgsql"])
+        q2 = ratio(mt[hot SUBSEP "credits_heard"], mt[hot SUBSEP "floor"]); q2b = ratio(mt[hot SUBSEP "credits_heard"], mt[hot SUBSEP "plpgsql"])
+        q3 = ratio(mp[lo SUBSEP "credits_heard"], mp[lo SUBSEP "floor"])
+        if (q1 != "")
+            printf "- %s: (credits.notify = on with a LISTEN credits session connected, every commit notifying: low %sx floor, %sx plpgsql; hot %sx floor, %sx plpgsql; p99 %sx floor)\n", mode, q1, q1b, q2, q2b, q3
+        for (ci = 1; ci <= 3; ci++) {
+            cs = (ci == 1) ? "grant" : (ci == 2) ? "reads" : "replay"
+            k = mode "/" cs SUBSEP "8" SUBSEP "off"
+            r = ratio(mt[k SUBSEP "credits"], mt[k SUBSEP "floor"])
+            if (r != "") verdict(r + 0 >= 0.9, mode ": " cs ", 8 clients, sync off: " r "x floor (>= 0.9)")
+        }
+    }
     verdict(o1["credits", "reads"] != "" && o1["credits", "reads"] + 0 <= 1.2, "reads O(1): deep / shallow latency " o1["credits", "reads"] " (<= 1.2)")
     verdict(o1["credits", "consume"] != "" && o1["credits", "consume"] + 0 <= 1.2, "consume independent of history: deep / shallow latency " o1["credits", "consume"] " (<= 1.2)")
     if (mem != "") {
@@ -138,4 +155,55 @@ if [[ -s $OUT/ledger_sizes.tsv ]]; then
     echo "| users | implementation | users touched | avg entries | max entries | max entries today |"
     echo "|---|---|---:|---:|---:|---:|"
     awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s |\n", $2, $1, $3, $4, $5, $6}' "$OUT/ledger_sizes.tsv"
+fi
+
+if [[ -s $OUT/pooler.tsv ]]; then
+    echo
+    echo "Through pgbouncer (transaction mode), open loop (pgbench --rate), latency from each"
+    echo "transaction's scheduled start (medians over the runs of each rate). The floor sustains"
+    echo "a rate when it reaches 95 % of it with p99 <= 50 ms; there the goal is credits p99 <= 1.2 x floor's."
+    echo
+    echo "| mode | phase | rate | clients | floor TPS | credits TPS | floor p50 / p95 / p99 ms | credits p50 / p95 / p99 ms | p99 credits / floor | goal |"
+    echo "|---|---|---:|---:|---:|---:|---|---|---:|---|"
+    awk -F'\t' '
+    function sort_num(a, n,    i, j, t) {
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    }
+    function median(list,    a, n) {
+        if (list == "") return ""
+        n = split(list, a, " "); sort_num(a, n)
+        return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(arr, key, v) { if (v != "" && v != "-") arr[key] = (key in arr) ? arr[key] " " v : v }
+    function f(x, d) { return x == "" ? "-" : sprintf("%." d "f", x) }
+    $2 !~ /^call_/ {
+        k = $1 SUBSEP $2 SUBSEP $4
+        if (!(k in seen)) { seen[k] = 1; order[++n] = k; clients[k] = $5 }
+        add(TPS, k SUBSEP $3, $6); add(P50, k SUBSEP $3, $7); add(P95, k SUBSEP $3, $8); add(P99, k SUBSEP $3, $9)
+        if ($10 != "" && $10 != "0") failed[k, $3] = failed[k, $3] " " $10
+    }
+    $2 ~ /^call_/ { call[$1, $2, $3] = $7; conn[$1, $2, $3] = $8; modes[$1] = 1 }
+    END {
+        for (i = 1; i <= n; i++) {
+            split(order[i], c, SUBSEP)
+            k = order[i]
+            ft = median(TPS[k, "floor"]); ct = median(TPS[k, "credits"])
+            f99 = median(P99[k, "floor"]); c99 = median(P99[k, "credits"])
+            r = (f99 + 0 > 0) ? sprintf("%.2f", c99 / f99) : ""
+            goal = ""
+            if (c[2] == "steady")
+                goal = (ft + 0 >= 0.95 * c[3] && f99 + 0 <= 50) ? ((r + 0 <= 1.2) ? "met" : "NOT met") : "floor saturated"
+            fl = ((k SUBSEP "credits") in failed) ? " (failed" failed[k, "credits"] ")" : ""
+            printf "| %s | %s | %s | %s | %s | %s%s | %s / %s / %s | %s / %s / %s | %s | %s |\n", c[1], c[2], c[3], clients[k],
+                f(ft, 0), f(ct, 0), fl, f(median(P50[k, "floor"]), 2), f(median(P95[k, "floor"]), 2), f(f99, 2),
+                f(median(P50[k, "credits"]), 2), f(median(P95[k, "credits"]), 2), f(c99, 2), r, goal
+        }
+        for (m in modes) {
+            printf "\nA backend'"'"'s first call (%s; pgbench -C, a new connection per transaction, 2 clients, straight to the server) against the same call in a warm backend, average ms:\n\n", m
+            print "| implementation | first call (with connection) | warm call | connection |"
+            print "|---|---:|---:|---:|"
+            printf "| floor | %s | %s | %s |\n", call[m, "call_first", "floor"], call[m, "call_warm", "floor"], conn[m, "call_first", "floor"]
+            printf "| credits | %s | %s | %s |\n", call[m, "call_first", "credits"], call[m, "call_warm", "credits"], conn[m, "call_first", "credits"]
+        }
+    }' "$OUT/pooler.tsv"
 fi

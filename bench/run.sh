@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # bench/run.sh: the credits benchmark against its two baselines.
 #
-# `make bench` runs it in a throwaway durable cluster (fsync on, credits
-# preloaded, shared_buffers a quarter of the memory up to 6 GB) with
-# PGHOST/PGPORT/PGUSER (a superuser) and PGBIN set;
-# it can also be pointed at any scratch cluster with credits installed.
+# `make bench` runs it in a throwaway durable cluster (fsync on,
+# shared_buffers a quarter of the memory up to 6 GB) with PGHOST/PGPORT/PGUSER
+# (a superuser) and PGBIN set, and BENCH_PGDATA/BENCH_PGLOG/BENCH_PG_OS_USER
+# so that it can restart the server; it can also be pointed at any scratch
+# cluster with credits installed (then it measures that server as it is).
+#
+# Modes (BENCH_MODES): every case runs twice, first "installed" (no
+# shared_preload_libraries, no setting changed: CREATE EXTENSION and go), then
+# "preloaded" (shared_preload_libraries = 'credits'); the server is restarted
+# in between (pg_ctl restart -o) and the data read back into shared buffers
+# (pg_prewarm).  Every mode runs its own floor, so each ratio compares runs
+# made seconds apart in the same mode.
 #
 # What it does, in one database (default credits_bench, recreated):
 #   1. seeds users with history in credits' tables and in the baselines'
@@ -16,6 +24,8 @@
 #      today and one with BENCH_DEEP_TODAY, and that a backend's memory does
 #      not grow over BENCH_MEMORY_CALLS calls;
 #   4. prints the table (bench/report.sh) and keeps everything in BENCH_OUT.
+# Baselines: (a) floor and (b) plpgsql (bench/baselines.sql), and for consume
+# pgledger (bench/pgledger: the public PL/pgSQL ledger, its transfer).
 #
 # Settings (environment):
 #   BENCH_TIME=8          seconds per pgbench run of the consume cases
@@ -32,6 +42,10 @@
 #   BENCH_DB=credits_bench, BENCH_OUT=<new temp dir>, BENCH_REUSE=1 keeps a seeded db
 #   BENCH_ONLY=regex      run only the cases whose name matches (e.g. 'consume_low|o1|memory')
 #   BENCH_SETUP_SQL=...   extra SQL right after CREATE EXTENSION (local experiments)
+#   BENCH_MODES="installed preloaded"  (needs BENCH_PGDATA to restart; without it,
+#                         the server's own mode only); O(1) and memory run in the last
+#   BENCH_POOLER_MODES=installed  modes that also run bench/pooler.sh (pgbouncer,
+#                         1000 clients, open loop; its header lists its settings)
 #   BENCH_ROUTER=1        0: skip bench/router.sh (the PL/Proxy hop: a router and a
 #                         shard as two more clusters, direct vs routed calls)
 set -euo pipefail
@@ -54,6 +68,7 @@ DEEP_TODAY=${BENCH_DEEP_TODAY:-100000}
 MEM_CALLS=${BENCH_MEMORY_CALLS:-200000}
 REUSE=${BENCH_REUSE:-0}
 ONLY=${BENCH_ONLY:-.}
+MODES=${BENCH_MODES:-installed preloaded}
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/credits-bench.XXXXXX)}
 REPLAY_USERS=$((USERS < 1000 ? USERS : 1000))
 SHALLOW=$((USERS + 1))
@@ -84,7 +99,11 @@ seed() {
     say "seeding $USERS users: $HISTORY past entries each, every ${VETERAN_EVERY}th $VETERAN_HISTORY; $HOT hot users with $HOT_TODAY today; one with $DEEP_TODAY today"
     "$PGBIN/dropdb" --if-exists "$DB"
     "$PGBIN/createdb" "$DB"
-    psql_q -c "CREATE EXTENSION credits" -c "SET client_min_messages = warning" -f "$BENCH/baselines.sql"
+    psql_q -c "CREATE EXTENSION credits" -c "CREATE EXTENSION pg_prewarm" \
+        -c "SET client_min_messages = warning" -f "$BENCH/baselines.sql"
+    # pgledger as upstream installs it (justfile dbload), then the users' accounts
+    psql_q -1 -f "$BENCH/pgledger/ulid-to-uuid.sql" -f "$BENCH/pgledger/uuid-to-ulid.sql" \
+        -f "$BENCH/pgledger/pgledger.sql" >/dev/null
     if [[ -n ${BENCH_SETUP_SQL:-} ]]; then psql_q -c "$BENCH_SETUP_SQL"; fi
     psql_q "${vars[@]}" -v part=setup -f "$BENCH/seed.sql" >/dev/null
     # the three ledgers load in parallel sessions
@@ -93,6 +112,8 @@ seed() {
         psql_q "${vars[@]}" -v part=$part -f "$BENCH/seed.sql" >"$OUT/seed_$part.log" 2>&1 &
         pids+=($!)
     done
+    psql_q "${vars[@]}" -f "$BENCH/pgledger/seed.sql" >"$OUT/seed_pgledger.log" 2>&1 &
+    pids+=($!)
     local failed=0
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
     if ((failed)); then
@@ -160,13 +181,15 @@ RUN_NO=1
 bench_one() {
     local impl=$1 script=$BENCH/${1%_heard}_$2.pgbench name=$3 lo=$4 hi=$5 clients=$6 sync=$7 secs=$8
     local opts="-c synchronous_commit=$sync"
-    local id=${name}_c${clients}_${sync}_${impl}_r${RUN_NO}
+    local id=${MODE}_${name}_c${clients}_${sync}_${impl}_r${RUN_NO}
     local jobs=$((clients < 2 ? clients : 2))
     local rc=0 listener=
     rm -f "$OUT/log/$id".*
-    # credits_heard: credits while a session has run LISTEN credits, so that
-    # every commit sends its NOTIFY (without a listener, none is sent)
+    # credits_heard: credits with credits.notify = on (it is off by default)
+    # while a session has run LISTEN credits, so that every commit sends its
+    # NOTIFY (preloaded, none is sent without a listener)
     if [[ $impl == *_heard ]]; then
+        opts="$opts -c credits.notify=on"
         "$PGBIN/psql" -X -q -c "LISTEN credits" -c "SELECT pg_sleep($secs + 5)" >/dev/null 2>&1 &
         listener=$!
         sleep 1
@@ -192,10 +215,10 @@ bench_one() {
     p99=$(cat "$OUT/log/$id".* 2>/dev/null | awk '{print $3}' | sort -n |
           awk '{v[NR] = $1} END {if (NR == 0) print ""; else {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000}}')
     rm -f "$OUT/log/$id".*
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$clients" "$sync" "$impl" "$RUN_NO" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$MODE/$name" "$clients" "$sync" "$impl" "$RUN_NO" \
         "${tps:-0}" "${avg:-}" "${p99:-}" "${failed:-0}" >>"$RESULTS"
-    printf '   %-16s c=%-2s sync=%-3s %-8s tps=%-9s avg=%-7s p99=%-7s ms failed=%s\n' \
-        "$name" "$clients" "$sync" "$impl" "${tps:-?}" "${avg:-?}" "${p99:-?}" "${failed:-0}"
+    printf '   %-9s %-16s c=%-2s sync=%-3s %-13s tps=%-9s avg=%-7s p99=%-7s ms failed=%s\n' \
+        "$MODE" "$name" "$clients" "$sync" "$impl" "${tps:-?}" "${avg:-?}" "${p99:-?}" "${failed:-0}"
 }
 
 # Runs one configuration for every implementation, rotating who goes first.
@@ -221,7 +244,8 @@ bench_config() {
 # NOTIFY at every commit), joins the configurations the targets are read from
 # and the sync-on ones.
 ALL="floor plpgsql credits"
-HEAD="floor plpgsql credits credits_heard"
+HEAD="floor plpgsql credits credits_heard pgledger"
+CONSUME="floor plpgsql credits pgledger"
 cases() {
     local c s
     if [[ $FULL == 1 ]]; then
@@ -241,7 +265,7 @@ cases() {
         bench_config consume_low 1 "$USERS" 1 off "$T" "$ALL"
         bench_config consume_low 1 "$USERS" 8 off "$T" "$HEAD"
         bench_config consume_low 1 "$USERS" 32 off "$T" "$ALL"
-        bench_config consume_hot 1 "$HOT" 8 off "$T" "$ALL"
+        bench_config consume_hot 1 "$HOT" 8 off "$T" "$CONSUME"
         bench_config consume_hot 1 "$HOT" 32 off "$T" "$HEAD"
         bench_config consume_low 1 "$USERS" 8 on "$T" "$HEAD"
         bench_config consume_hot 1 "$HOT" 32 on "$T" "$HEAD"
@@ -254,10 +278,56 @@ cases() {
     fi
 }
 
+# The server's mode: "preloaded" when credits is in shared_preload_libraries.
+current_mode() {
+    if [[ ,$(psql_at -c "SHOW shared_preload_libraries" | tr -d ' '), == *,credits,* ]]; then
+        echo preloaded
+    else
+        echo installed
+    fi
+}
+
+# Restarts the server in mode $1 and reads the bench data back into shared
+# buffers (a restart empties them; the runs measure CPU, not the disk).
+switch_mode() {
+    local want=$1 preload=
+    [[ $want == preloaded ]] && preload=credits
+    [[ $(current_mode) == "$want" ]] && return 0
+    # on the command line (ALTER SYSTEM ... = '' would name one library "")
+    local cmd=("$PGBIN/pg_ctl" -D "$BENCH_PGDATA" -l "$BENCH_PGLOG" -m fast -w -t 300 restart
+               -o "-c shared_preload_libraries='$preload'")
+    if ((EUID == 0)); then
+        (cd "$BENCH_PGDATA" && runuser -u "$BENCH_PG_OS_USER" -- "${cmd[@]}") >"$OUT/restart.log" 2>&1 9>&- || true
+    else
+        "${cmd[@]}" >"$OUT/restart.log" 2>&1 9>&- || true
+    fi
+    if [[ $(current_mode 2>/dev/null) != "$want" ]]; then
+        echo "!! could not restart the server $want" >&2
+        tail -n 20 "$OUT/restart.log" "$BENCH_PGLOG" >&2
+        exit 1
+    fi
+    say "restarted $want; reading the tables back into shared buffers"
+    psql_q -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('credits', 'bench', 'public') AND c.relkind IN ('r', 'i')" >/dev/null
+}
+
+if [[ -z ${BENCH_PGDATA:-} ]]; then
+    MODES=$(current_mode)
+    echo "   (BENCH_PGDATA not set: measuring the server as it runs, $MODES)"
+fi
 : >"$RESULTS"
-for ((RUN_NO = 1; RUN_NO <= RUNS; RUN_NO++)); do
-    say "pgbench cases, run $RUN_NO of $RUNS ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    cases
+for MODE in $MODES; do
+    switch_mode "$MODE"
+    for ((RUN_NO = 1; RUN_NO <= RUNS; RUN_NO++)); do
+        say "pgbench cases, $MODE, run $RUN_NO of $RUNS ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+        cases
+    done
+    # the pooler benchmark (bench/pooler.sh), as installed by default
+    if [[ pooler =~ $ONLY && " ${BENCH_POOLER_MODES:-installed} " == *" $MODE "* ]]; then
+        say "pgbouncer, transaction mode, $MODE"
+        PGBIN=$PGBIN BENCH_USERS=$USERS bash "$BENCH/pooler.sh" "$OUT" "$MODE" ||
+            echo "   !! bench/pooler.sh failed (exit $?)"
+    fi
 done
 if [[ $HAS_RESERVE != 2 ]]; then
     echo "   (reserve_capture skipped: credits.reserve/credits.capture do not exist in this build)"

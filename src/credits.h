@@ -321,7 +321,7 @@ typedef struct RequestHash
 	uint64		legacy;			/* the 1.0 form (metadata's bytes), still replayed */
 } RequestHash;
 
-extern bool ledger_find_replay(const Account *acct, text *key, const RequestHash *request,
+extern bool ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request,
 							   Receipt *receipt);
 extern void receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt);
 extern Datum receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt);
@@ -386,7 +386,7 @@ extern const char *current_actor(void);
 extern char *json_quote(const char *s);
 pg_noreturn extern void refuse_insufficient(const Account *acct, int64 needed);
 pg_noreturn extern void refuse_daily_limit(const Account *acct);
-pg_noreturn extern void refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
+pg_noreturn extern void refuse_key_conflict_on(const pg_uuid_t *user_id, text *key, int64 original_entry_id,
 											   const char *operation);
 pg_noreturn extern void refuse_plan_required(const char *operation, const char *required_plan,
 											 const char *plan);

@@ -88,12 +88,12 @@ refuse_daily_limit(const Account *acct)
  * and the original entry's operation (its kind when it has none).
  */
 void
-refuse_key_conflict_on(const Account *acct, text *key, int64 original_entry_id,
+refuse_key_conflict_on(const pg_uuid_t *user_id, text *key, int64 original_entry_id,
 					   const char *operation)
 {
 	char	   *detail = psprintf("{\"original_entry_id\": " INT64_FORMAT "}", original_entry_id);
 
-	denial_record(DENIAL_KEY_CONFLICT, acct ? &acct->user_id : NULL, operation, detail);
+	denial_record(DENIAL_KEY_CONFLICT, user_id, operation, detail);
 	ereport_refusal(
 			(errcode(ERRCODE_CREDITS_CONFLICT),
 			 errmsg("idempotency key reused with different parameters"),

@@ -162,9 +162,18 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 	request_hash_jsonb(&rh, metadata);
 
 	SPI_connect();
+	credits_require_writable();
+	/*
+	 * The key first: a retry after expires_at has passed still gets its
+	 * receipt; without a lock when its entry has committed (ledger_find_replay).
+	 */
+	if (key != NULL && ledger_find_replay(user_id, key, &rh, &receipt))
+	{
+		SPI_finish();
+		PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
+	}
 	account_lock(user_id, &acct);
-	/* the key first: a retry after expires_at has passed still gets its receipt */
-	if (key == NULL || !ledger_find_replay(&acct, key, &rh, &receipt))
+	if (key == NULL || !ledger_find_replay(user_id, key, &rh, &receipt))
 	{
 		LedgerEntry entry = {0};
 

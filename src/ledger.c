@@ -134,9 +134,15 @@ request_hash_matches(const RequestHash *request, int64 stored)
  * Looks up an earlier entry of this user with the same idempotency key.
  * Same request: fills in its receipt (replayed) and returns true.  Different
  * parameters under the same key: PT409.  No entry: returns false.
+ *
+ * Callers look first without the account lock: a retried request whose
+ * entry has committed is answered without locking or writing anything (a
+ * row lock would write WAL and take a transaction id).  When that finds
+ * nothing they lock the account and look again: a request with the same key
+ * may have committed meanwhile, and the lock orders the two.
  */
 bool
-ledger_find_replay(const Account *acct, text *key, const RequestHash *request, Receipt *receipt)
+ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request, Receipt *receipt)
 {
 	Relation	rel = credits_table_open(&ledger_table, AccessShareLock);
 	RowScan		scan;
@@ -146,7 +152,7 @@ ledger_find_replay(const Account *acct, text *key, const RequestHash *request, R
 	Datum		value;
 	char	   *kind;
 
-	row_scan_begin(&scan, rel, "ledger_idempotency", &acct->user_id, key);
+	row_scan_begin(&scan, rel, "ledger_idempotency", user_id, key);
 	found = row_scan_next(&scan);
 	if (found)
 	{
@@ -157,10 +163,10 @@ ledger_find_replay(const Account *acct, text *key, const RequestHash *request, R
 		if (isnull || !request_hash_matches(request, DatumGetInt64(value)))
 		{
 			value = row_get(&ledger_table, row, LED_OPERATION, &isnull);
-			refuse_key_conflict_on(acct, key, receipt->entry_id,
+			refuse_key_conflict_on(user_id, key, receipt->entry_id,
 								   isnull ? entry_kind_name(row) : TextDatumGetCString(value));
 		}
-		receipt->user_id = acct->user_id;
+		receipt->user_id = *user_id;
 		/* allocated in the caller's context: the receipt is built after SPI_finish() */
 		kind = entry_kind_name(row);
 		receipt->kind = strcpy(SPI_palloc(strlen(kind) + 1), kind);

@@ -1,15 +1,18 @@
 /*
  * notify.c
- *		NOTIFY credits on every account change, unless nobody can hear it.
+ *		NOTIFY credits on every account change: opt-in (credits.notify = on),
+ *		and even then only when someone may hear it.
  *
  * PostgreSQL serializes the commits of transactions that notify (they queue
  * their notifications under one database-wide lock, held until the commit
- * is done), which costs a busy server a third of its throughput and more.
+ * is done), which costs a busy server half of its throughput and more.
  * Most deployments never LISTEN (Supabase Realtime reads the changes from
- * logical replication), so when credits is preloaded it counts, in shared
- * memory, the backends that have run LISTEN credits, and notifies only while
- * that count is not zero.  Without shared_preload_libraries every change
- * notifies.
+ * the WAL), and any login role may LISTEN, so notifications are off unless
+ * credits.notify is on; notify_enabled() is the one place that reads it.
+ * When it is on and credits is preloaded, credits counts, in shared memory,
+ * the backends that have run LISTEN credits, and notifies only while that
+ * count is not zero.  Without shared_preload_libraries every change
+ * notifies while the setting is on.
  *
  * No notification is lost to this.  A transaction reads the count only after
  * writing its account row, so it holds RowExclusiveLock on credits.accounts
@@ -42,7 +45,7 @@ typedef struct ListenerCount
 	pg_atomic_uint32 backends;	/* backends that ran LISTEN credits and live */
 } ListenerCount;
 
-static bool credits_notify = true;	/* credits.notify */
+static bool credits_notify = false;	/* credits.notify */
 static ListenerCount *listeners = NULL;
 static bool counted = false;	/* this backend is in listeners->backends */
 
@@ -130,9 +133,10 @@ notify_init(void)
 {
 	DefineCustomBoolVariable("credits.notify",
 							 "Send NOTIFY credits with a JSON payload on every account change.",
-							 "Delivered at commit; turn off to measure or avoid its cost.",
+							 "Off by default: notifying transactions commit one at a time, and any "
+							 "login role can LISTEN.  Delivered at commit.",
 							 &credits_notify,
-							 true,
+							 false,
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
@@ -145,6 +149,16 @@ notify_init(void)
 	shmem_startup_hook = listeners_shmem_startup;
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = credits_process_utility;
+}
+
+/*
+ * Whether account changes are announced at all (credits.notify).  The one
+ * reader of the setting: where it comes from may change.
+ */
+static bool
+notify_enabled(void)
+{
+	return credits_notify;
 }
 
 /* False only when it is known that no backend listens on the channel. */
@@ -170,7 +184,7 @@ anyone_may_listen(void)
 void
 notify_account_change(const Account *acct)
 {
-	if (!credits_notify || !anyone_may_listen())
+	if (!notify_enabled() || !anyone_may_listen())
 		return;
 	Async_Notify(NOTIFY_CHANNEL, psprintf("{\"user_ref\": \"%s\"}", user_ref(&acct->user_id)));
 }

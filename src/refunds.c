@@ -143,7 +143,7 @@ credits_refund(PG_FUNCTION_ARGS)
 						 "release an open hold instead, or grant credits to compensate.")));
 
 	account_lock(&user_id, &acct);
-	if (key == NULL || !ledger_find_replay(&acct, key, &rh, &receipt))
+	if (key == NULL || !ledger_find_replay(&user_id, key, &rh, &receipt))
 	{
 		LedgerEntry entry = {0};
 		char	   *operation;

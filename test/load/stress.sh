@@ -3,7 +3,8 @@
 # with consumes (random units, idempotency keys drawn from a small pool, so
 # replays and key conflicts are frequent), grants, balance and daily-limit
 # exhaustion; then the same load is cut by an immediate shutdown (a crash)
-# and the server recovers.  After each phase the books must balance, no
+# and the server recovers.  Without preloading it also checks that, as
+# installed, no NOTIFY credits is sent (credits.notify is opt-in).  After each phase the books must balance, no
 # account may exceed its daily limit, and no client may have died of an
 # unexpected error (a deadlock, a constraint violation).
 #
@@ -43,7 +44,7 @@ check_books() {   # check_books PHASE
     ok "$([[ $rows == 0 ]]; echo $?)" "$phase: no negative balance"
 }
 
-echo "1..16"
+echo "1..18"
 "$PGBIN/dropdb" --if-exists "$DB" && "$PGBIN/createdb" "$DB" || { echo "Bail out! createdb failed"; exit 1; }
 psql_q -f "$HERE/setup.sql" >/dev/null || { echo "Bail out! setup failed"; exit 1; }
 
@@ -85,3 +86,16 @@ check_books "phase 3"
 scope=$(psql_q -c "SELECT load.try(\$\$SELECT credits.credits_consume(gen_random_uuid(), 'video_second', 60)\$\$)" \
                -c "SELECT string_agg(DISTINCT scope, ',') FROM credits.stats WHERE reason = 'insufficient_credits'")
 ok "$([[ $scope == $'PT402\nthis backend' ]]; echo $?)" "phase 3: credits.stats counts a denial without preloading (${scope//$'\n'/, })"
+
+# As installed (not preloaded, no setting changed) a change sends no NOTIFY,
+# even to a listener; credits.notify = on in the writer's session turns it on.
+# The listening psql runs the writer as a shell command, then polls.
+heard() {   # heard WRITER_SETTING: notifications a listener receives for one consume
+    psql_q -c "LISTEN credits" \
+        -c "\\! PGOPTIONS='$1' '$PGBIN/psql' -X -q -d $DB -c \"SELECT credits.credits_consume(gen_random_uuid(), 'image', 1)\" >/dev/null" \
+        -c "SELECT 1" 2>&1 | grep -c 'Asynchronous notification "credits"'
+}
+n=$(heard "")
+ok "$([[ $n == 0 ]]; echo $?)" "phase 3: as installed, a listener hears no NOTIFY credits ($n heard)"
+n=$(heard "-c credits.notify=on")
+ok "$([[ $n == 1 ]]; echo $?)" "phase 3: with credits.notify = on, a listener hears the change ($n heard)"

@@ -29,7 +29,7 @@ SELECT ok(NOT has_function_privilege('public', p.oid, 'EXECUTE'),
  ORDER BY p.proname;
 
 LOAD 'credits';   -- the settings exist once the library is loaded (first call, or shared_preload_libraries)
-SELECT is(current_setting('credits.notify'), 'on', 'credits.notify defaults to on');
+SELECT is(current_setting('credits.notify'), 'off', 'credits.notify defaults to off (opt-in)');
 SELECT is(current_setting('credits.accept_sandbox'), 'off', 'credits.accept_sandbox defaults to off');
 SELECT is(current_setting('credits.pending_purchase_grace'), '10min', 'credits.pending_purchase_grace defaults to 10 minutes');
 SELECT is(current_setting('credits.pending_purchase_daily_limit'), '3', 'credits.pending_purchase_daily_limit defaults to 3');

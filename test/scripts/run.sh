@@ -128,7 +128,9 @@ mode_bench() {
         echo "== bench: no bench/run.sh yet, nothing to run"
         return 0
     fi
-    (cd "$ROOT" && PGBIN=$PGBIN bash bench/run.sh </dev/null)
+    # bench/run.sh restarts the server to measure it without and with preloading
+    (cd "$ROOT" && PGBIN=$PGBIN BENCH_PGDATA=$WORK/data BENCH_PGLOG=$WORK/postgres.log \
+        BENCH_PG_OS_USER=$PG_OS_USER bash bench/run.sh </dev/null)
 }
 
 # PostgreSQL 17 or 18: this script again, inside their root filesystem.
