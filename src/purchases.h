@@ -14,7 +14,6 @@
 #include "credits.h"
 
 /* ---- settings (purchases_init) ---- */
-extern bool credits_accept_sandbox;
 extern int	credits_pending_grace_s;
 extern int	credits_pending_daily_limit;
 
@@ -93,6 +92,7 @@ typedef struct EntitlementChange
 	bool		has_expires_at;
 	TimestampTz expires_at;		/* has_expires_at false: no end */
 	bool		keep_expiry;	/* the event has no expiry: an existing row keeps its own */
+	bool		keep_product;	/* a status-only event: an existing row keeps product, plan, transaction */
 	bool		set_next_product;	/* PRODUCT_CHANGE sets it, a renewal clears it */
 	const char *next_product_id;
 	const char *status_reason;	/* the store's cancel / expiration reason */
@@ -105,6 +105,7 @@ typedef struct AccountSet
 	Account    *accts;
 } AccountSet;
 
+extern bool purchases_accept_sandbox(void);
 extern bool product_find(const char *product_id, const char *source, Product *product);
 
 extern void accounts_lock(AccountSet *set, const pg_uuid_t *user_ids, int n);
