@@ -208,8 +208,6 @@ ROLLBACK;
 BEGIN;
 SELECT test.rc_doc('initial_purchase', '1 minute');
 SELECT * FROM test.access_of(credits.user_uuid('1234567890'));
--- The RENEWAL sample (same subscription, a later event) extends it.
-SELECT test.rc_doc('renewal', '30 seconds') - 'event_id';
 SELECT * FROM test.rc_doc_state();
 SELECT * FROM credits.reconcile();
 ROLLBACK;
@@ -232,12 +230,14 @@ SELECT * FROM test.rc_doc_state();
 SELECT * FROM credits.reconcile();
 ROLLBACK;
 
--- BILLING_ISSUE, now: only anonymous ids, never linked: kept, answered 200.
--- A later event that names one of them with a user applies it.
+-- BILLING_ISSUE, now: it names only an anonymous id, never linked: kept, answered 200.
+-- The CANCELLATION sample (a minute earlier, same subscription) names that id
+-- as its app_user_id with user_1234 in its aliases: it links the id and the
+-- kept BILLING_ISSUE applies to user_1234, after it.
 BEGIN;
-SELECT test.rc_doc('billing_issue', '2 minutes');
-SELECT test.rc_doc('refund', '1 minute') AS refund;
-SELECT test.rc_doc('refund', '1 minute') ->> 'status' AS again;
+SELECT test.rc_doc('billing_issue', '1 minute');
+SELECT test.rc_doc('cancellation', '2 minutes');
 SELECT * FROM test.rc_doc_state();
+SELECT * FROM test.access_of(credits.user_uuid('user_1234'));
 SELECT * FROM credits.reconcile();
 ROLLBACK;
