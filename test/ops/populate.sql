@@ -74,7 +74,7 @@ $$;
 DO $$
 BEGIN
     IF to_regclass('credits.revenuecat_aliases') IS NOT NULL THEN
-        PERFORM credits.map_revenuecat_entitlement('ops_gold', 'pro');
+        PERFORM credits.map_revenuecat_entitlement('ops_gold', 'premium');
         PERFORM credits.allow_sandbox_user('ops-app-review', 'App Review');
         PERFORM credits.apply_revenuecat_event(jsonb_build_object('api_version', '1.0', 'event', jsonb_build_object(
             'id', 'ops-rc-alias', 'type', 'SUBSCRIBER_ALIAS', 'app_user_id', 'ops-rc-user',
