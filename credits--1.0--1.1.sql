@@ -2448,6 +2448,119 @@ BEGIN
 END
 $$;
 
+-- == RevenueCat: anonymous buyers, kept events, entitlement ids, sandbox allowlist ==
+-- apply_revenuecat_event (src/revenuecat.c) keeps every event it does not
+-- apply in credits.webhook_events (provider 'revenuecat', with the reason),
+-- links anonymous app user ids to the user a TRANSFER or an alias names,
+-- maps RevenueCat entitlement ids to plans, and applies sandbox events of
+-- the allowlisted users.  replay_webhook_events('revenuecat') applies the
+-- kept events again.
+
+-- The anonymous app user ids ($RCAnonymousID:...) a kept RevenueCat event names.
+ALTER TABLE credits.webhook_events ADD COLUMN app_user_ids text[];
+CREATE INDEX webhook_events_app_user_ids ON credits.webhook_events USING gin (app_user_ids)
+    WHERE app_user_ids IS NOT NULL;
+
+CREATE TABLE credits.revenuecat_aliases (
+    app_user_id text PRIMARY KEY CHECK (app_user_id <> '' AND length(app_user_id) <= 255),  -- anonymous
+    user_id     uuid NOT NULL,             -- the account it belongs to
+    event_id    text NOT NULL,             -- the event that linked them (TRANSFER, alias, purchase)
+    linked_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX revenuecat_aliases_by_user ON credits.revenuecat_aliases (user_id);
+ALTER TABLE credits.revenuecat_aliases ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.revenuecat_aliases', '');
+
+CREATE TABLE credits.revenuecat_entitlements (
+    entitlement_id text PRIMARY KEY CHECK (entitlement_id <> '' AND length(entitlement_id) <= 255),
+    plan           text NOT NULL REFERENCES credits.plans (name) ON UPDATE CASCADE,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE credits.revenuecat_entitlements ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.revenuecat_entitlements', '');
+
+CREATE TABLE credits.revenuecat_sandbox_users (
+    app_user_id text PRIMARY KEY CHECK (app_user_id <> '' AND length(app_user_id) <= 255),
+    note        text CHECK (length(note) <= 1000),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE credits.revenuecat_sandbox_users ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('credits.revenuecat_sandbox_users', '');
+
+CREATE FUNCTION credits.map_revenuecat_entitlement(entitlement_id text, plan text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF entitlement_id IS NULL OR entitlement_id = '' OR length(entitlement_id) > 255 THEN
+        RAISE EXCEPTION 'the entitlement id must be between 1 and 255 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = '{"field": "entitlement_id"}',
+                  HINT = 'Use the entitlement identifier of the RevenueCat dashboard (Product catalog, Entitlements).';
+    END IF;
+    IF plan IS NULL THEN
+        DELETE FROM credits.revenuecat_entitlements m
+         WHERE m.entitlement_id OPERATOR(pg_catalog.=) map_revenuecat_entitlement.entitlement_id;
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM credits.plans p WHERE p.name OPERATOR(pg_catalog.=) map_revenuecat_entitlement.plan) THEN
+        RAISE EXCEPTION 'unknown plan %', quote_literal(plan)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = '{"field": "plan"}',
+                  HINT = 'Name a row of credits.plans.';
+    END IF;
+    INSERT INTO credits.revenuecat_entitlements AS m (entitlement_id, plan)
+    VALUES (map_revenuecat_entitlement.entitlement_id, map_revenuecat_entitlement.plan)
+    ON CONFLICT ON CONSTRAINT revenuecat_entitlements_pkey DO UPDATE SET plan = excluded.plan;
+END
+$$;
+
+COMMENT ON FUNCTION credits.map_revenuecat_entitlement(text, text) IS
+'RevenueCat events whose product has no row in credits.products unlock the plan their entitlement id maps to (the best such plan); NULL removes the mapping. Then replay_webhook_events(''revenuecat'') applies the events kept as unknown_product.';
+
+CREATE FUNCTION credits.allow_sandbox_user(app_user_id text, note text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF app_user_id IS NULL OR app_user_id = '' OR length(app_user_id) > 255 THEN
+        RAISE EXCEPTION 'the app user id must be between 1 and 255 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = '{"field": "app_user_id"}',
+                  HINT = 'Use the app user id RevenueCat shows for the tester (a uuid for a signed-in user).';
+    END IF;
+    IF length(note) > 1000 THEN
+        RAISE EXCEPTION 'the note is longer than 1000 characters'
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = '{"field": "note"}',
+                  HINT = 'Shorten the note.';
+    END IF;
+    INSERT INTO credits.revenuecat_sandbox_users AS s (app_user_id, note)
+    VALUES (allow_sandbox_user.app_user_id, allow_sandbox_user.note)
+    ON CONFLICT ON CONSTRAINT revenuecat_sandbox_users_pkey DO UPDATE SET note = excluded.note;
+END
+$$;
+
+COMMENT ON FUNCTION credits.allow_sandbox_user(text, text) IS
+'SANDBOX RevenueCat events that name this app user id (or account uuid) apply even with credits.accept_sandbox off: an App Review or QA account. Then replay_webhook_events(''revenuecat'') applies its kept sandbox events.';
+
+CREATE FUNCTION credits.disallow_sandbox_user(app_user_id text)
+RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM credits.revenuecat_sandbox_users s
+         WHERE s.app_user_id OPERATOR(pg_catalog.=) disallow_sandbox_user.app_user_id
+        RETURNING 1)
+    SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) 0 FROM gone
+$$;
+
+COMMENT ON FUNCTION credits.disallow_sandbox_user(text) IS
+'Removes an app user id from the sandbox allowlist; true when it was there.';
+
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,
 -- entry_kinds, user_uuid) ran with the caller's search_path; none looks a

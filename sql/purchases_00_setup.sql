@@ -48,6 +48,8 @@ INSERT INTO test.rc_fixtures VALUES ('transfer', :'body');
 INSERT INTO test.rc_fixtures VALUES ('subscription_paused', :'body');
 \set body `cat :fx/test.json`
 INSERT INTO test.rc_fixtures VALUES ('test', :'body');
+\set body `cat :fx/subscriber_alias.json`
+INSERT INTO test.rc_fixtures VALUES ('subscriber_alias', :'body');
 \set body `cat :fx/invoice_issuance.json`
 INSERT INTO test.rc_fixtures VALUES ('invoice_issuance', :'body');
 SELECT name, body -> 'event' ->> 'type' AS type, body ->> 'api_version' AS api_version

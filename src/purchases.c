@@ -147,11 +147,14 @@ static CachedStatement entitlement_insert = {
 
 static CachedStatement entitlement_update = {
 	"UPDATE credits.entitlements e"
-	"   SET user_id = $2, product_id = $3, plan = $4,"
+	"   SET user_id = $2,"
+	"       product_id = CASE WHEN $18 THEN e.product_id ELSE $3 END,"
+	"       plan = CASE WHEN $18 THEN e.plan ELSE $4 END,"
 	"       status = coalesce($5::text::credits.entitlement_status,"
 	"                         CASE WHEN e.status IN " ENTITLEMENT_ACCESS_STATUSES
 	"                              THEN e.status ELSE 'active' END),"
-	"       expires_at = CASE WHEN $17 THEN e.expires_at ELSE $6 END, transaction_id = $7,"
+	"       expires_at = CASE WHEN $17 THEN e.expires_at ELSE $6 END,"
+	"       transaction_id = CASE WHEN $18 THEN e.transaction_id ELSE $7 END,"
 	"       next_product_id = CASE WHEN $8 THEN $9 ELSE e.next_product_id END,"
 	"       store = coalesce($10, e.store), environment = coalesce($11, e.environment),"
 	"       period_type = coalesce($12, e.period_type),"
@@ -159,8 +162,9 @@ static CachedStatement entitlement_update = {
 	"       status_reason = $14, last_event_id = $15, last_event_at = $16, updated_at = now()"
 	" WHERE e.id = $1"
 	" RETURNING " ENTITLEMENT_COLUMNS,
-	17, {INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID}
+	18, {INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID,
+	BOOLOID}
 };
 
 /* TRANSFER: the store moved every subscription of one app user to another (NULL: to nobody we know). */
@@ -712,8 +716,8 @@ entitlement_write(const pg_uuid_t *owner, const EntitlementRow *existing, const 
 				  const char *key, const Product *product, const EntitlementChange *change,
 				  EntitlementRow *out)
 {
-	Datum		args[17];
-	char		nulls[17];
+	Datum		args[18];
+	char		nulls[18];
 
 	memset(nulls, ' ', sizeof(nulls));
 	if (existing == NULL)
@@ -759,6 +763,7 @@ entitlement_write(const pg_uuid_t *owner, const EntitlementRow *existing, const 
 		args[14] = cstring_or_null(txn->event_id, &nulls[14]);
 		args[15] = TimestampTzGetDatum(txn->event_at);
 		args[16] = BoolGetDatum(change->keep_expiry);
+		args[17] = BoolGetDatum(change->keep_product);
 		spi_exec(&entitlement_update, args, nulls);
 	}
 	load_entitlement(out);

@@ -88,6 +88,7 @@ typedef struct EntitlementChange
 	bool		has_expires_at;
 	TimestampTz expires_at;		/* has_expires_at false: no end */
 	bool		keep_expiry;	/* the event has no expiry: an existing row keeps its own */
+	bool		keep_product;	/* a status-only event: an existing row keeps product, plan, transaction */
 	bool		set_next_product;	/* PRODUCT_CHANGE sets it, a renewal clears it */
 	const char *next_product_id;
 	const char *status_reason;	/* the store's cancel / expiration reason */

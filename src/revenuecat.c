@@ -1,53 +1,83 @@
 /*
  * revenuecat.c
  *		credits.apply_revenuecat_event(payload jsonb): RevenueCat webhooks,
- *		applied exactly once, in any order, as often as they are delivered.
+ *		applied exactly once, in any order, as often as they are delivered,
+ *		and nothing that is not applied is lost.
  *
  * The payload is the webhook body as RevenueCat sends it:
  *     {"api_version": "1.0", "event": {"id": ..., "type": ..., ...}}
- * Parsing is done here, before anything is locked or written: a malformed
- * payload is 22023 with the offending field (e.g. "event.app_user_id") and
- * writes nothing.  The money and plan changes go through purchases.c.
+ * A body that is not that (no event object, no id or type, a field of the
+ * wrong type) is 22023 naming the field and writes nothing.  Every
+ * documented event type is answered 200: applied, duplicate or ignored.
  *
- * Exactly once: an applied event is recorded in credits.store_events keyed
- * by ('revenuecat', event.id); a second delivery returns the first result as
- * "duplicate" and changes nothing.  Two deliveries at once queue on the
- * account lock, and the second finds the first's record.
+ * Who: the account is the first app user id RevenueCat names that is not
+ * anonymous ($RCAnonymousID:...), looking in app_user_id,
+ * original_app_user_id and aliases, as RevenueCat's docs advise (a uuid is
+ * that account, any other id its credits.user_uuid()).  An event naming only
+ * anonymous ids takes the user those ids were linked to (by a TRANSFER, a
+ * SUBSCRIBER_ALIAS or the aliases of an earlier event, kept in
+ * credits.revenuecat_aliases); with none it is kept ("anonymous_user") and
+ * applied when a later event links one of its ids to a user.
+ *
+ * Nothing lost: an event that is not applied (anonymous, unknown product,
+ * sandbox, stale, a type that changes nothing here) is kept in
+ * credits.webhook_events with the reason; credits.replay_webhook_events()
+ * applies the kept ones again after a mapping is fixed.  Applied events are
+ * recorded in credits.store_events keyed by ('revenuecat', event.id): a
+ * second delivery returns the first result as "duplicate".
+ *
+ * What: a product row (credits.products: the product id, or for a Play
+ * product "<subscription>:<base plan>" the subscription id), else the best
+ * plan that an entitlement id of the event maps to
+ * (credits.revenuecat_entitlements).  Only INITIAL_PURCHASE, RENEWAL and
+ * NON_RENEWING_PURCHASE set a subscription's product and plan; every other
+ * event changes its status or end only (a PRODUCT_CHANGE records the product
+ * that takes over at the next renewal).
  *
  * Any order: each subscription's entitlement remembers the store time of
  * the newest event applied to it (last_event_at); an older event is
- * "ignored" (stale) and changes nothing.  Pack refunds and their reversals
- * are ordered the same way on the purchases row, and a refund that arrives
- * before its purchase leaves a row so that the purchase credits nothing.
+ * "ignored" (stale).  An event_timestamp_ms more than an hour ahead of the
+ * database clock is taken as now (RevenueCat's own TRANSFER sample is dated
+ * 4466), so it cannot make every later event stale.
  *
- * Ignored events (TEST, unknown types, SANDBOX unless credits.accept_sandbox,
- * unmapped products, stale events) write nothing and are not recorded, so a
- * replay after a configuration change applies them.  Unknown types are never
- * an error: the store would retry them forever.
- *
- * Locks: the account rows of the users concerned, in user_id order (an event
- * that moves a subscription to another app user locks both; TRANSFER locks
- * every user it takes subscriptions from, and the one it gives them to).
+ * Locks: a transaction-level advisory lock per anonymous app user id the
+ * event names (in key order), first; then the account rows of the users
+ * concerned, in user_id order (an event that moves a subscription locks both
+ * users; TRANSFER locks every user it takes subscriptions from, and the one
+ * it gives them to).  Kept events that a link unblocks are applied after the
+ * event's own account writes, each taking its own locks.
  */
 #include "purchases.h"
 #include "external_ids.h"
+#include "webhooks.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
 #define RC_SOURCE "revenuecat"
 #define RC_MAX_IDS 100
+#define RC_IDS_CAP (2 * RC_MAX_IDS + 2)
+#define RC_ANONYMOUS "$RCAnonymousID:"
+/* First key of the advisory locks on anonymous app user ids ("rcid"). */
+#define RC_ID_LOCK_CLASS 0x72636964
+/* A store time further ahead of the database clock than this is taken as now. */
+#define RC_MAX_AHEAD (INT64CONST(3600) * USECS_PER_SEC)
+/* A temporary grant with no end lasts this long (RevenueCat: at most 24 hours). */
+#define RC_TEMPORARY_GRANT (INT64CONST(24) * 3600 * USECS_PER_SEC)
 
 typedef enum RcType
 {
 	RC_UNKNOWN,
-	RC_TEST,
+	RC_KEPT_ONLY,				/* a documented type that changes nothing here */
 	RC_INITIAL_PURCHASE,
 	RC_RENEWAL,
 	RC_NON_RENEWING_PURCHASE,
@@ -60,30 +90,46 @@ typedef enum RcType
 	RC_SUBSCRIPTION_PAUSED,
 	RC_TEMPORARY_ENTITLEMENT_GRANT,
 	RC_REFUND_REVERSED,
-	RC_TRANSFER
+	RC_TRANSFER,
+	RC_SUBSCRIBER_ALIAS
 } RcType;
 
+/* Every type RevenueCat documents; kept_reason: why it is kept and not applied. */
 static const struct
 {
 	const char *name;
 	RcType		type;
+	const char *kept_reason;
 }			rc_types[] =
 {
-	{"TEST", RC_TEST},
-	{"INITIAL_PURCHASE", RC_INITIAL_PURCHASE},
-	{"RENEWAL", RC_RENEWAL},
-	{"NON_RENEWING_PURCHASE", RC_NON_RENEWING_PURCHASE},
-	{"PRODUCT_CHANGE", RC_PRODUCT_CHANGE},
-	{"CANCELLATION", RC_CANCELLATION},
-	{"UNCANCELLATION", RC_UNCANCELLATION},
-	{"EXPIRATION", RC_EXPIRATION},
-	{"BILLING_ISSUE", RC_BILLING_ISSUE},
-	{"SUBSCRIPTION_EXTENDED", RC_SUBSCRIPTION_EXTENDED},
-	{"SUBSCRIPTION_PAUSED", RC_SUBSCRIPTION_PAUSED},
-	{"TEMPORARY_ENTITLEMENT_GRANT", RC_TEMPORARY_ENTITLEMENT_GRANT},
-	{"REFUND_REVERSED", RC_REFUND_REVERSED},
-	{"TRANSFER", RC_TRANSFER},
+	{"TEST", RC_KEPT_ONLY, "test_event"},
+	{"INVOICE_ISSUANCE", RC_KEPT_ONLY, "invoice_not_paid"},
+	{"VIRTUAL_CURRENCY_TRANSACTION", RC_KEPT_ONLY, "virtual_currency_not_mirrored"},
+	{"EXPERIMENT_ENROLLMENT", RC_KEPT_ONLY, "not_a_purchase"},
+	{"INITIAL_PURCHASE", RC_INITIAL_PURCHASE, NULL},
+	{"RENEWAL", RC_RENEWAL, NULL},
+	{"NON_RENEWING_PURCHASE", RC_NON_RENEWING_PURCHASE, NULL},
+	{"PRODUCT_CHANGE", RC_PRODUCT_CHANGE, NULL},
+	{"CANCELLATION", RC_CANCELLATION, NULL},
+	{"UNCANCELLATION", RC_UNCANCELLATION, NULL},
+	{"EXPIRATION", RC_EXPIRATION, NULL},
+	{"BILLING_ISSUE", RC_BILLING_ISSUE, NULL},
+	{"SUBSCRIPTION_EXTENDED", RC_SUBSCRIPTION_EXTENDED, NULL},
+	{"SUBSCRIPTION_PAUSED", RC_SUBSCRIPTION_PAUSED, NULL},
+	{"TEMPORARY_ENTITLEMENT_GRANT", RC_TEMPORARY_ENTITLEMENT_GRANT, NULL},
+	{"REFUND_REVERSED", RC_REFUND_REVERSED, NULL},
+	{"TRANSFER", RC_TRANSFER, NULL},
+	{"SUBSCRIBER_ALIAS", RC_SUBSCRIBER_ALIAS, NULL},
 };
+
+/* App user ids an event names, anonymous ones apart, each once, in order. */
+typedef struct RcIds
+{
+	int			nknown;
+	const char **known;
+	int			nanon;
+	const char **anon;
+} RcIds;
 
 /* The fields of an event that this file decides on. */
 typedef struct RcEvent
@@ -91,15 +137,24 @@ typedef struct RcEvent
 	const char *id;
 	const char *type_name;
 	RcType		type;
+	const char *kept_reason;	/* a type that is kept, never applied */
 	TimestampTz event_at;
+	bool		clamped;		/* event_timestamp_ms was too far ahead: event_at is now */
+	TimestampTz sent_at;		/* clamped: what it said */
 	const char *environment;
 	const char *store;
-	pg_uuid_t	user_id;
+	RcIds		ids;			/* app_user_id, original_app_user_id, aliases */
+	RcIds		from;			/* TRANSFER: transferred_from */
+	RcIds		to;				/* TRANSFER: transferred_to */
+	pg_uuid_t	user_id;		/* the account, once resolved */
+	int64		linked;			/* anonymous ids this event linked to the account */
 	const char *product_id;
 	const char *new_product_id;
 	const char *transaction_id;
 	const char *original_transaction_id;
 	const char *period_type;
+	int			nentitlements;
+	const char **entitlements;	/* entitlement_ids (and the deprecated entitlement_id) */
 	bool		has_purchased_at;
 	TimestampTz purchased_at;
 	bool		has_expiration;
@@ -108,13 +163,9 @@ typedef struct RcEvent
 	TimestampTz grace_until;
 	const char *cancel_reason;
 	const char *expiration_reason;
-	int			nfrom;
-	pg_uuid_t  *from;			/* TRANSFER: the uuid app user ids of transferred_from */
-	bool		has_to;
-	pg_uuid_t	to;				/* TRANSFER: the first uuid of transferred_to */
 } RcEvent;
 
-/* What the call returns: a JSON object, built in the caller's memory context. */
+/* What the call returns: a JSON object. */
 typedef struct RcResult
 {
 	StringInfoData buf;
@@ -132,6 +183,58 @@ static CachedStatement event_record = {
 	" VALUES ($1, $2, $3, $4, $5, $6)",
 	6, {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
 };
+
+static CachedStatement kept_insert = {
+	"INSERT INTO credits.webhook_events AS k (provider, event_id, event_type, event_at,"
+	"   subscription_id, transaction_id, reason, payload, app_user_ids)"
+	" VALUES ('revenuecat', $1, $2, $3, $4, $5, $6, $7, $8)"
+	" ON CONFLICT (provider, event_id) DO UPDATE SET reason = excluded.reason,"
+	"   app_user_ids = excluded.app_user_ids, tries = k.tries + 1, last_tried_at = now()",
+	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID}
+};
+
+static CachedStatement kept_delete = {
+	"DELETE FROM credits.webhook_events WHERE provider = 'revenuecat' AND event_id = $1",
+	1, {TEXTOID}
+};
+
+/* Kept anonymous events that name one of the ids, oldest first. */
+static CachedStatement kept_anonymous = {
+	"SELECT payload FROM credits.webhook_events"
+	" WHERE provider = 'revenuecat' AND reason = 'anonymous_user' AND app_user_ids && $1"
+	"   AND event_id <> $2"
+	" ORDER BY event_at, event_id",
+	2, {TEXTARRAYOID, TEXTOID}
+};
+
+static CachedStatement alias_owner = {
+	"SELECT user_id FROM credits.revenuecat_aliases WHERE app_user_id = ANY ($1)"
+	" ORDER BY linked_at DESC, app_user_id LIMIT 1",
+	1, {TEXTARRAYOID}
+};
+
+/* Links anonymous ids to a user; a TRANSFER ($4) moves an id linked to another. */
+static CachedStatement alias_link = {
+	"INSERT INTO credits.revenuecat_aliases AS a (app_user_id, user_id, event_id)"
+	" SELECT DISTINCT unnest($1::text[]), $2::uuid, $3::text"
+	" ON CONFLICT (app_user_id) DO UPDATE"
+	"   SET user_id = excluded.user_id, event_id = excluded.event_id, linked_at = now()"
+	"   WHERE $4 AND a.user_id <> excluded.user_id",
+	4, {TEXTARRAYOID, UUIDOID, TEXTOID, BOOLOID}
+};
+
+static CachedStatement sandbox_allowed = {
+	"SELECT 1 FROM credits.revenuecat_sandbox_users WHERE app_user_id = ANY ($1) LIMIT 1",
+	1, {TEXTARRAYOID}
+};
+
+static CachedStatement entitlement_plan = {
+	"SELECT m.plan FROM credits.revenuecat_entitlements m JOIN credits.plans p ON p.name = m.plan"
+	" WHERE m.entitlement_id = ANY ($1) ORDER BY p.rank DESC, m.plan LIMIT 1",
+	1, {TEXTARRAYOID}
+};
+
+static char *rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept);
 
 /* ---- parsing ---- */
 
@@ -215,36 +318,122 @@ get_time_ms(JsonbContainer *ev, const char *key, bool required, TimestampTz *out
 	return true;
 }
 
-/* A list of app user ids; the ones that are uuids (our users) are returned. */
-static int
-get_user_ids(JsonbContainer *ev, const char *key, pg_uuid_t **out)
+static void
+ids_init(RcIds *ids)
+{
+	ids->nknown = 0;
+	ids->known = palloc(sizeof(char *) * RC_IDS_CAP);
+	ids->nanon = 0;
+	ids->anon = palloc(sizeof(char *) * RC_IDS_CAP);
+}
+
+static bool
+is_anonymous(const char *id)
+{
+	return strncmp(id, RC_ANONYMOUS, strlen(RC_ANONYMOUS)) == 0;
+}
+
+/* Adds an app user id (NULL and empty ones are not ids) unless it is there already. */
+static void
+ids_add(RcIds *ids, const char *id)
+{
+	bool		anon;
+	const char **list;
+	int		   *n;
+
+	if (id == NULL || id[0] == '\0')
+		return;
+	anon = is_anonymous(id);
+	list = anon ? ids->anon : ids->known;
+	n = anon ? &ids->nanon : &ids->nknown;
+	for (int i = 0; i < *n; i++)
+	{
+		if (strcmp(list[i], id) == 0)
+			return;
+	}
+	Assert(*n < RC_IDS_CAP);
+	list[(*n)++] = id;
+}
+
+/* A text[] of the strings. */
+static Datum
+strings_datum(const char **strings, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(strings[i]);
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* Both lists of ids, anonymous ones first, as one array of strings. */
+static const char **
+ids_all(const RcIds *ids, int *n)
+{
+	const char **all = palloc(sizeof(char *) * (ids->nanon + ids->nknown + 1));
+
+	memcpy(all, ids->anon, sizeof(char *) * ids->nanon);
+	memcpy(all + ids->nanon, ids->known, sizeof(char *) * ids->nknown);
+	*n = ids->nanon + ids->nknown;
+	return all;
+}
+
+/*
+ * An array of strings (absent or null: none, or malformed when required),
+ * each at most max_chars; calls add for each.  More than RC_MAX_IDS elements
+ * is malformed.
+ */
+static void
+get_string_array(JsonbContainer *ev, const char *key, bool required, int max_chars,
+				 void (*add) (void *, const char *), void *into)
 {
 	JsonbValue *v = member(ev, key);
 	JsonbContainer *arr;
 	int			n;
-	int			k = 0;
 
 	if (v == NULL || v->type == jbvNull)
-		malformed(field_name(key), "is missing");
+	{
+		if (required)
+			malformed(field_name(key), "is missing");
+		return;
+	}
 	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
-		malformed(field_name(key), "must be an array of app user ids");
+		malformed(field_name(key), "must be an array of strings");
 	arr = v->val.binary.data;
 	n = JsonContainerSize(arr);
 	if (n > RC_MAX_IDS)
-		malformed(field_name(key), psprintf("has more than %d app user ids", RC_MAX_IDS));
-	*out = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+		malformed(field_name(key), psprintf("has more than %d elements", RC_MAX_IDS));
 	for (int i = 0; i < n; i++)
 	{
-		JsonbValue *id = getIthJsonbValueFromContainer(arr, i);
+		JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
 		char	   *s;
 
-		if (id == NULL || id->type != jbvString)
-			malformed(field_name(key), "must be an array of app user ids");
-		s = pnstrdup(id->val.string.val, id->val.string.len);
-		if (parse_uuid(s, &(*out)[k]))
-			k++;
+		if (e == NULL || e->type != jbvString)
+			malformed(field_name(key), "must be an array of strings");
+		s = pnstrdup(e->val.string.val, e->val.string.len);
+		if (pg_mbstrlen(s) > max_chars)
+			malformed(field_name(key), psprintf("has an element longer than %d characters", max_chars));
+		add(into, s);
 	}
-	return k;
+}
+
+static void
+add_id(void *ids, const char *id)
+{
+	ids_add((RcIds *) ids, id);
+}
+
+static void
+add_entitlement(void *event, const char *id)
+{
+	RcEvent    *ev = (RcEvent *) event;
+
+	for (int i = 0; i < ev->nentitlements; i++)
+	{
+		if (strcmp(ev->entitlements[i], id) == 0)
+			return;
+	}
+	ev->entitlements[ev->nentitlements++] = id;
 }
 
 /*
@@ -278,41 +467,74 @@ parse_envelope(Jsonb *payload, RcEvent *ev)
 	ev->id = get_string(event, "id", true, CREDITS_MAX_KEY_CHARS);
 	ev->type_name = get_string(event, "type", true, 64);
 	ev->type = RC_UNKNOWN;
+	ev->kept_reason = "unknown_event_type";
 	for (size_t i = 0; i < lengthof(rc_types); i++)
 	{
 		if (strcmp(ev->type_name, rc_types[i].name) == 0)
+		{
 			ev->type = rc_types[i].type;
+			ev->kept_reason = rc_types[i].kept_reason;
+		}
 	}
 	return event;
 }
 
-/* Everything else, for a known type. */
+/*
+ * event_timestamp_ms (required by the types that are applied; else now),
+ * taken as now when it is more than RC_MAX_AHEAD ahead of the clock.
+ */
+static void
+parse_time(JsonbContainer *event, RcEvent *ev)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	if (!get_time_ms(event, "event_timestamp_ms", ev->kept_reason == NULL, &ev->event_at))
+		ev->event_at = now;
+	if (ev->event_at - now > RC_MAX_AHEAD)
+	{
+		ev->clamped = true;
+		ev->sent_at = ev->event_at;
+		ev->event_at = now;
+	}
+}
+
+/* Who the event names, and where (environment, store). */
+static void
+parse_ids(JsonbContainer *event, RcEvent *ev)
+{
+	ids_init(&ev->ids);
+	ids_init(&ev->from);
+	ids_init(&ev->to);
+	ids_add(&ev->ids, get_string(event, "app_user_id", false, CREDITS_MAX_KEY_CHARS));
+	ids_add(&ev->ids, get_string(event, "original_app_user_id", false, CREDITS_MAX_KEY_CHARS));
+	get_string_array(event, "aliases", false, CREDITS_MAX_KEY_CHARS, add_id, &ev->ids);
+	if (ev->type == RC_TRANSFER)
+	{
+		get_string_array(event, "transferred_from", true, CREDITS_MAX_KEY_CHARS, add_id, &ev->from);
+		get_string_array(event, "transferred_to", true, CREDITS_MAX_KEY_CHARS, add_id, &ev->to);
+	}
+	/* an applied type names its user somewhere, anonymous or not */
+	if (ev->kept_reason == NULL && ev->type != RC_TRANSFER && ev->ids.nknown + ev->ids.nanon == 0)
+		malformed("event.app_user_id", "is missing");
+	ev->environment = get_string(event, "environment", false, 64);
+	if (ev->environment == NULL)	/* VIRTUAL_CURRENCY_TRANSACTION */
+		ev->environment = get_string(event, "purchase_environment", false, 64);
+	ev->store = get_string(event, "store", false, 64);
+}
+
+/*
+ * The purchase fields, for the types that are applied.  A temporary grant
+ * guarantees few of them: without a transaction id it is keyed by its event.
+ */
 static void
 parse_fields(JsonbContainer *event, RcEvent *ev)
 {
-	get_time_ms(event, "event_timestamp_ms", true, &ev->event_at);
-	ev->store = get_string(event, "store", false, 64);
+	bool		temporary = ev->type == RC_TEMPORARY_ENTITLEMENT_GRANT;
 
-	if (ev->type == RC_TRANSFER)
-	{
-		pg_uuid_t  *to;
-
-		ev->nfrom = get_user_ids(event, "transferred_from", &ev->from);
-		ev->has_to = get_user_ids(event, "transferred_to", &to) > 0;
-		if (ev->has_to)
-			ev->to = to[0];
-		return;
-	}
-
-	{
-		const char *user = get_string(event, "app_user_id", true, CREDITS_MAX_KEY_CHARS);
-
-		if (strncmp(user, "$RCAnonymousID:", 15) == 0)
-			malformed("event.app_user_id", "is anonymous (set the app's user id with Purchases.logIn)");
-		user_uuid_from_text(user, "event.app_user_id", &ev->user_id);
-	}
-	ev->product_id = get_string(event, "product_id", true, CREDITS_MAX_KEY_CHARS);
-	ev->transaction_id = get_string(event, "transaction_id", true, CREDITS_MAX_KEY_CHARS);
+	ev->product_id = get_string(event, "product_id", !temporary, CREDITS_MAX_KEY_CHARS);
+	ev->transaction_id = get_string(event, "transaction_id", !temporary, CREDITS_MAX_KEY_CHARS);
+	if (ev->transaction_id == NULL)
+		ev->transaction_id = psprintf("temporary:%s", ev->id);
 	ev->original_transaction_id = get_string(event, "original_transaction_id", false,
 											 CREDITS_MAX_KEY_CHARS);
 	ev->new_product_id = get_string(event, "new_product_id", false, CREDITS_MAX_KEY_CHARS);
@@ -322,6 +544,14 @@ parse_fields(JsonbContainer *event, RcEvent *ev)
 	ev->has_purchased_at = get_time_ms(event, "purchased_at_ms", false, &ev->purchased_at);
 	ev->has_expiration = get_time_ms(event, "expiration_at_ms", false, &ev->expiration_at);
 	ev->has_grace = get_time_ms(event, "grace_period_expiration_at_ms", false, &ev->grace_until);
+	ev->entitlements = palloc(sizeof(char *) * (RC_MAX_IDS + 1));
+	get_string_array(event, "entitlement_ids", false, CREDITS_MAX_KEY_CHARS, add_entitlement, ev);
+	{
+		const char *deprecated = get_string(event, "entitlement_id", false, CREDITS_MAX_KEY_CHARS);
+
+		if (deprecated != NULL && deprecated[0] != '\0')
+			add_entitlement(ev, deprecated);
+	}
 }
 
 /* ---- results ---- */
@@ -422,7 +652,254 @@ already_applied(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 	return true;
 }
 
+/* ---- who ---- */
+
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Every anonymous id the event names (a TRANSFER: both sides). */
+static const char **
+anonymous_ids(const RcEvent *ev, int *n)
+{
+	const char **all = palloc(sizeof(char *) * (ev->ids.nanon + ev->from.nanon + ev->to.nanon + 1));
+
+	*n = 0;
+	for (int i = 0; i < ev->ids.nanon; i++)
+		all[(*n)++] = ev->ids.anon[i];
+	for (int i = 0; i < ev->from.nanon; i++)
+		all[(*n)++] = ev->from.anon[i];
+	for (int i = 0; i < ev->to.nanon; i++)
+		all[(*n)++] = ev->to.anon[i];
+	return all;
+}
+
+/*
+ * Serializes the events that name the same anonymous id: an event kept for
+ * want of a user and the TRANSFER or alias that links the id (and a retry of
+ * the kept event) run one after the other, so the kept event is applied once.
+ */
+static void
+lock_anonymous_ids(const RcEvent *ev)
+{
+	int			n;
+	const char **anon = anonymous_ids(ev, &n);
+	int32	   *keys = palloc(sizeof(int32) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		keys[i] = (int32) hash_bytes((const unsigned char *) anon[i], strlen(anon[i]));
+	qsort(keys, n, sizeof(int32), cmp_int32);
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0 && keys[i] == keys[i - 1])
+			continue;
+		DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(RC_ID_LOCK_CLASS),
+							Int32GetDatum(keys[i]));
+	}
+}
+
+/*
+ * The account: the first id that is not anonymous (app_user_id, then
+ * original_app_user_id, then aliases), else the user an anonymous one was
+ * linked to.  False when there is none.
+ */
+static bool
+resolve_user(RcEvent *ev)
+{
+	Datum		args[1];
+
+	if (ev->ids.nknown > 0)
+	{
+		user_uuid_from_text(ev->ids.known[0], "event.app_user_id", &ev->user_id);
+		return true;
+	}
+	if (ev->ids.nanon == 0)
+		return false;
+	args[0] = strings_datum(ev->ids.anon, ev->ids.nanon);
+	if (spi_exec(&alias_owner, args, NULL) == 0)
+		return false;
+	ev->user_id = spi_get_uuid(0, 1);
+	return true;
+}
+
+/* Links anonymous ids to the user; returns how many links are new (or moved). */
+static int64
+link_anonymous(const char **anon, int n, const pg_uuid_t *user_id, const char *event_id,
+			   bool transfer)
+{
+	Datum		args[4];
+
+	if (n == 0)
+		return 0;
+	args[0] = strings_datum(anon, n);
+	args[1] = UUIDPGetDatum(user_id);
+	args[2] = CStringGetTextDatum(event_id);
+	args[3] = BoolGetDatum(transfer);
+	return (int64) spi_exec(&alias_link, args, NULL);
+}
+
+/*
+ * A SANDBOX event that must not apply: credits.accept_sandbox is off and no
+ * id it names (nor its account) is in credits.revenuecat_sandbox_users.
+ */
+static bool
+sandbox_refused(const RcEvent *ev, bool has_user)
+{
+	const char **names;
+	int			n = 0;
+	int			k;
+	const char **part;
+	Datum		args[1];
+
+	if (ev->environment == NULL || strcmp(ev->environment, "SANDBOX") != 0 ||
+		credits_accept_sandbox())
+		return false;
+	names = palloc(sizeof(char *) * (3 * RC_IDS_CAP + 1));
+	part = ids_all(&ev->ids, &k);
+	memcpy(names + n, part, sizeof(char *) * k);
+	n += k;
+	part = ids_all(&ev->from, &k);
+	memcpy(names + n, part, sizeof(char *) * k);
+	n += k;
+	part = ids_all(&ev->to, &k);
+	memcpy(names + n, part, sizeof(char *) * k);
+	n += k;
+	if (has_user)
+		names[n++] = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->user_id)));
+	args[0] = strings_datum(names, n);
+	return spi_exec(&sandbox_allowed, args, NULL) == 0;
+}
+
+/* ---- what ---- */
+
+/*
+ * The product an event is about: its row in credits.products, the row of a
+ * Play product's subscription id ("<subscription>:<base plan>"), else a
+ * subscription to the best plan one of its entitlement ids maps to.  NULL
+ * when found; else why not (the reason it is kept under).
+ */
+static const char *
+product_for(RcEvent *ev, Product *product)
+{
+	const char *colon = ev->product_id ? strchr(ev->product_id, ':') : NULL;
+
+	if (ev->product_id != NULL && product_find(ev->product_id, RC_SOURCE, product))
+		return NULL;
+	if (colon != NULL &&
+		product_find(pnstrdup(ev->product_id, colon - ev->product_id), RC_SOURCE, product))
+		return NULL;
+	if (ev->nentitlements > 0)
+	{
+		Datum		args[1] = {strings_datum(ev->entitlements, ev->nentitlements)};
+
+		if (spi_exec(&entitlement_plan, args, NULL) > 0)
+		{
+			memset(product, 0, sizeof(*product));
+			product->plan = spi_get_cstring(0, 1);
+			if (ev->product_id == NULL)
+				ev->product_id = psprintf("entitlement:%s", ev->entitlements[0]);
+			product->product_id = pstrdup(ev->product_id);
+			return NULL;
+		}
+	}
+	if (ev->product_id == NULL)
+		return "no_product";
+	return colon != NULL ? "unmapped_play_base_plan" : "unknown_product";
+}
+
+/* ---- kept events ---- */
+
+static Datum
+text_or_null(const char *value, char *null)
+{
+	*null = value ? ' ' : 'n';
+	return value ? CStringGetTextDatum(value) : (Datum) 0;
+}
+
+/* Keeps the body of an event that was not applied, with why. */
+static void
+keep_event(const RcEvent *ev, Jsonb *payload, const char *reason)
+{
+	int			n;
+	const char **anon = anonymous_ids(ev, &n);
+	Datum		args[8];
+	char		nulls[] = "        ";
+
+	args[0] = CStringGetTextDatum(ev->id);
+	args[1] = CStringGetTextDatum(ev->type_name);
+	args[2] = TimestampTzGetDatum(ev->event_at);
+	args[3] = text_or_null(ev->original_transaction_id ? ev->original_transaction_id
+							  : ev->transaction_id, &nulls[3]);
+	args[4] = text_or_null(ev->transaction_id, &nulls[4]);
+	args[5] = CStringGetTextDatum(reason);
+	args[6] = CStringGetTextDatum(JsonbToCString(NULL, &payload->root, VARSIZE(payload)));
+	args[7] = strings_datum(anon, n);
+	nulls[7] = n > 0 ? ' ' : 'n';
+	spi_exec(&kept_insert, args, nulls);
+}
+
+static void
+forget_event(const RcEvent *ev)
+{
+	Datum		args[1] = {CStringGetTextDatum(ev->id)};
+
+	spi_exec(&kept_delete, args, NULL);
+}
+
+/*
+ * After an event applied: the kept events that waited for a user and name
+ * one of its anonymous ids, oldest first; their results go in "replayed".
+ */
+static void
+apply_kept_anonymous(const RcEvent *ev, RcResult *r)
+{
+	int			n;
+	const char **anon = anonymous_ids(ev, &n);
+	Datum		args[2];
+	uint64		nkept;
+	char	  **payloads;
+
+	if (n == 0)
+		return;
+	args[0] = strings_datum(anon, n);
+	args[1] = CStringGetTextDatum(ev->id);
+	nkept = spi_exec(&kept_anonymous, args, NULL);
+	if (nkept == 0)
+		return;
+	payloads = palloc(sizeof(char *) * nkept);
+	for (uint64 i = 0; i < nkept; i++)
+		payloads[i] = spi_get_cstring(i, 1);
+	appendStringInfoString(&r->buf, ", \"replayed\": [");
+	for (uint64 i = 0; i < nkept; i++)
+	{
+		bool		applied;
+		bool		kept;
+		Jsonb	   *body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payloads[i])));
+
+		appendStringInfo(&r->buf, "%s%s", i ? ", " : "", rc_receive(body, false, &applied, &kept));
+	}
+	appendStringInfoChar(&r->buf, ']');
+}
+
 /* ---- applying ---- */
+
+static bool
+is_purchase(RcType type)
+{
+	return type == RC_INITIAL_PURCHASE || type == RC_RENEWAL || type == RC_NON_RENEWING_PURCHASE;
+}
+
+static bool
+is_refund(const RcEvent *ev)
+{
+	return ev->type == RC_CANCELLATION && ev->cancel_reason != NULL &&
+		strcmp(ev->cancel_reason, "CUSTOMER_SUPPORT") == 0;
+}
 
 static void
 txn_from_event(const RcEvent *ev, StoreTxn *txn)
@@ -443,20 +920,13 @@ txn_from_event(const RcEvent *ev, StoreTxn *txn)
 	txn->period_type = ev->period_type;
 }
 
-static bool
-is_purchase(RcType type)
-{
-	return type == RC_INITIAL_PURCHASE || type == RC_RENEWAL || type == RC_NON_RENEWING_PURCHASE;
-}
-
-static bool
-is_refund(const RcEvent *ev)
-{
-	return ev->type == RC_CANCELLATION && ev->cancel_reason != NULL &&
-		strcmp(ev->cancel_reason, "CUSTOMER_SUPPORT") == 0;
-}
-
-/* What the event does to a subscription's entitlement. */
+/*
+ * What the event does to a subscription's entitlement.  Only a purchase
+ * sets the product and plan; the other events change the status, and only
+ * an extension, a grace period, a refund, an expiration or a temporary
+ * grant change the end (a status-only event may name the product before an
+ * upgrade, with that product's end).
+ */
 static void
 subscription_change(const RcEvent *ev, EntitlementChange *c)
 {
@@ -465,6 +935,7 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 	memset(c, 0, sizeof(*c));
 	c->has_expires_at = ev->has_expiration;
 	c->expires_at = ev->expiration_at;
+	c->keep_product = !is_purchase(ev->type);
 	/* no expiry in the event: a known subscription keeps its own, a new one has no end */
 	c->keep_expiry = !ev->has_expiration;
 	switch (ev->type)
@@ -475,21 +946,34 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 			c->status = "active";
 			c->set_next_product = true; /* a renewal is the product change taking effect */
 			break;
-		case RC_UNCANCELLATION:
-		case RC_REFUND_REVERSED:
 		case RC_TEMPORARY_ENTITLEMENT_GRANT:
 			c->status = "active";
+			if (!ev->has_expiration)
+			{
+				c->has_expires_at = true;
+				c->expires_at = ev->event_at + RC_TEMPORARY_GRANT;
+				c->keep_expiry = false;
+			}
+			break;
+		case RC_REFUND_REVERSED:
+			c->status = "active";
+			break;
+		case RC_UNCANCELLATION:
+			c->status = "active";
+			c->keep_expiry = true;
 			break;
 		case RC_SUBSCRIPTION_EXTENDED:
 			c->status = NULL;	/* still cancelled if it was: it just lasts longer */
 			break;
 		case RC_PRODUCT_CHANGE:
 			c->status = NULL;	/* takes effect at the next renewal */
+			c->keep_expiry = true;
 			c->set_next_product = true;
 			c->next_product_id = ev->new_product_id;
 			break;
 		case RC_CANCELLATION:
 			c->status_reason = ev->cancel_reason;
+			c->keep_expiry = true;
 			if (is_refund(ev))
 			{
 				/* a store refund ends the access now */
@@ -505,6 +989,7 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 			break;
 		case RC_BILLING_ISSUE:
 			c->status = "billing_issue";
+			c->keep_expiry = true;
 			/* the store's grace period keeps access */
 			if (ev->has_grace && (!ev->has_expiration || ev->grace_until > ev->expiration_at))
 			{
@@ -515,6 +1000,7 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 			break;
 		case RC_SUBSCRIPTION_PAUSED:
 			c->status = "paused";	/* pauses at the end of the period */
+			c->keep_expiry = true;
 			break;
 		case RC_EXPIRATION:
 			c->status = "expired";
@@ -528,11 +1014,25 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 	}
 }
 
+/* The status that holds now: an access status whose end has passed is "expired". */
+static const char *
+status_now(const EntitlementRow *ent)
+{
+	bool		access = strcmp(ent->status, "active") == 0 ||
+		strcmp(ent->status, "cancelled") == 0 ||
+		strcmp(ent->status, "billing_issue") == 0 ||
+		strcmp(ent->status, "paused") == 0;
+
+	if (access && ent->has_expires_at && ent->expires_at <= GetCurrentTransactionStartTimestamp())
+		return "expired";
+	return ent->status;
+}
+
 static void
 result_entitlement(RcResult *r, const EntitlementRow *ent, const Account *acct)
 {
 	result_int(r, "entitlement_id", ent->id);
-	result_str(r, "entitlement_status", ent->status);
+	result_str(r, "entitlement_status", status_now(ent));
 	result_str(r, "entitlement_plan", ent->plan);
 	result_time(r, "expires_at", ent->has_expires_at, ent->expires_at);
 	if (acct)
@@ -594,6 +1094,10 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 		result_int(r, "entitlement_id", existing.id);
 		return;
 	}
+	/* the upgrade already renewed into the new product: nothing is pending */
+	if (found && ev->type == RC_PRODUCT_CHANGE && ev->new_product_id != NULL &&
+		strcmp(existing.product_id, ev->new_product_id) == 0)
+		change.next_product_id = NULL;
 
 	entitlement_write(&ev->user_id, found ? &existing : NULL, &txn, key, product, &change, &ent);
 	if (is_purchase(ev->type))
@@ -780,33 +1284,69 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 	record_event(ev, &acct->user_id, r);
 }
 
-/* TRANSFER: the store moved the subscriptions of some app users to another. */
+/* The account uuids of the ids that are not anonymous. */
+static pg_uuid_t *
+known_uuids(const RcIds *ids, const char *field)
+{
+	pg_uuid_t  *out = palloc(sizeof(pg_uuid_t) * Max(ids->nknown, 1));
+
+	for (int i = 0; i < ids->nknown; i++)
+		user_uuid_from_text(ids->known[i], field, &out[i]);
+	return out;
+}
+
+/*
+ * TRANSFER: the store moved the subscriptions of some app users to another.
+ * Anonymous ids on either side are linked to the receiving user (the kept
+ * events that waited for them are applied after); the subscriptions of the
+ * users we know move.
+ */
 static void
 apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 {
+	pg_uuid_t  *from = known_uuids(&ev->from, "event.transferred_from");
+	bool		has_to = ev->to.nknown > 0;
+	pg_uuid_t	to;
+	int			nanon;
+	const char **anon = anonymous_ids(ev, &nanon);
+	int64		linked = 0;
 	pg_uuid_t  *owners;
 	int			nowners;
 	pg_uuid_t  *ids;
 	AccountSet	set;
 	int			moved = 0;
 
-	if (!store_owners_of(ev->from, ev->nfrom, ev->has_to ? &ev->to : NULL, &owners, &nowners))
+	if (has_to)
 	{
-		result_set(r, "ignored", "nothing_to_transfer");
+		user_uuid_from_text(ev->to.known[0], "event.transferred_to", &to);
+		linked = link_anonymous(anon, nanon, &to, ev->id, true);
+	}
+	if (!store_owners_of(from, ev->from.nknown, has_to ? &to : NULL, &owners, &nowners))
+	{
+		if (!has_to || nanon == 0)
+		{
+			result_set(r, "ignored", "nothing_to_transfer");
+			return;
+		}
+		result_set(r, "applied", "anonymous_ids_linked");
+		result_uuid(r, "user_id", &to);
+		result_int(r, "linked", linked);
+		result_int(r, "moved", 0);
+		record_event(ev, &to, r);
 		return;
 	}
 	ids = palloc(sizeof(pg_uuid_t) * (nowners + 1));
 	memcpy(ids, owners, sizeof(pg_uuid_t) * nowners);
-	if (ev->has_to)
-		ids[nowners] = ev->to;
-	accounts_lock(&set, ids, nowners + (ev->has_to ? 1 : 0));
+	if (has_to)
+		ids[nowners] = to;
+	accounts_lock(&set, ids, nowners + (has_to ? 1 : 0));
 	if (already_applied(ev, r, duplicate))
 	{
 		accounts_save(&set, false);
 		return;
 	}
 	/* the owners again, under the locks */
-	store_owners_of(ev->from, ev->nfrom, ev->has_to ? &ev->to : NULL, &owners, &nowners);
+	store_owners_of(from, ev->from.nknown, has_to ? &to : NULL, &owners, &nowners);
 	for (int i = 0; i < nowners; i++)
 	{
 		if (accounts_get(&set, &owners[i]) == NULL)
@@ -815,22 +1355,141 @@ apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 					 errmsg("a subscription moved during the transfer"),
 					 errdetail("{\"event_id\": %s}", json_quote(ev->id)),
 					 errhint("Deliver the event again.")));
-		moved += entitlement_move_all(&owners[i], ev->has_to ? &ev->to : NULL,
-									  ev->event_at, ev->id);
+		moved += entitlement_move_all(&owners[i], has_to ? &to : NULL, ev->event_at, ev->id);
 	}
 	accounts_save(&set, true);
 
-	result_set(r, "applied", ev->has_to ? NULL : "transferred_to_unknown_user");
-	result_uuid(r, "user_id", ev->has_to ? &ev->to : NULL);
+	result_set(r, "applied", has_to ? NULL : "transferred_to_unknown_user");
+	result_uuid(r, "user_id", has_to ? &to : NULL);
 	appendStringInfoString(&r->buf, ", \"from\": [");
 	for (int i = 0; i < nowners; i++)
 		appendStringInfo(&r->buf, "%s%s", i ? ", " : "",
 						 json_quote(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&owners[i])))));
 	appendStringInfoChar(&r->buf, ']');
 	result_int(r, "moved", moved);
-	if (ev->has_to)
-		result_str(r, "plan", accounts_get(&set, &ev->to)->plan);
-	record_event(ev, ev->has_to ? &ev->to : NULL, r);
+	if (linked > 0)
+		result_int(r, "linked", linked);
+	if (has_to)
+		result_str(r, "plan", accounts_get(&set, &to)->plan);
+	record_event(ev, has_to ? &to : NULL, r);
+}
+
+/* SUBSCRIBER_ALIAS: the user's anonymous ids are linked (done by the caller). */
+static void
+apply_alias(const RcEvent *ev, RcResult *r)
+{
+	result_set(r, "applied", NULL);
+	result_uuid(r, "user_id", &ev->user_id);
+	result_int(r, "linked", ev->linked);
+	record_event(ev, &ev->user_id, r);
+}
+
+/* An event of a type that is applied: who, then what, then apply it or say why not. */
+static void
+apply_known_type(RcEvent *ev, RcResult *r, StringInfo duplicate)
+{
+	bool		has_user = ev->type != RC_TRANSFER && resolve_user(ev);
+	Product		product;
+	const char *missing;
+
+	if (sandbox_refused(ev, has_user))
+		result_set(r, "ignored", "sandbox");
+	else if (ev->type == RC_TRANSFER)
+		apply_transfer(ev, r, duplicate);
+	else if (!has_user)
+		result_set(r, "ignored", "anonymous_user");
+	else
+	{
+		ev->linked = link_anonymous(ev->ids.anon, ev->ids.nanon, &ev->user_id, ev->id, false);
+		if (ev->type == RC_SUBSCRIBER_ALIAS)
+		{
+			apply_alias(ev, r);
+			return;
+		}
+		missing = product_for(ev, &product);
+		if (missing != NULL)
+		{
+			result_set(r, "ignored", missing);
+			result_str(r, "product_id", ev->product_id);
+			result_uuid(r, "user_id", &ev->user_id);
+		}
+		else if (product.plan == NULL)
+			apply_pack_event(ev, &product, r, duplicate);
+		else
+			apply_subscription_event(ev, &product, r, duplicate);
+		if (ev->linked > 0)
+			result_int(r, "linked", ev->linked);
+	}
+}
+
+/* The first result of a duplicate delivery, marked as a duplicate. */
+static char *
+duplicate_text(const char *first)
+{
+	Datum		a = DirectFunctionCall1(jsonb_in, CStringGetDatum(first));
+	Datum		mark = DirectFunctionCall1(jsonb_in,
+										   CStringGetDatum("{\"status\": \"duplicate\", \"reason\": \"event already applied\"}"));
+
+	return DatumGetCString(DirectFunctionCall1(jsonb_out, DirectFunctionCall2(jsonb_concat, a, mark)));
+}
+
+/*
+ * Applies one body (inside the caller's SPI connection) and returns the
+ * answer as JSON text.  An event not applied is kept; one applied or seen
+ * before is no longer kept.  replay_kept: then applies the kept events that
+ * waited for the anonymous ids it linked.
+ */
+static char *
+rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept)
+{
+	RcEvent		ev;
+	RcResult	r;
+	StringInfoData duplicate;
+	JsonbContainer *event = parse_envelope(payload, &ev);
+
+	result_init(&r, &ev);
+	initStringInfo(&duplicate);
+	parse_time(event, &ev);
+	parse_ids(event, &ev);
+	if (ev.kept_reason == NULL && ev.type != RC_TRANSFER && ev.type != RC_SUBSCRIBER_ALIAS)
+		parse_fields(event, &ev);
+	lock_anonymous_ids(&ev);
+
+	if (already_applied(&ev, &r, &duplicate))
+		;
+	else if (ev.kept_reason != NULL)
+		result_set(&r, "ignored", ev.kept_reason);
+	else
+		apply_known_type(&ev, &r, &duplicate);
+	if (ev.clamped)
+	{
+		result_time(&r, "event_timestamp_sent", true, ev.sent_at);
+		result_time(&r, "event_timestamp_used", true, ev.event_at);
+	}
+
+	*applied = strcmp(r.status, "applied") == 0;
+	*kept = strcmp(r.status, "ignored") == 0;
+	if (*kept)
+	{
+		keep_event(&ev, payload, r.reason);
+		appendStringInfoString(&r.buf, ", \"kept\": true");
+	}
+	else
+		forget_event(&ev);
+	if (*applied && replay_kept)
+		apply_kept_anonymous(&ev, &r);
+	if (duplicate.len > 0)
+		return duplicate_text(duplicate.data);
+	return result_text(&r);
+}
+
+/* webhooks.c: a kept RevenueCat event, applied again by replay_webhook_events(). */
+char *
+revenuecat_apply_kept(const char *payload, bool *applied, bool *kept)
+{
+	Jsonb	   *body = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
+
+	return rc_receive(body, false, applied, kept);
 }
 
 /*
@@ -838,66 +1497,26 @@ apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
  *
  * Applies one RevenueCat webhook body and says what it did:
  *   {"status": "applied" | "duplicate" | "ignored", "reason": ..., "event_id": ...,
- *    "type": ..., "user_id": ..., ...}
+ *    "type": ..., "user_id": ..., "kept": true (ignored: kept to apply later), ...}
  */
 PG_FUNCTION_INFO_V1(credits_apply_revenuecat_event);
 Datum
 credits_apply_revenuecat_event(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *payload;
-	JsonbContainer *event;
-	RcEvent		ev;
-	RcResult	r;
-	StringInfoData duplicate;
-	Product		product;
+	bool		applied;
+	bool		kept;
+	char	   *answer;
+	char	   *out;
 
 	refuse_client_request("credits.apply_revenuecat_event");
-
 	require_arg(fcinfo, 0, "payload");
 	payload = PG_GETARG_JSONB_P(0);
-	event = parse_envelope(payload, &ev);
-	result_init(&r, &ev);
-	initStringInfo(&duplicate);
-
-	if (ev.type == RC_UNKNOWN)
-		result_set(&r, "ignored", "unknown_event_type");
-	else if (ev.type == RC_TEST)
-		result_set(&r, "ignored", "test_event");
-	else
-	{
-		ev.environment = get_string(event, "environment", false, 64);
-		if (ev.environment && strcmp(ev.environment, "SANDBOX") == 0 && !credits_accept_sandbox())
-			result_set(&r, "ignored", "sandbox");
-	}
-	if (r.status != NULL)
-		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result_text(&r))));
-
-	parse_fields(event, &ev);
 
 	SPI_connect();
-	if (already_applied(&ev, &r, &duplicate))
-		;
-	else if (ev.type == RC_TRANSFER)
-		apply_transfer(&ev, &r, &duplicate);
-	else if (!product_find(ev.product_id, RC_SOURCE, &product))
-	{
-		result_set(&r, "ignored", "unknown_product");
-		result_str(&r, "product_id", ev.product_id);
-	}
-	else if (product.plan == NULL)
-		apply_pack_event(&ev, &product, &r, &duplicate);
-	else
-		apply_subscription_event(&ev, &product, &r, &duplicate);
+	answer = rc_receive(payload, true, &applied, &kept);
+	out = SPI_palloc(strlen(answer) + 1);
+	strcpy(out, answer);
 	SPI_finish();
-
-	if (duplicate.len > 0)
-	{
-		/* the first result, marked as a duplicate */
-		Datum		first = DirectFunctionCall1(jsonb_in, CStringGetDatum(duplicate.data));
-		Datum		mark = DirectFunctionCall1(jsonb_in,
-											   CStringGetDatum("{\"status\": \"duplicate\", \"reason\": \"event already applied\"}"));
-
-		PG_RETURN_DATUM(DirectFunctionCall2(jsonb_concat, first, mark));
-	}
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(result_text(&r))));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out)));
 }

@@ -767,10 +767,22 @@ credits_replay_webhook_events(PG_FUNCTION_ARGS)
 	initStringInfo(&results);
 	for (uint64 i = 0; i < n; i++)
 	{
-		const Provider *p = provider_named(names[i]);
+		const Provider *p;
 		WebhookEvent ev;
 		WhResult	r;
 
+		if (strcmp(names[i], "revenuecat") == 0)
+		{
+			bool		was_applied;
+			bool		was_kept;
+			char	   *answer = revenuecat_apply_kept(payloads[i], &was_applied, &was_kept);
+
+			applied += was_applied;
+			kept += was_kept;
+			appendStringInfo(&results, "%s%s", i ? ", " : "", answer);
+			continue;
+		}
+		p = provider_named(names[i]);
 		p->parse(payload_root(payloads[i]), &ev);
 		ev.provider = p->name;
 		result_init(&r);

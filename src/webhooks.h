@@ -60,4 +60,7 @@ extern bool webhook_iso_time(JsonbContainer *obj, const char *path, TimestampTz 
 extern void webhook_user(WebhookEvent *ev, JsonbContainer *obj, const char *path);
 pg_noreturn extern void webhook_malformed(const char *field, const char *problem);
 
+/* revenuecat.c: a kept RevenueCat event applied again (inside an SPI connection); returns the answer. */
+extern char *revenuecat_apply_kept(const char *payload, bool *applied, bool *kept);
+
 #endif							/* CREDITS_WEBHOOKS_H */

@@ -89,3 +89,18 @@ BEGIN
     END IF;
 END
 $$;
+
+-- RevenueCat (1.1 on): an entitlement id mapped to a plan, a sandbox tester, and an
+-- anonymous id linked to a user by an alias event.
+DO $$
+BEGIN
+    IF to_regclass('credits.revenuecat_aliases') IS NOT NULL THEN
+        PERFORM credits.map_revenuecat_entitlement('ops_gold', 'premium');
+        PERFORM credits.allow_sandbox_user('ops-app-review', 'App Review');
+        PERFORM credits.apply_revenuecat_event(jsonb_build_object('api_version', '1.0', 'event', jsonb_build_object(
+            'id', 'ops-rc-alias', 'type', 'SUBSCRIBER_ALIAS', 'app_user_id', 'ops-rc-user',
+            'aliases', jsonb_build_array('$RCAnonymousID:ops'),
+            'event_timestamp_ms', (extract(epoch FROM now()) * 1000)::bigint)));
+    END IF;
+END
+$$;
