@@ -1610,7 +1610,8 @@ CREATE FUNCTION credits.user_tables()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT ARRAY['accounts', 'ledger', 'lots', 'holds', 'purchases', 'entitlements', 'store_events', 'rate_limits'] $$;
+AS $$ SELECT ARRAY['accounts', 'ledger', 'lots', 'holds', 'purchases', 'entitlements', 'store_events', 'rate_limits',
+                     'revenuecat_aliases'] $$;
 
 -- Every row of the user in every per-user table, as jsonb arrays in a fixed order.
 CREATE FUNCTION credits.export_user(user_id uuid)
