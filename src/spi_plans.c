@@ -6,10 +6,11 @@
  * CachedStatement values next to the code that uses them; the plan cache
  * revalidates them after DDL, so nothing here needs invalidation.  Every
  * statement names its objects schema-qualified and runs with the pinned
- * search_path of the calling SECURITY DEFINER function.  The getters that
- * take a type check it: the plan cache replans a statement after a column's
- * type changed, and its Datums would no longer be what the caller reads.
- * No locks of its own.
+ * search_path of the calling SECURITY DEFINER function.  Every column is
+ * read through a getter that checks its type (the plan cache replans a
+ * statement after a column's type changed, and its Datums would no longer
+ * be what the caller reads) and, unless its name ends in _or_null, refuses
+ * a NULL (a NOT NULL a DBA dropped).  No locks of its own.
  */
 #include "credits.h"
 
