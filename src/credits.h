@@ -384,6 +384,10 @@ extern const char *current_actor(void);
 
 /* ---- errors.c: the contract's refusals ---- */
 extern char *json_quote(const char *s);
+extern void json_member_str(StringInfo buf, const char *key, const char *value);
+extern void json_member_int(StringInfo buf, const char *key, int64 value);
+extern void json_member_uuid(StringInfo buf, const char *key, const pg_uuid_t *value);
+extern void json_member_time(StringInfo buf, const char *key, bool has, TimestampTz value);
 pg_noreturn extern void refuse_insufficient(const Account *acct, int64 needed);
 pg_noreturn extern void refuse_daily_limit(const Account *acct);
 pg_noreturn extern void refuse_key_conflict_on(const pg_uuid_t *user_id, text *key, int64 original_entry_id,

@@ -15,6 +15,7 @@
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/float.h"
 #include "utils/json.h"
 
@@ -35,6 +36,44 @@ json_quote(const char *s)
 	initStringInfo(&buf);
 	escape_json(&buf, s);
 	return buf.data;
+}
+
+/*
+ * Members appended to a JSON object being built in buf (the results of the
+ * webhook functions): `, "key": value`, null for a NULL string, uuid or an
+ * absent time.
+ */
+void
+json_member_str(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfo(buf, ", \"%s\": %s", key, value ? json_quote(value) : "null");
+}
+
+void
+json_member_int(StringInfo buf, const char *key, int64 value)
+{
+	appendStringInfo(buf, ", \"%s\": " INT64_FORMAT, key, value);
+}
+
+void
+json_member_uuid(StringInfo buf, const char *key, const pg_uuid_t *value)
+{
+	json_member_str(buf, key, value == NULL ? NULL
+					: DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(value))));
+}
+
+void
+json_member_time(StringInfo buf, const char *key, bool has, TimestampTz value)
+{
+	char		iso[MAXDATELEN + 1];
+
+	if (!has)
+	{
+		json_member_str(buf, key, NULL);
+		return;
+	}
+	JsonEncodeDateTime(iso, TimestampTzGetDatum(value), TIMESTAMPTZOID, NULL);
+	json_member_str(buf, key, iso);
 }
 
 /*

@@ -566,41 +566,6 @@ result_init(RcResult *r, const RcEvent *ev)
 	r->reason = NULL;
 }
 
-static void
-result_str(RcResult *r, const char *key, const char *value)
-{
-	appendStringInfo(&r->buf, ", \"%s\": %s", key, value ? json_quote(value) : "null");
-}
-
-static void
-result_int(RcResult *r, const char *key, int64 value)
-{
-	appendStringInfo(&r->buf, ", \"%s\": " INT64_FORMAT, key, value);
-}
-
-static void
-result_uuid(RcResult *r, const char *key, const pg_uuid_t *value)
-{
-	if (value == NULL)
-		result_str(r, key, NULL);
-	else
-		result_str(r, key, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(value))));
-}
-
-static void
-result_time(RcResult *r, const char *key, bool has, TimestampTz value)
-{
-	char		iso[MAXDATELEN + 1];
-
-	if (!has)
-	{
-		result_str(r, key, NULL);
-		return;
-	}
-	JsonEncodeDateTime(iso, TimestampTzGetDatum(value), TIMESTAMPTZOID, NULL);
-	result_str(r, key, iso);
-}
-
 static char *
 result_text(RcResult *r)
 {
@@ -1031,12 +996,12 @@ status_now(const EntitlementRow *ent)
 static void
 result_entitlement(RcResult *r, const EntitlementRow *ent, const Account *acct)
 {
-	result_int(r, "entitlement_id", ent->id);
-	result_str(r, "entitlement_status", status_now(ent));
-	result_str(r, "entitlement_plan", ent->plan);
-	result_time(r, "expires_at", ent->has_expires_at, ent->expires_at);
+	json_member_int(&r->buf, "entitlement_id", ent->id);
+	json_member_str(&r->buf, "entitlement_status", status_now(ent));
+	json_member_str(&r->buf, "entitlement_plan", ent->plan);
+	json_member_time(&r->buf, "expires_at", ent->has_expires_at, ent->expires_at);
 	if (acct)
-		result_str(r, "plan", acct->plan);
+		json_member_str(&r->buf, "plan", acct->plan);
 }
 
 /* A subscription event: the entitlement takes the state the newest event says. */
@@ -1067,7 +1032,7 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	if (found && existing.last_event_at > ev->event_at)
 	{
 		result_set(r, "ignored", "stale_event");
-		result_int(r, "entitlement_id", existing.id);
+		json_member_int(&r->buf, "entitlement_id", existing.id);
 		return;
 	}
 
@@ -1091,7 +1056,7 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	{
 		accounts_save(&set, false);
 		result_set(r, "ignored", "stale_event");
-		result_int(r, "entitlement_id", existing.id);
+		json_member_int(&r->buf, "entitlement_id", existing.id);
 		return;
 	}
 	/* the upgrade already renewed into the new product: nothing is pending */
@@ -1101,16 +1066,16 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 
 	entitlement_write(&ev->user_id, found ? &existing : NULL, &txn, key, product, &change, &ent);
 	if (is_purchase(ev->type))
-		result_int(r, "confirmed_claims", claims_confirm(&ev->user_id, &txn));
+		json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, &txn));
 	accounts_save(&set, true);
 	acct = accounts_get(&set, &ev->user_id);
 	if (is_purchase(ev->type))
 		purchase_record_subscription(&ev->user_id, &txn, ent.id, acct);
 
 	result_set(r, "applied", NULL);
-	result_uuid(r, "user_id", &ev->user_id);
+	json_member_uuid(&r->buf, "user_id", &ev->user_id);
 	if (found && memcmp(&existing.user_id, &ev->user_id, UUID_LEN) != 0)
-		result_uuid(r, "moved_from", &existing.user_id);
+		json_member_uuid(&r->buf, "moved_from", &existing.user_id);
 	result_entitlement(r, &ent, acct);
 	record_event(ev, &ev->user_id, r);
 }
@@ -1120,12 +1085,12 @@ result_balance(RcResult *r, const Account *acct)
 {
 	int64		remaining;
 
-	result_uuid(r, "user_id", &acct->user_id);
-	result_int(r, "balance", acct->balance);
+	json_member_uuid(&r->buf, "user_id", &acct->user_id);
+	json_member_int(&r->buf, "balance", acct->balance);
 	if (account_daily_remaining(acct, &remaining))
-		result_int(r, "daily_remaining", remaining);
+		json_member_int(&r->buf, "daily_remaining", remaining);
 	else
-		result_str(r, "daily_remaining", NULL);
+		json_member_str(&r->buf, "daily_remaining", NULL);
 }
 
 /* A pack: purchases credit it once, a refund claws back what is left, a reversal gives it back. */
@@ -1166,7 +1131,7 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 			if (prior.has_entry)
 			{
 				result_set(r, "duplicate", "transaction already applied");
-				result_int(r, "entry_id", prior.entry_id);
+				json_member_int(&r->buf, "entry_id", prior.entry_id);
 				break;
 			}
 			if (purchase_is_refunded(&prior))
@@ -1223,15 +1188,15 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 
 		pack_credit(acct, &txn, product, found, &entry);
 		result_set(r, "applied", NULL);
-		result_int(r, "entry_id", entry.id);
-		result_int(r, "credits", entry.amount);
+		json_member_int(&r->buf, "entry_id", entry.id);
+		json_member_int(&r->buf, "credits", entry.amount);
 	}
 	else if (!found)
 	{
 		/* the refund (or its reversal) came first: the purchase will credit nothing (or credit) */
 		pack_refund_tombstone(&acct->user_id, &txn, is_refund(ev) ? "refunded" : "reversed");
 		result_set(r, "applied", is_refund(ev) ? "refund_before_purchase" : "reversal_before_purchase");
-		result_int(r, "clawed_back", 0);
+		json_member_int(&r->buf, "clawed_back", 0);
 	}
 	else if (is_refund(ev))
 	{
@@ -1253,12 +1218,12 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 		result_set(r, "applied", clawed == 0 ? "nothing_to_recover" :
 				   clawed < credits ? "partly_recovered" : NULL);
 		if (entry_id)
-			result_int(r, "entry_id", entry_id);
+			json_member_int(&r->buf, "entry_id", entry_id);
 		else
-			result_str(r, "entry_id", NULL);
-		result_int(r, "credits", credits);
-		result_int(r, "clawed_back", clawed);
-		result_int(r, "not_recovered", credits - clawed);
+			json_member_str(&r->buf, "entry_id", NULL);
+		json_member_int(&r->buf, "credits", credits);
+		json_member_int(&r->buf, "clawed_back", clawed);
+		json_member_int(&r->buf, "not_recovered", credits - clawed);
 	}
 	else if (purchase_is_refunded(&prior))
 	{
@@ -1267,17 +1232,17 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 
 		result_set(r, "applied", NULL);
 		if (entry_id)
-			result_int(r, "entry_id", entry_id);
+			json_member_int(&r->buf, "entry_id", entry_id);
 		else
-			result_str(r, "entry_id", NULL);
-		result_int(r, "given_back", given);
+			json_member_str(&r->buf, "entry_id", NULL);
+		json_member_int(&r->buf, "given_back", given);
 	}
 	else
 	{
 		/* nothing to reverse yet: remember it, so an older refund is stale */
 		purchase_note_refund_event(&txn, "reversed");
 		result_set(r, "applied", "not_refunded");
-		result_int(r, "given_back", 0);
+		json_member_int(&r->buf, "given_back", 0);
 	}
 	account_save(acct);
 	result_balance(r, acct);
@@ -1329,9 +1294,9 @@ apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 			return;
 		}
 		result_set(r, "applied", "anonymous_ids_linked");
-		result_uuid(r, "user_id", &to);
-		result_int(r, "linked", linked);
-		result_int(r, "moved", 0);
+		json_member_uuid(&r->buf, "user_id", &to);
+		json_member_int(&r->buf, "linked", linked);
+		json_member_int(&r->buf, "moved", 0);
 		record_event(ev, &to, r);
 		return;
 	}
@@ -1360,17 +1325,17 @@ apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 	accounts_save(&set, true);
 
 	result_set(r, "applied", has_to ? NULL : "transferred_to_unknown_user");
-	result_uuid(r, "user_id", has_to ? &to : NULL);
+	json_member_uuid(&r->buf, "user_id", has_to ? &to : NULL);
 	appendStringInfoString(&r->buf, ", \"from\": [");
 	for (int i = 0; i < nowners; i++)
 		appendStringInfo(&r->buf, "%s%s", i ? ", " : "",
 						 json_quote(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&owners[i])))));
 	appendStringInfoChar(&r->buf, ']');
-	result_int(r, "moved", moved);
+	json_member_int(&r->buf, "moved", moved);
 	if (linked > 0)
-		result_int(r, "linked", linked);
+		json_member_int(&r->buf, "linked", linked);
 	if (has_to)
-		result_str(r, "plan", accounts_get(&set, &to)->plan);
+		json_member_str(&r->buf, "plan", accounts_get(&set, &to)->plan);
 	record_event(ev, has_to ? &to : NULL, r);
 }
 
@@ -1379,8 +1344,8 @@ static void
 apply_alias(const RcEvent *ev, RcResult *r)
 {
 	result_set(r, "applied", NULL);
-	result_uuid(r, "user_id", &ev->user_id);
-	result_int(r, "linked", ev->linked);
+	json_member_uuid(&r->buf, "user_id", &ev->user_id);
+	json_member_int(&r->buf, "linked", ev->linked);
 	record_event(ev, &ev->user_id, r);
 }
 
@@ -1410,15 +1375,15 @@ apply_known_type(RcEvent *ev, RcResult *r, StringInfo duplicate)
 		if (missing != NULL)
 		{
 			result_set(r, "ignored", missing);
-			result_str(r, "product_id", ev->product_id);
-			result_uuid(r, "user_id", &ev->user_id);
+			json_member_str(&r->buf, "product_id", ev->product_id);
+			json_member_uuid(&r->buf, "user_id", &ev->user_id);
 		}
 		else if (product.plan == NULL)
 			apply_pack_event(ev, &product, r, duplicate);
 		else
 			apply_subscription_event(ev, &product, r, duplicate);
 		if (ev->linked > 0)
-			result_int(r, "linked", ev->linked);
+			json_member_int(&r->buf, "linked", ev->linked);
 	}
 }
 
@@ -1463,8 +1428,8 @@ rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept)
 		apply_known_type(&ev, &r, &duplicate);
 	if (ev.clamped)
 	{
-		result_time(&r, "event_timestamp_sent", true, ev.sent_at);
-		result_time(&r, "event_timestamp_used", true, ev.event_at);
+		json_member_time(&r.buf, "event_timestamp_sent", true, ev.sent_at);
+		json_member_time(&r.buf, "event_timestamp_used", true, ev.event_at);
 	}
 
 	*applied = strcmp(r.status, "applied") == 0;

@@ -160,48 +160,16 @@ result_ignore(WhResult *r, const char *reason, bool keep)
 }
 
 static void
-result_str(WhResult *r, const char *key, const char *value)
-{
-	appendStringInfo(&r->buf, ", \"%s\": %s", key, value ? json_quote(value) : "null");
-}
-
-static void
-result_int(WhResult *r, const char *key, int64 value)
-{
-	appendStringInfo(&r->buf, ", \"%s\": " INT64_FORMAT, key, value);
-}
-
-static void
-result_uuid(WhResult *r, const char *key, const pg_uuid_t *value)
-{
-	result_str(r, key, DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(value))));
-}
-
-static void
-result_time(WhResult *r, const char *key, bool has, TimestampTz value)
-{
-	char		iso[MAXDATELEN + 1];
-
-	if (!has)
-	{
-		result_str(r, key, NULL);
-		return;
-	}
-	JsonEncodeDateTime(iso, TimestampTzGetDatum(value), TIMESTAMPTZOID, NULL);
-	result_str(r, key, iso);
-}
-
-static void
 result_balance(WhResult *r, const Account *acct)
 {
 	int64		remaining;
 
-	result_uuid(r, "user_id", &acct->user_id);
-	result_int(r, "balance", acct->balance);
+	json_member_uuid(&r->buf, "user_id", &acct->user_id);
+	json_member_int(&r->buf, "balance", acct->balance);
 	if (account_daily_remaining(acct, &remaining))
-		result_int(r, "daily_remaining", remaining);
+		json_member_int(&r->buf, "daily_remaining", remaining);
 	else
-		result_str(r, "daily_remaining", NULL);
+		json_member_str(&r->buf, "daily_remaining", NULL);
 }
 
 /* The JSON object the call returns (a duplicate: the first result, marked). */
@@ -340,7 +308,7 @@ apply_subscription(const WebhookEvent *ev, WhResult *r)
 	EntitlementChange change;
 	Account    *acct;
 
-	result_str(r, "subscription_id", ev->subscription_id);
+	json_member_str(&r->buf, "subscription_id", ev->subscription_id);
 	if (!ev->has_user && !found)
 	{
 		result_ignore(r, "unknown_user", true);
@@ -348,7 +316,7 @@ apply_subscription(const WebhookEvent *ev, WhResult *r)
 	}
 	if (!subscription_product(ev, found ? &existing : NULL, &product))
 	{
-		result_str(r, "product_id", ev->product_id);
+		json_member_str(&r->buf, "product_id", ev->product_id);
 		result_ignore(r, "unknown_product", true);
 		return;
 	}
@@ -382,21 +350,21 @@ apply_subscription(const WebhookEvent *ev, WhResult *r)
 	entitlement_write(&ids[0], found ? &existing : NULL, &txn, ev->subscription_id, &product,
 					  &change, &ent);
 	if (ev->action == WH_CHECKOUT)
-		result_int(r, "confirmed_claims", claims_confirm(&ids[0], &txn));
+		json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ids[0], &txn));
 	accounts_save(&set, true);
 	acct = accounts_get(&set, &ids[0]);
 	if (txn.has_purchased_at)
 		purchase_record_subscription(&ids[0], &txn, ent.id, acct);
 
 	result_set(r, "applied", NULL);
-	result_uuid(r, "user_id", &ids[0]);
+	json_member_uuid(&r->buf, "user_id", &ids[0]);
 	if (found && memcmp(&existing.user_id, &ids[0], UUID_LEN) != 0)
-		result_uuid(r, "moved_from", &existing.user_id);
-	result_int(r, "entitlement_id", ent.id);
-	result_str(r, "entitlement_status", ent.status);
-	result_str(r, "entitlement_plan", ent.plan);
-	result_time(r, "expires_at", ent.has_expires_at, ent.expires_at);
-	result_str(r, "plan", acct->plan);
+		json_member_uuid(&r->buf, "moved_from", &existing.user_id);
+	json_member_int(&r->buf, "entitlement_id", ent.id);
+	json_member_str(&r->buf, "entitlement_status", ent.status);
+	json_member_str(&r->buf, "entitlement_plan", ent.plan);
+	json_member_time(&r->buf, "expires_at", ent.has_expires_at, ent.expires_at);
+	json_member_str(&r->buf, "plan", acct->plan);
 	record_event(ev, &ids[0], r);
 }
 
@@ -409,7 +377,7 @@ apply_pack(const WebhookEvent *ev, const Product *product, WhResult *r)
 	StoreTxn	txn;
 	LedgerEntry entry;
 
-	result_str(r, "transaction_id", ev->transaction_id);
+	json_member_str(&r->buf, "transaction_id", ev->transaction_id);
 	if (!ev->has_user)
 	{
 		result_ignore(r, "unknown_user", true);
@@ -427,7 +395,7 @@ apply_pack(const WebhookEvent *ev, const Product *product, WhResult *r)
 		if (prior.has_entry)
 		{
 			result_set(r, "duplicate", "transaction already applied");
-			result_int(r, "entry_id", prior.entry_id);
+			json_member_int(&r->buf, "entry_id", prior.entry_id);
 		}
 		else
 			result_ignore(r, "refunded", false);
@@ -438,8 +406,8 @@ apply_pack(const WebhookEvent *ev, const Product *product, WhResult *r)
 	pack_credit(&acct, &txn, product, false, &entry);
 	account_save(&acct);
 	result_set(r, "applied", NULL);
-	result_int(r, "entry_id", entry.id);
-	result_int(r, "credits", entry.amount);
+	json_member_int(&r->buf, "entry_id", entry.id);
+	json_member_int(&r->buf, "credits", entry.amount);
 	result_balance(r, &acct);
 	record_event(ev, &acct.user_id, r);
 }
@@ -489,12 +457,12 @@ refund_pack(const WebhookEvent *ev, const PurchaseRow *found, WhResult *r)
 	result_set(r, "applied", clawed == 0 ? "nothing_to_recover" :
 			   clawed < credits ? "partly_recovered" : NULL);
 	if (entry_id)
-		result_int(r, "entry_id", entry_id);
+		json_member_int(&r->buf, "entry_id", entry_id);
 	else
-		result_str(r, "entry_id", NULL);
-	result_int(r, "credits", credits);
-	result_int(r, "clawed_back", clawed);
-	result_int(r, "not_recovered", credits - clawed);
+		json_member_str(&r->buf, "entry_id", NULL);
+	json_member_int(&r->buf, "credits", credits);
+	json_member_int(&r->buf, "clawed_back", clawed);
+	json_member_int(&r->buf, "not_recovered", credits - clawed);
 	result_balance(r, &acct);
 	record_event(ev, &acct.user_id, r);
 }
@@ -505,7 +473,7 @@ apply_refund(const WebhookEvent *ev, WhResult *r)
 	PurchaseRow prior;
 	EntitlementRow ent;
 
-	result_str(r, "transaction_id", ev->transaction_id);
+	json_member_str(&r->buf, "transaction_id", ev->transaction_id);
 	if (ev->transaction_id != NULL && purchase_find(ev->provider, ev->transaction_id, &prior) &&
 		strcmp(prior.kind, "pack") == 0)
 		refund_pack(ev, &prior, r);
@@ -530,7 +498,7 @@ apply_checkout(const WebhookEvent *ev, WhResult *r)
 
 	if (ev->product_id == NULL || !product_find(ev->product_id, ev->provider, &product))
 	{
-		result_str(r, "product_id", ev->product_id);
+		json_member_str(&r->buf, "product_id", ev->product_id);
 		result_ignore(r, "unknown_product", true);
 	}
 	else if (product.plan == NULL)
