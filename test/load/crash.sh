@@ -68,7 +68,11 @@ done
 sleep "$LOAD_SECONDS"
 
 # The crash: SIGKILL to the postmaster and every process it started, at once.
+# The postmaster is stopped first so that it cannot start a process (an
+# autovacuum worker, say) between the listing of its children and the kill:
+# such a survivor would keep the shared memory attached and refuse the restart.
 pm=$(head -n 1 "$PGDATA_DIR/postmaster.pid")
+kill -STOP "$pm"
 children=$(ps -o pid= --ppid "$pm" | tr '\n' ' ')
 # shellcheck disable=SC2086
 kill -KILL "$pm" $children
@@ -101,7 +105,23 @@ cat "$OUT"/acked.* | grep -E '^[a-z]\|' >"$OUT/acked"
 acked=$(wc -l <"$OUT/acked")
 ok "$([[ $acked -gt 100 ]]; echo $?)" "receipts acknowledged before the crash: $acked"
 
-as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGHOST/postgres.log" -w -t 120 start >/dev/null 2>&1 9>&-
+# restart: crash recovery; a second try after a pause, and what the server
+# said (as TAP comments) when it still does not come up.
+restart() {
+    local try
+    for try in 1 2; do
+        if as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGHOST/postgres.log" -w -t 120 start \
+            >"$OUT/pg_ctl.$try" 2>&1 9>&-; then
+            return 0
+        fi
+        sleep 3
+    done
+    sed 's/^/# pg_ctl: /' "$OUT"/pg_ctl.* | tail -n 10
+    tail -n 20 "$PGHOST/postgres.log" | sed 's/^/# server log: /'
+    ps -o pid,ppid,stat,args -u "$PG_OS_USER" | sed 's/^/# ps: /'
+    return 1
+}
+restart
 ok $? "the server restarts after SIGKILL (crash recovery)"
 
 lost=$(q <<SQL

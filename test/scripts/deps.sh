@@ -12,7 +12,8 @@ PG_MAJOR=${1:-15}
 # postgresql-N also creates the `postgres` OS user the test cluster runs as;
 # libtap-parser-sourcehandler-pgtap-perl provides pg_prove; PL/Proxy,
 # pgbouncer and jq run the sharded setup of test/scale (dblink, which moves
-# users between shards, is in postgresql-N itself).
+# users between shards, is in postgresql-N itself); procps gives the fault
+# scripts ps (a minbase root filesystem may lack it).
 PACKAGES=(
     "postgresql-$PG_MAJOR"
     "postgresql-server-dev-$PG_MAJOR"
@@ -22,6 +23,7 @@ PACKAGES=(
     "postgresql-$PG_MAJOR-plproxy"
     pgbouncer
     jq
+    procps
     valgrind
 )
 

@@ -215,8 +215,26 @@ run_load() {
         PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
             run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
         count_tap "$rel" "$out" "$rc"
+        ensure_server_up "$rel"
     done
     return 0
+}
+
+# ensure_server_up SCRIPT: a fault or operations script that stops or crashes
+# the server must bring it back; when it failed to, start it again here (one more failure) so that
+# the scripts after it test what they are about rather than a dead server.
+ensure_server_up() {
+    "$PGBIN/psql" -X -q -d postgres -c 'SELECT 1' >/dev/null 2>&1 && return 0
+    FAILED=$((FAILED + 1))
+    echo "   $1 left the server down; starting it again for the next scripts"
+    local pm
+    pm=$(head -n 1 "$WORK/data/postmaster.pid" 2>/dev/null)
+    if [[ $pm =~ ^[0-9]+$ ]] && ! ps -o stat= -p "$pm" | grep -qv Z; then
+        # dead or an unreaped zombie: its lock files are stale
+        rm -f "$WORK/data/postmaster.pid" "$PGHOST/.s.PGSQL.$PGPORT.lock"
+    fi
+    as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 120 start >/dev/null 2>&1 9>&- ||
+        echo "   the server does not start again either"
 }
 
 # Operations tests: test/ops/*.sh print TAP, like the load scripts; they start
@@ -233,6 +251,7 @@ run_ops() {
         ROOT=$ROOT PG_CONFIG=$PG_CONFIG PGDATA_DIR=$WORK/data PG_OS_USER=$PG_OS_USER PGBIN=$PGBIN \
             run_bounded "$SUITE_TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null || rc=$?
         count_tap "$rel" "$out" "$rc"
+        ensure_server_up "$rel"
     done
     return 0
 }
