@@ -136,7 +136,10 @@ rootfs_run() {
     # The harness's and the benchmark's settings go in with it.
     local settings=()
     for name in $(compgen -e); do
-        if [[ $name == BENCH_* || $name == CREDITS_SUITE_TIMEOUT || $name == CREDITS_SUITES || $name == CREDITS_LOAD ]]; then settings+=("$name=${!name}"); fi
+        case $name in
+            BENCH_* | CREDITS_SUITE_TIMEOUT | CREDITS_SUITES | CREDITS_LOAD | CREDITS_OPS | CREDITS_SCALE | CREDITS_VALGRIND)
+                settings+=("$name=${!name}") ;;
+        esac
     done
     src=$(mktemp -d "$dir/tmp/credits-src.XXXXXX")
     chmod 755 "$src"
