@@ -2447,6 +2447,99 @@ $$;
 COMMENT ON FUNCTION credits.disallow_sandbox_user(text) IS
 'Removes an app user id from the sandbox allowlist; true when it was there.';
 
+-- == Sharding: the RevenueCat config and the webhook secrets in the digests ==
+-- The router's check_shards compares every config copy config_digests names;
+-- the RevenueCat entitlement map and sandbox allowlist are config like the
+-- price list, and a webhook secret that differs on one shard makes that
+-- shard refuse its users' webhooks.  A secret enters its digest as its md5
+-- only.
+CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
+      FROM credits.plans p
+    UNION ALL
+    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
+      FROM credits.operations o
+    UNION ALL
+    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
+      FROM credits.products p
+    UNION ALL
+    SELECT 'settings', count(*), md5(coalesce(string_agg(x.setting, E'\n' ORDER BY x.setting), ''))
+      FROM (SELECT s.setting
+              FROM pg_db_role_setting d
+             CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+             WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND d.setrole = 0
+               AND s.setting LIKE 'credits.%'
+            UNION ALL
+            SELECT 'credits.settings:' || t.name || '=' || t.value
+              FROM credits.settings t) x
+    UNION ALL
+    SELECT 'revenuecat_entitlements', count(*),
+           md5(coalesce(string_agg((to_jsonb(m) - 'created_at')::text, E'\n' ORDER BY m.entitlement_id), ''))
+      FROM credits.revenuecat_entitlements m
+    UNION ALL
+    SELECT 'revenuecat_sandbox_users', count(*),
+           md5(coalesce(string_agg((to_jsonb(u) - 'created_at')::text, E'\n' ORDER BY u.app_user_id), ''))
+      FROM credits.revenuecat_sandbox_users u
+    UNION ALL
+    SELECT 'webhook_secrets', count(*), md5(coalesce(string_agg(w.provider || '=' || md5(w.secret), E'\n' ORDER BY w.provider), ''))
+      FROM credits_secrets.webhook_secrets w
+$$;
+
+COMMENT ON FUNCTION credits.config_digests() IS
+'md5 of each config copy in key order (created_at left out): plans, operations, products, the credits settings, the RevenueCat entitlement map and sandbox allowlist, the webhook secrets (as their md5); equal on every shard when the copies agree.';
+
+-- == Sharding: kept webhook events move to the shard of their user ==
+-- A router keeps a webhook event whose user nobody knows yet on the shard of
+-- its subscription, payment or anonymous id; once a later event names the
+-- user, the router moves the kept events to the user's shard with these two
+-- (README, "Webhooks across shards").  SECURITY INVOKER: they write
+-- credits.webhook_events, which only the owner (the router's login) may.
+
+-- Adds kept events (rows of credits.webhook_events as jsonb) that another shard kept, then
+-- replays the provider's kept events here; returns the replay's result with "added".
+CREATE FUNCTION credits.import_webhook_events(provider text, events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    added bigint;
+BEGIN
+    IF jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array of kept events'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = '{"field": "events"}',
+                  HINT = 'Pass rows of credits.webhook_events as jsonb, as the router does.';
+    END IF;
+    INSERT INTO credits.webhook_events
+    SELECT (jsonb_populate_record(NULL::credits.webhook_events, e.value)).*
+      FROM jsonb_array_elements(events) e
+     WHERE e.value ->> 'provider' OPERATOR(pg_catalog.=) import_webhook_events.provider
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN credits.replay_webhook_events(import_webhook_events.provider) || jsonb_build_object('added', added);
+END
+$$;
+
+-- Deletes kept events by id (moved to another shard); returns how many.
+CREATE FUNCTION credits.drop_webhook_events(provider text, event_ids text[])
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM credits.webhook_events k
+         WHERE k.provider OPERATOR(pg_catalog.=) drop_webhook_events.provider
+           AND k.event_id OPERATOR(pg_catalog.=) ANY (drop_webhook_events.event_ids)
+        RETURNING 1)
+    SELECT pg_catalog.count(*) FROM gone
+$$;
+
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,
 -- entry_kinds, user_uuid) ran with the caller's search_path; none looks a
