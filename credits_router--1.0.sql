@@ -15,8 +15,15 @@
  *                   ledger ids are the user's bucket, hash & 1023
  *                   (credits.configure_shard, src/shard.c)         (credits_router.entry_shard)
  *   a TRANSFER      across shards: two idempotent halves keyed by the event id
+ *   a webhook       the user its body names, else the shard holding its
+ *                   subscription or payment, else its key's shard, which
+ *                   keeps it until a later event names the user ("Webhooks")
  *   everything      RUN ON ALL, combined here (reconcile, the analytics
  *                   views, stats, the config writes)
+ *   pure functions  computed here (user_uuid, local_day, ...)
+ * Every function of a shard's schema credits is here with the same
+ * signature, or listed by credits_router.shard_only_functions();
+ * credits_router.function_parity() checks it against a shard's catalog.
  * Each shard runs its part in its own transaction (PL/Proxy calls are
  * autocommit): a call on ALL shards that fails on one has still committed on
  * the others.

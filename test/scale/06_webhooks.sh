@@ -15,13 +15,14 @@
 #     user's shard once the checkout names the user
 #   - RevenueCat: an id that is not a uuid routes as credits.user_uuid maps
 #     it; an anonymous buyer's kept purchase moves to the shard of the user a
-#     later TRANSFER links it to, and applies there
+#     later TRANSFER links it to, and applies there; later events naming only
+#     the anonymous id follow the link; replay_webhook_events on every shard
 #   - a shard restored from a dump (pg_dump / pg_restore) is reported until
 #     configure_shard runs again
 source "$(dirname "$0")/lib.bash"
 
 FX=$(cd "$(dirname "$0")/../fixtures" && pwd)
-echo "1..19"
+echo "1..20"
 scale_up 2
 ok "$?" "a router and 2 shards"
 setup_router 20 2
@@ -185,9 +186,27 @@ said=$(rc "\"id\": \"rc_scale_link\", \"type\": \"TRANSFER\", \"transferred_from
 after=$(shard 0 -c "SELECT count(*) FROM credits.webhook_events")$(shard 1 -c "SELECT ' ' || count(*) FROM credits.store_events WHERE event_id = 'rc_scale_anon'")
 is "$said $after $(router -c "SELECT plan FROM credits.account_status('$U3')")" "applied 0 1 pro" \
     "a TRANSFER linking the anonymous id to a user of shard 1 moves the kept purchase there, where it applies"
-replay=$(router -c "SELECT (r ->> 'kept') || ' ' || (r ->> 'moved') FROM credits.replay_webhook_events() r")
+said=$(rc "\"id\": \"rc_scale_anon_renew\", \"type\": \"RENEWAL\", \"app_user_id\": \"$anon\", \"original_app_user_id\": \"$anon\",
+           \"aliases\": [\"$anon\"], \"product_id\": \"studio_pro_monthly\", \"transaction_id\": \"rc_txn_anon_2\",
+           \"original_transaction_id\": \"rc_txn_anon\", \"purchased_at_ms\": $now_ms,
+           \"expiration_at_ms\": $((now_ms + 2 * 86400000))" | jq -r .status)
+is "$said $(shard 1 -c "SELECT count(*) FROM credits.store_events WHERE event_id = 'rc_scale_anon_renew'")" "applied 1" \
+    "a later event naming only the anonymous id goes to the shard that linked it (1) and applies there"
+# A kept invoice of the subscription left on shard 0 (a move cut short, or a reshard): the router's replay moves it.
+body=$(router -c "SELECT test.wh('stripe_invoice', jsonb_build_object(
+    'id', 'evt_scale_stranded', 'created', extract(epoch FROM now())::bigint,
+    'data.object.id', 'in_scale_stranded', 'data.object.parent.subscription_details.subscription', '$sub',
+    'data.object.lines.data.0.pricing.price_details', '{\"price\": \"price_pro_monthly\"}'::jsonb,
+    'data.object.lines.data.0.period.end', extract(epoch FROM now() + interval '60 days')::bigint))")
+shard 0 -v body="$body" >/dev/null <<SQL
+INSERT INTO credits.webhook_events (provider, event_id, event_type, event_at, subscription_id, transaction_id, reason, payload)
+VALUES ('stripe', 'evt_scale_stranded', 'invoice.paid', now(), '$sub', 'in_scale_stranded', 'unknown_user', :'body');
+SQL
+replay=$(router -c "SELECT (r ->> 'moved') || ' ' || (r ->> 'kept') FROM credits.replay_webhook_events() r")
 kept=$(for k in 0 1; do shard "$k" -c "SELECT count(*) FROM credits.webhook_events"; done | paste -sd+ | bc)
-is "$replay" "$kept 0" "replay_webhook_events at the router replays every shard's kept events (nothing left to move)"
+applied=$(shard 1 -c "SELECT count(*) FROM credits.store_events WHERE event_id = 'evt_scale_stranded'")
+is "$replay $applied" "1 $kept 1" \
+    "replay_webhook_events at the router moves a kept event to its user's shard, where it applies, and replays every shard"
 
 # ---- A shard restored from a dump ---------------------------------------------------
 conn1=$(shard_conninfo 1)
