@@ -1300,10 +1300,27 @@ RETURNS TABLE (shard_no integer, digest text)
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.remove_config; $$;
 
-CREATE FUNCTION credits_router.put_setting(name text, value text)
+CREATE FUNCTION credits_router.put_setting_all(name text, value text)
 RETURNS TABLE (shard_no integer, digest text)
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.put_setting; $$;
+
+-- On every shard (which check the name), then on this database too: the router reads the JWT
+-- itself, so credits.external_user_ids (a sub that is not a uuid maps through user_uuid) counts here.
+CREATE FUNCTION credits_router.put_setting(name text, value text)
+RETURNS TABLE (shard_no integer, digest text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT p.shard_no, p.digest FROM credits_router.put_setting_all($1, $2) p;
+    IF $2 IS NULL THEN
+        EXECUTE format('ALTER DATABASE %I RESET %s', current_database(), $1);
+    ELSE
+        EXECUTE format('ALTER DATABASE %I SET %s = %L', current_database(), $1, $2);
+    END IF;
+END
+$$;
 
 /* ---- Checks ---- */
 
