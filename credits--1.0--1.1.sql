@@ -2447,6 +2447,198 @@ $$;
 COMMENT ON FUNCTION credits.disallow_sandbox_user(text) IS
 'Removes an app user id from the sandbox allowlist; true when it was there.';
 
+-- == Sharding: the RevenueCat config and the webhook secrets in the digests ==
+-- The router's check_shards compares every config copy config_digests names;
+-- the RevenueCat entitlement map and sandbox allowlist are config like the
+-- price list, and a webhook secret that differs on one shard makes that
+-- shard refuse its users' webhooks.  A secret enters its digest as its md5
+-- only.
+CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
+      FROM credits.plans p
+    UNION ALL
+    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
+      FROM credits.operations o
+    UNION ALL
+    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
+      FROM credits.products p
+    UNION ALL
+    SELECT 'settings', count(*), md5(coalesce(string_agg(x.setting, E'\n' ORDER BY x.setting), ''))
+      FROM (SELECT s.setting
+              FROM pg_db_role_setting d
+             CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+             WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND d.setrole = 0
+               AND s.setting LIKE 'credits.%'
+            UNION ALL
+            SELECT 'credits.settings:' || t.name || '=' || t.value
+              FROM credits.settings t) x
+    UNION ALL
+    SELECT 'revenuecat_entitlements', count(*),
+           md5(coalesce(string_agg((to_jsonb(m) - 'created_at')::text, E'\n' ORDER BY m.entitlement_id), ''))
+      FROM credits.revenuecat_entitlements m
+    UNION ALL
+    SELECT 'revenuecat_sandbox_users', count(*),
+           md5(coalesce(string_agg((to_jsonb(u) - 'created_at')::text, E'\n' ORDER BY u.app_user_id), ''))
+      FROM credits.revenuecat_sandbox_users u
+    UNION ALL
+    SELECT 'webhook_secrets', count(*), md5(coalesce(string_agg(w.provider || '=' || md5(w.secret), E'\n' ORDER BY w.provider), ''))
+      FROM credits_secrets.webhook_secrets w
+$$;
+
+COMMENT ON FUNCTION credits.config_digests() IS
+'md5 of each config copy in key order (created_at left out): plans, operations, products, the credits settings, the RevenueCat entitlement map and sandbox allowlist, the webhook secrets (as their md5); equal on every shard when the copies agree.';
+
+-- A new shard copies the stores' config from its parent too (resharding: README, "Resharding,
+-- step by step"), so that check_shards finds every copy equal after a split.
+CREATE OR REPLACE FUNCTION credits.copy_from_parent(parent text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    link_schema name;
+    rows jsonb;
+    r jsonb;
+    parent_salt bytea;
+    records bigint;
+BEGIN
+    SELECT e.extnamespace::regnamespace::name INTO link_schema FROM pg_extension e WHERE e.extname = 'dblink';
+    IF link_schema IS NULL THEN
+        RAISE EXCEPTION 'copying from the parent shard needs the dblink extension'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = '{"extension": "dblink"}',
+                  HINT = 'CREATE EXTENSION dblink; (contrib) on this shard.';
+    END IF;
+    EXECUTE format($q$SELECT t.r FROM %I.dblink($1, $r$
+        SELECT jsonb_build_object(
+            'plans', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.rank, p.name), '[]') FROM credits.plans p),
+            'operations', (SELECT coalesce(jsonb_agg(to_jsonb(o)), '[]') FROM credits.operations o),
+            'products', (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]') FROM credits.products p),
+            'settings', (SELECT coalesce(jsonb_agg(s.setting), '[]')
+                           FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+                          WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+                            AND d.setrole = 0 AND s.setting LIKE 'credits.%%'),
+            'revenuecat_entitlements', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM credits.revenuecat_entitlements m),
+            'revenuecat_sandbox_users', (SELECT coalesce(jsonb_agg(to_jsonb(u)), '[]') FROM credits.revenuecat_sandbox_users u),
+            'webhook_secrets', (SELECT coalesce(jsonb_agg(jsonb_build_object('provider', w.provider, 'secret', w.secret)), '[]')
+                                  FROM credits_secrets.webhook_secrets w),
+            'salt', (SELECT encode(salt, 'hex') FROM credits.deletion_salt))$r$) AS t(r jsonb)$q$, link_schema)
+       INTO rows USING parent;
+
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'plans') LOOP
+        PERFORM credits.put_plan(r ->> 'name', (r ->> 'daily_limit')::integer, (r ->> 'signup_bonus')::bigint,
+                                 (r ->> 'monthly_allocation')::bigint, (r ->> 'allocation_rollover')::boolean,
+                                 (r ->> 'bypass_credits')::boolean, (r ->> 'rank')::integer,
+                                 (r ->> 'rate_burst')::integer, (r ->> 'rate_per_second')::double precision,
+                                 (r ->> 'cooldown_ms')::integer);
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'operations') LOOP
+        PERFORM credits.put_operation(r ->> 'name', (r ->> 'cost')::bigint, (r ->> 'max_units')::bigint,
+                                      (r ->> 'enabled')::boolean, r ->> 'required_plan', r ->> 'description');
+    END LOOP;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'products') LOOP
+        PERFORM credits.put_product(r ->> 'product_id', r ->> 'plan', (r ->> 'credits')::bigint,
+                                    (r ->> 'pack_expires_after')::interval, r ->> 'source', r ->> 'description');
+    END LOOP;
+    PERFORM credits.remove_config('products', p.product_id) FROM credits.products p
+      WHERE NOT (rows -> 'products') @> jsonb_build_array(jsonb_build_object('product_id', p.product_id));
+    PERFORM credits.remove_config('operations', o.name) FROM credits.operations o
+      WHERE NOT (rows -> 'operations') @> jsonb_build_array(jsonb_build_object('name', o.name));
+    PERFORM credits.remove_config('plans', p.name) FROM credits.plans p
+      WHERE NOT (rows -> 'plans') @> jsonb_build_array(jsonb_build_object('name', p.name));
+    PERFORM credits.put_setting(split_part(x.setting, '=', 1), substr(x.setting, strpos(x.setting, '=') + 1))
+       FROM jsonb_array_elements_text(rows -> 'settings') AS x(setting);
+
+    -- the stores' config: the RevenueCat map and allowlist, the webhook secrets
+    PERFORM credits.map_revenuecat_entitlement(m.entitlement_id, NULL) FROM credits.revenuecat_entitlements m
+      WHERE NOT (rows -> 'revenuecat_entitlements') @> jsonb_build_array(jsonb_build_object('entitlement_id', m.entitlement_id));
+    PERFORM credits.map_revenuecat_entitlement(x.item ->> 'entitlement_id', x.item ->> 'plan')
+       FROM jsonb_array_elements(rows -> 'revenuecat_entitlements') AS x(item);
+    PERFORM credits.disallow_sandbox_user(u.app_user_id) FROM credits.revenuecat_sandbox_users u
+      WHERE NOT (rows -> 'revenuecat_sandbox_users') @> jsonb_build_array(jsonb_build_object('app_user_id', u.app_user_id));
+    PERFORM credits.allow_sandbox_user(x.item ->> 'app_user_id', x.item ->> 'note')
+       FROM jsonb_array_elements(rows -> 'revenuecat_sandbox_users') AS x(item);
+    PERFORM credits.set_webhook_secret(w.provider, NULL) FROM credits_secrets.webhook_secrets w
+      WHERE NOT (rows -> 'webhook_secrets') @> jsonb_build_array(jsonb_build_object('provider', w.provider));
+    PERFORM credits.set_webhook_secret(x.item ->> 'provider', x.item ->> 'secret')
+       FROM jsonb_array_elements(rows -> 'webhook_secrets') AS x(item);
+
+    parent_salt := decode(rows ->> 'salt', 'hex');
+    IF parent_salt IS NULL THEN
+        RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                                  'operations', jsonb_array_length(rows -> 'operations'),
+                                  'products', jsonb_array_length(rows -> 'products'), 'deletion_records', 0);
+    END IF;
+    IF EXISTS (SELECT 1 FROM credits.deletion_salt s WHERE s.salt <> parent_salt) THEN
+        RAISE EXCEPTION 'this shard has a deletion salt of its own'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = '{"table": "credits.deletion_salt"}',
+                  HINT = 'Copy from the parent into a new shard before its first write.';
+    END IF;
+    INSERT INTO credits.deletion_salt (salt) VALUES (parent_salt) ON CONFLICT DO NOTHING;
+    EXECUTE format('INSERT INTO credits.deletion_records
+                    SELECT (jsonb_populate_record(NULL::credits.deletion_records, t.r)).*
+                      FROM %I.dblink($1, ''SELECT to_jsonb(d) FROM credits.deletion_records d'') AS t(r jsonb)
+                    ON CONFLICT (user_hash) DO NOTHING', link_schema) USING parent;
+    GET DIAGNOSTICS records = ROW_COUNT;
+    RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
+                              'operations', jsonb_array_length(rows -> 'operations'),
+                              'products', jsonb_array_length(rows -> 'products'), 'deletion_records', records);
+END
+$$;
+
+-- == Sharding: kept webhook events move to the shard of their user ==
+-- A router keeps a webhook event whose user nobody knows yet on the shard of
+-- its subscription, payment or anonymous id; once a later event names the
+-- user, the router moves the kept events to the user's shard with these two
+-- (README, "Webhooks across shards").  SECURITY INVOKER: they write
+-- credits.webhook_events, which only the owner (the router's login) may.
+
+-- Adds kept events (rows of credits.webhook_events as jsonb) that another shard kept, then
+-- replays the provider's kept events here; returns the replay's result with "added".
+CREATE FUNCTION credits.import_webhook_events(provider text, events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    added bigint;
+BEGIN
+    IF jsonb_typeof(events) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array of kept events'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = '{"field": "events"}',
+                  HINT = 'Pass rows of credits.webhook_events as jsonb, as the router does.';
+    END IF;
+    INSERT INTO credits.webhook_events
+    SELECT (jsonb_populate_record(NULL::credits.webhook_events, e.value)).*
+      FROM jsonb_array_elements(events) e
+     WHERE e.value ->> 'provider' OPERATOR(pg_catalog.=) import_webhook_events.provider
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN credits.replay_webhook_events(import_webhook_events.provider) || jsonb_build_object('added', added);
+END
+$$;
+
+-- Deletes kept events by id (moved to another shard); returns how many.
+CREATE FUNCTION credits.drop_webhook_events(provider text, event_ids text[])
+RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM credits.webhook_events k
+         WHERE k.provider OPERATOR(pg_catalog.=) drop_webhook_events.provider
+           AND k.event_id OPERATOR(pg_catalog.=) ANY (drop_webhook_events.event_ids)
+        RETURNING 1)
+    SELECT pg_catalog.count(*) FROM gone
+$$;
+
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,
 -- entry_kinds, user_uuid) ran with the caller's search_path; none looks a

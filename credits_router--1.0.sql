@@ -15,8 +15,15 @@
  *                   ledger ids are the user's bucket, hash & 1023
  *                   (credits.configure_shard, src/shard.c)         (credits_router.entry_shard)
  *   a TRANSFER      across shards: two idempotent halves keyed by the event id
+ *   a webhook       the user its body names, else the shard holding its
+ *                   subscription or payment, else its key's shard, which
+ *                   keeps it until a later event names the user ("Webhooks")
  *   everything      RUN ON ALL, combined here (reconcile, the analytics
  *                   views, stats, the config writes)
+ *   pure functions  computed here (user_uuid, local_day, ...)
+ * Every function of a shard's schema credits is here with the same
+ * signature, or listed by credits_router.shard_only_functions();
+ * credits_router.function_parity() checks it against a shard's catalog.
  * Each shard runs its part in its own transaction (PL/Proxy calls are
  * autocommit): a call on ALL shards that fails on one has still committed on
  * the others.
@@ -96,34 +103,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN id > 0 THEN (id & 1023)::integer ELSE 0 END $$;
 
-/*
- * A RevenueCat event goes to the shard of its app user; a TRANSFER to the
- * shard of its destination (or of its first source when it names no
- * destination).  A malformed payload goes to shard 0, which refuses it with
- * the field.  A TRANSFER whose users are on several shards is applied in two
- * halves by credits.apply_revenuecat_event below.
- */
-CREATE FUNCTION credits_router.event_shard(payload jsonb)
-RETURNS integer
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ev jsonb := payload -> 'event';
-    users uuid[];
-BEGIN
-    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' THEN
-        RETURN 0;
-    END IF;
-    IF ev ->> 'type' IS DISTINCT FROM 'TRANSFER' THEN
-        RETURN CASE WHEN ev ->> 'app_user_id' ~ credits_router.uuid_pattern()
-                    THEN credits_router.user_shard((ev ->> 'app_user_id')::uuid) ELSE 0 END;
-    END IF;
-    users := credits_router.event_users(ev, 'transferred_to') || credits_router.event_users(ev, 'transferred_from');
-    RETURN coalesce(credits_router.user_shard(users[1]), 0);
-END
-$$;
-
 CREATE FUNCTION credits_router.uuid_pattern()
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -202,9 +181,9 @@ CREATE FUNCTION credits.apply_purchase(
 RETURNS credits.receipt LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
 
-CREATE FUNCTION credits_router.apply_revenuecat_event_on(payload jsonb)
+CREATE FUNCTION credits_router.apply_revenuecat_event_on(part integer, payload jsonb)
 RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.event_shard(payload); TARGET credits.apply_revenuecat_event; $$;
+AS $$ CLUSTER 'credits_shards'; RUN ON part; SELECT credits.apply_revenuecat_event($2); $$;
 
 CREATE FUNCTION credits_router.transfer_out_on(
     part integer, event_id text, event_at timestamptz, from_users uuid[], to_user uuid)
@@ -217,60 +196,6 @@ CREATE FUNCTION credits_router.transfer_in_on(
 RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(to_user);
       SELECT credits.transfer_in(event_id, event_at, to_user, entitlements); $$;
-
-/*
- * A TRANSFER whose users are all on one shard, and every other event: on
- * that shard, in one transaction.  A TRANSFER from users of other shards:
- * two idempotent halves keyed by the event id (src/shard_transfer.c): first
- * transfer_out on each shard of the users it takes subscriptions from, in
- * partition order, then transfer_in on the destination's shard with what
- * they returned.  When a shard fails between the halves, the call fails
- * (the store delivers the webhook again) and the retry replays the done
- * halves and completes the rest: it converges.  Until then the subscription
- * is on no account (access is lost for the length of the outage, never
- * given twice).
- */
-CREATE FUNCTION credits.apply_revenuecat_event(payload jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ev jsonb := payload -> 'event';
-    mask integer := credits_router.shard_count() - 1;
-    dest uuid;
-    sources uuid[];
-    event_at timestamptz;
-    part integer;
-    taken jsonb := '[]';
-BEGIN
-    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' OR ev ->> 'type' IS DISTINCT FROM 'TRANSFER'
-       OR jsonb_typeof(ev -> 'id') IS DISTINCT FROM 'string'
-       OR coalesce(ev ->> 'event_timestamp_ms', '') !~ '^[0-9]{1,15}$' THEN
-        RETURN credits_router.apply_revenuecat_event_on(payload);
-    END IF;
-    dest := (credits_router.event_users(ev, 'transferred_to'))[1];
-    sources := credits_router.event_users(ev, 'transferred_from');
-    IF dest IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(sources) f(u)
-                                    WHERE credits_router.user_shard(f.u) & mask
-                                          <> credits_router.user_shard(dest) & mask) THEN
-        RETURN credits_router.apply_revenuecat_event_on(payload);
-    END IF;
-    event_at := timestamptz 'epoch' + (ev ->> 'event_timestamp_ms')::bigint * interval '1 millisecond';
-    FOR part IN
-        SELECT DISTINCT credits_router.user_shard(f.u) & mask FROM unnest(sources) f(u) ORDER BY 1
-    LOOP
-        taken := taken || (credits_router.transfer_out_on(
-                               part, ev ->> 'id', event_at,
-                               ARRAY(SELECT f.u FROM unnest(sources) f(u)
-                                      WHERE credits_router.user_shard(f.u) & mask = part),
-                               dest) -> 'entitlements');
-    END LOOP;
-    RETURN credits_router.transfer_in_on(dest, ev ->> 'id', event_at, taken)
-           || jsonb_build_object('from_shards', (SELECT jsonb_agg(DISTINCT credits_router.user_shard(f.u) & mask)
-                                                   FROM unnest(sources) f(u)));
-END
-$$;
 
 CREATE FUNCTION credits.delete_account(user_id uuid)
 RETURNS credits.account_deletion LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -316,19 +241,20 @@ AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.entry_shard(entry_id); $$;
 
 /* ---- The client readers' twins, on the user's shard ---- */
 
-CREATE FUNCTION credits_router.user_history(user_id uuid, "limit" integer, before_id bigint)
+CREATE FUNCTION credits.user_history(user_id uuid, "limit" integer DEFAULT 50, before_id bigint DEFAULT NULL)
 RETURNS TABLE (
     id bigint, kind text, amount bigint, balance_after bigint, daily_remaining bigint,
     operation text, units bigint, list_cost bigint, ref_id bigint, reference text,
     idempotency_key text, reason text, metadata jsonb, created_at timestamptz)
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); TARGET credits.user_history; $$;
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard($1); $$;
 
-CREATE FUNCTION credits_router.user_usage(user_id uuid, since timestamptz)
+CREATE FUNCTION credits.user_usage(user_id uuid, since timestamptz DEFAULT now() - interval '30 days')
 RETURNS TABLE (operation text, operations bigint, units bigint, credits bigint, list_cost bigint)
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); TARGET credits.user_usage; $$;
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard($1); $$;
 
+-- credits.user_account_status (SETOF credits.my_account) follows the view below.
 CREATE FUNCTION credits_router.user_account_status(for_user uuid)
 RETURNS TABLE (
     user_id uuid, plan text, base_plan text, balance bigint, daily_limit integer,
@@ -336,9 +262,9 @@ RETURNS TABLE (
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard($1); TARGET credits.user_account_status; $$;
 
-CREATE FUNCTION credits_router.user_claim_pending_purchase(user_id uuid, product_id text, transaction_id text)
+CREATE FUNCTION credits.user_claim_pending_purchase(user_id uuid, product_id text, transaction_id text)
 RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); TARGET credits.user_claim_pending_purchase; $$;
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
 
 /* ---- Client functions: the user comes from the JWT, never from an argument ---- */
 
@@ -375,12 +301,12 @@ RETURNS TABLE (
     operation text, units bigint, list_cost bigint, ref_id bigint, reference text,
     idempotency_key text, reason text, metadata jsonb, created_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM credits_router.user_history(credits.current_user_id(), my_history."limit", my_history.before_id) $$;
+AS $$ SELECT * FROM credits.user_history(credits.current_user_id(), my_history."limit", my_history.before_id) $$;
 
 CREATE FUNCTION credits.my_usage(since timestamptz DEFAULT now() - interval '30 days')
 RETURNS TABLE (operation text, operations bigint, units bigint, credits bigint, list_cost bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM credits_router.user_usage(credits.current_user_id(), my_usage.since) $$;
+AS $$ SELECT * FROM credits.user_usage(credits.current_user_id(), my_usage.since) $$;
 
 CREATE FUNCTION credits.my_account_status()
 RETURNS TABLE (
@@ -396,15 +322,19 @@ $$;
 CREATE FUNCTION credits.claim_pending_purchase(product_id text, transaction_id text)
 RETURNS jsonb LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT credits_router.user_claim_pending_purchase(credits.current_user_id(),
-                                                      claim_pending_purchase.product_id,
-                                                      claim_pending_purchase.transaction_id)
+    SELECT credits.user_claim_pending_purchase(credits.current_user_id(),
+                                               claim_pending_purchase.product_id,
+                                               claim_pending_purchase.transaction_id)
 $$;
 
 CREATE VIEW credits.my_account WITH (security_invoker = true, security_barrier = true) AS
     SELECT s.user_id, s.plan, s.base_plan, s.balance, s.daily_limit, s.daily_remaining,
            s.timezone, s.plan_until, s.created_at
       FROM credits.my_account_status() s;
+
+CREATE FUNCTION credits.user_account_status(user_id uuid)
+RETURNS SETOF credits.my_account LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM credits_router.user_account_status(user_account_status.user_id) $$;
 
 /* ---- Every shard, combined ---- */
 
@@ -555,6 +485,739 @@ CREATE VIEW credits.usage_entries AS
 CREATE VIEW credits.account_plans AS
     SELECT p.user_id, p.plan FROM credits_router.account_plans_rows() p;
 
+/* ---- The rest of the shards' API ---- */
+
+-- Pure functions of the credits library: computed here, as on a shard.
+CREATE FUNCTION credits.user_uuid(external_id text)
+RETURNS uuid LANGUAGE c IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_user_uuid';
+
+CREATE FUNCTION credits.local_day(at timestamptz, tz text)
+RETURNS date LANGUAGE c IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_local_day';
+
+CREATE FUNCTION credits.local_day_start(day date, tz text)
+RETURNS timestamptz LANGUAGE c IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_local_day_start';
+
+CREATE FUNCTION credits.entry_kinds(OUT kind text, OUT sign integer, OUT bucket text, OUT billable boolean)
+RETURNS SETOF record LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_entry_kinds';
+
+CREATE FUNCTION credits.printable(value text)
+RETURNS text LANGUAGE c IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_printable';
+
+CREATE FUNCTION credits.setting_names()
+RETURNS SETOF text LANGUAGE c IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'credits_setting_names';
+
+-- What credits_router.grant_roles grants the client role (as credits.client_functions on a shard).
+CREATE FUNCTION credits.client_functions()
+RETURNS SETOF regprocedure
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT unnest(ARRAY[
+        'credits.consume(text, bigint, text, text, jsonb)',
+        'credits.my_balance()',
+        'credits.my_daily_available()',
+        'credits.my_account_status()',
+        'credits.set_my_timezone(text)',
+        'credits.my_history(integer, bigint)',
+        'credits.my_usage(timestamptz)',
+        'credits.delete_my_account()',
+        'credits.claim_pending_purchase(text, text)',
+        'credits.current_user_id()',
+        'credits.current_user_id_or_null()'
+    ]::regprocedure[])
+$$;
+
+-- Config reads: the copies are equal on every shard (check_shards), any one answers.
+CREATE FUNCTION credits.setting(name text)
+RETURNS text LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ANY; $$;
+
+CREATE FUNCTION credits.seed_keys(OUT table_name text, OUT key text)
+RETURNS SETOF record LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ANY; $$;
+
+-- Per user, on the user's shard.
+CREATE FUNCTION credits.rate_limit_at(user_id uuid, action text, burst integer, per_second double precision, at timestamptz)
+RETURNS credits.rate_limit_result LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
+
+CREATE FUNCTION credits.day_count_from_ledger(user_id uuid)
+RETURNS integer LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard(user_id); $$;
+
+CREATE FUNCTION credits.reconcile_checks_for(only_user uuid)
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard($1); $$;
+
+CREATE FUNCTION credits_router.reconcile_checks_all()
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT * FROM credits.reconcile_checks(NULL); $$;
+
+CREATE FUNCTION credits_router.reconcile_checks_user(for_user uuid)
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON credits_router.user_shard($1); TARGET credits.reconcile_checks; $$;
+
+CREATE FUNCTION credits.reconcile_checks(user_id uuid DEFAULT NULL)
+RETURNS TABLE (user_id uuid, item text, object_id bigint, cached bigint, derived bigint)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM credits_router.reconcile_checks_all() WHERE $1 IS NULL
+    UNION ALL
+    SELECT * FROM credits_router.reconcile_checks_user($1) WHERE $1 IS NOT NULL
+$$;
+
+-- Every shard: the refusal counters of each (scope says how they count).
+CREATE FUNCTION credits.denial_counters(
+    OUT reason text, OUT operation text, OUT denials bigint, OUT last_denied_at timestamptz, OUT scope text)
+RETURNS SETOF record LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; $$;
+
+CREATE FUNCTION credits_router.forget_webhook_events_all(provider text, older_than interval)
+RETURNS SETOF bigint LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.forget_webhook_events; $$;
+
+CREATE FUNCTION credits.forget_webhook_events(provider text DEFAULT NULL, older_than interval DEFAULT '30 days')
+RETURNS bigint LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(sum(n), 0)::bigint FROM credits_router.forget_webhook_events_all($1, $2) n $$;
+
+/*
+ * Config of the stores, on every shard: the webhook secrets, the RevenueCat
+ * entitlement map and sandbox allowlist.  As the put_* writes: each shard in
+ * its own transaction; a shard that fails makes the call fail while the
+ * others keep the change (check_shards reports the copy that differs, and
+ * the same call again converges).  The admin role calls them, as on a single
+ * node.
+ */
+CREATE FUNCTION credits_router.set_webhook_secret_all(provider text, secret text)
+RETURNS SETOF integer LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT 1 FROM credits.set_webhook_secret($1, $2); $$;
+
+CREATE FUNCTION credits.set_webhook_secret(provider text, secret text)
+RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT count(*) FROM credits_router.set_webhook_secret_all($1, $2) $$;
+
+CREATE FUNCTION credits_router.map_revenuecat_entitlement_all(entitlement_id text, plan text)
+RETURNS SETOF integer LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT 1 FROM credits.map_revenuecat_entitlement($1, $2); $$;
+
+CREATE FUNCTION credits.map_revenuecat_entitlement(entitlement_id text, plan text)
+RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT count(*) FROM credits_router.map_revenuecat_entitlement_all($1, $2) $$;
+
+CREATE FUNCTION credits_router.allow_sandbox_user_all(app_user_id text, note text)
+RETURNS SETOF integer LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT 1 FROM credits.allow_sandbox_user($1, $2); $$;
+
+CREATE FUNCTION credits.allow_sandbox_user(app_user_id text, note text DEFAULT NULL)
+RETURNS void LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT count(*) FROM credits_router.allow_sandbox_user_all($1, $2) $$;
+
+CREATE FUNCTION credits_router.disallow_sandbox_user_all(app_user_id text)
+RETURNS SETOF boolean LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.disallow_sandbox_user; $$;
+
+CREATE FUNCTION credits.disallow_sandbox_user(app_user_id text)
+RETURNS boolean LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(bool_or(b), false) FROM credits_router.disallow_sandbox_user_all($1) b $$;
+
+/* ---- The API, checked: every shard function is here or deliberately not ---- */
+
+/*
+ * The functions of schema credits on a shard that the router does not
+ * offer, and why.  Every other function of a shard's schema credits (the
+ * triggers apart) exists here with the same arguments, defaults and result
+ * (credits_router.function_parity() checks it, and so does the scale suite).
+ */
+CREATE FUNCTION credits_router.shard_only_functions(OUT function_name text, OUT why text)
+RETURNS SETOF record
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES
+        ('grant_roles(name,name)', 'owner setup per database: credits_router.grant_roles here'),
+        ('attach_supabase_auth()', 'owner setup of the database holding auth.users'),
+        ('detach_supabase_auth()', 'owner setup of the database holding auth.users'),
+        ('publish_accounts(name)', 'per database: Realtime reads each shard''s WAL'),
+        ('unpublish_accounts(name)', 'per database: Realtime reads each shard''s WAL'),
+        ('delegate_owner(name)', 'owner setup per database'),
+        ('revoke_owner(name)', 'owner setup per database'),
+        ('owner_grants(name)', 'owner setup per database'),
+        ('owner_functions()', 'owner setup per database'),
+        ('owner_delegates()', 'owner setup per database'),
+        ('guard_service_read(text,uuid)', 'the shards'' own guard: claims do not cross the hop, the router grants by role'),
+        ('configure_shard(integer,integer)', 'a shard''s place'),
+        ('shard_place()', 'a shard''s place'),
+        ('shard_status()', 'read by credits_router.check_shards'),
+        ('config_digests()', 'read by credits_router.check_shards'),
+        ('ledger_id_step()', 'a shard''s id step'),
+        ('shard_sequence(regclass,text,integer,bigint,boolean)', 'a shard''s id step'),
+        ('user_partition(uuid,integer)', 'credits_router.user_shard here'),
+        ('put_plan(text,integer,bigint,bigint,boolean,boolean,integer,integer,double precision,integer)', 'credits_router.put_plan here'),
+        ('put_operation(text,bigint,bigint,boolean,text,text)', 'credits_router.put_operation here'),
+        ('put_product(text,text,bigint,interval,text,text)', 'credits_router.put_product here'),
+        ('put_setting(text,text)', 'credits_router.put_setting here'),
+        ('remove_config(text,text)', 'credits_router.remove_config here'),
+        ('copy_from_parent(text)', 'resharding, on the new shard'),
+        ('move_user(uuid,text)', 'resharding: credits_router.move_user here'),
+        ('export_user(uuid)', 'resharding, between shards'),
+        ('import_user(uuid,jsonb,jsonb)', 'resharding, between shards'),
+        ('delete_user_rows(uuid)', 'resharding, between shards'),
+        ('shard_forget_user(uuid)', 'resharding, between shards'),
+        ('user_tables()', 'resharding, between shards'),
+        ('transfer_out(text,timestamp with time zone,uuid[],uuid)', 'a TRANSFER across shards: credits.apply_revenuecat_event here'),
+        ('transfer_in(text,timestamp with time zone,uuid,jsonb)', 'a TRANSFER across shards: credits.apply_revenuecat_event here'),
+        ('import_webhook_events(text,jsonb)', 'kept webhook events moving to their user''s shard'),
+        ('drop_webhook_events(text,text[])', 'kept webhook events moving to their user''s shard')
+$$;
+
+-- A shard's functions of schema credits, triggers apart: name(argument types), arguments with defaults, result.
+CREATE FUNCTION credits_router.shard_functions_on(part integer)
+RETURNS TABLE (function_name text, arguments text, result text)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part;
+      SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t.oid, NULL), ',' ORDER BY a.n)
+                                             FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(oid, n)
+                                             JOIN pg_type t ON t.oid = a.oid), '') || ')' AS function_name,
+             pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result
+        FROM pg_proc p
+       WHERE p.pronamespace = 'credits'::regnamespace AND p.prorettype <> 'trigger'::regtype; $$;
+
+/*
+ * The differences between partition part's schema credits and this one:
+ * `missing` (the shard has it, the router neither offers it nor lists it in
+ * shard_only_functions), `differs` (offered with other arguments, defaults or
+ * result) and `extra` (offered here, not on the shard).  None on a router
+ * and shards of the same release; after upgrading the shards first, the
+ * functions the router does not offer yet.
+ */
+CREATE FUNCTION credits_router.function_parity(part integer DEFAULT 0)
+RETURNS TABLE (function_name text, problem text, shard text, router text)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH shard AS (
+        SELECT s.function_name, s.arguments, s.result FROM credits_router.shard_functions_on(part) s
+    ), router AS (
+        SELECT p.proname || '(' || coalesce((SELECT string_agg(format_type(t.oid, NULL), ',' ORDER BY a.n)
+                                               FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS a(oid, n)
+                                               JOIN pg_type t ON t.oid = a.oid), '') || ')' AS function_name,
+               pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result
+          FROM pg_proc p
+         WHERE p.pronamespace = 'credits'::regnamespace
+    )
+    SELECT coalesce(s.function_name, r.function_name),
+           CASE WHEN r.function_name IS NULL THEN 'missing' WHEN s.function_name IS NULL THEN 'extra' ELSE 'differs' END,
+           s.arguments || ' -> ' || s.result, r.arguments || ' -> ' || r.result
+      FROM shard s
+      FULL JOIN router r ON r.function_name = s.function_name
+     WHERE (r.function_name IS NULL AND s.function_name NOT IN (SELECT o.function_name FROM credits_router.shard_only_functions() o))
+        OR s.function_name IS NULL
+        OR (s.function_name IS NOT NULL AND r.function_name IS NOT NULL
+            AND (s.arguments, s.result) IS DISTINCT FROM (r.arguments, r.result))
+     ORDER BY 1
+$$;
+
+/* ---- Webhooks: Stripe, Creem and RevenueCat, on the shard of their user ---- */
+
+/*
+ * The router reads a webhook body only to pick its shard; the shard checks
+ * the signature (Stripe, Creem) and applies it, as on a single node.  The
+ * shard of an event:
+ *   1. the user the body names, where the shard's parser looks for it (Stripe
+ *      client_reference_id, metadata.user_id, the invoice's subscription
+ *      metadata; Creem metadata.user_id, request_id; RevenueCat the first id
+ *      that is not anonymous), mapped by credits.user_uuid;
+ *   2. else the user of the subscription or payment it names, asked of every
+ *      shard (a renewal, a refund: the shard that holds the subscription);
+ *      for RevenueCat, the user its anonymous ids are linked to;
+ *   3. else nobody knows the user yet (an invoice before its checkout, events
+ *      of an anonymous buyer): the shard of the event's subscription or
+ *      payment key (or first anonymous id), hashtext('<provider>:<key>'),
+ *      which keeps it ("ignored", as on a single node).
+ * When an event with a known user is applied on its shard, the events kept
+ * for its subscription, payment or anonymous ids on other shards move there
+ * and are replayed (copy, replay, then delete: a failure in between leaves a
+ * copy that the next move or replay_webhook_events finds again).
+ */
+
+-- A member that is an id: a string, or an expanded object's "id" (the shards' webhook_id_of).
+CREATE FUNCTION credits_router.id_of(member jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE jsonb_typeof(member)
+               WHEN 'string' THEN member #>> '{}'
+               WHEN 'object' THEN CASE WHEN jsonb_typeof(member -> 'id') = 'string' THEN member ->> 'id' END
+           END
+$$;
+
+-- The first member that is a string.
+CREATE FUNCTION credits_router.first_string(VARIADIC members jsonb[])
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.v #>> '{}' FROM unnest(members) WITH ORDINALITY AS m(v, i)
+     WHERE jsonb_typeof(m.v) = 'string' ORDER BY m.i LIMIT 1
+$$;
+
+-- An app's user id as the shards map it (credits.user_uuid); NULL when they would refuse it.
+CREATE FUNCTION credits_router.account_of(external_id text)
+RETURNS uuid
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN credits.user_uuid(external_id);
+EXCEPTION WHEN data_exception THEN
+    RETURN NULL;
+END
+$$;
+
+-- The partition that keeps an event whose user nobody knows yet.
+CREATE FUNCTION credits_router.key_shard(provider text, key text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hashtext(provider || ':' || coalesce(key, '')) $$;
+
+/*
+ * The user, subscription and payment of a Stripe or Creem body, read as the
+ * shards' parsers read them (src/webhook_stripe.c, src/webhook_creem.c).
+ * A body that is not JSON, or not an event: all NULL.
+ */
+CREATE FUNCTION credits_router.webhook_subject(
+    provider text, payload text, OUT user_id uuid, OUT subscription_id text, OUT transaction_id text)
+RETURNS record
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    body jsonb;
+    o jsonb;
+    t text;
+    d jsonb;
+    who text;
+BEGIN
+    BEGIN
+        body := payload::jsonb;
+    EXCEPTION WHEN data_exception THEN
+        RETURN;
+    END;
+    IF provider = 'stripe' THEN
+        o := body #> '{data,object}';
+        t := body ->> 'type';
+    ELSE
+        o := body -> 'object';
+        t := body ->> 'eventType';
+    END IF;
+    IF jsonb_typeof(o) IS DISTINCT FROM 'object' OR t IS NULL THEN
+        RETURN;
+    END IF;
+    IF provider = 'stripe' THEN
+        IF t IN ('checkout.session.completed', 'checkout.session.async_payment_succeeded') THEN
+            who := credits_router.first_string(o -> 'client_reference_id', o #> '{metadata,user_id}');
+            transaction_id := coalesce(credits_router.id_of(o -> 'payment_intent'), credits_router.id_of(o -> 'id'));
+            IF o ->> 'mode' = 'subscription' THEN
+                subscription_id := credits_router.id_of(o -> 'subscription');
+            END IF;
+        ELSIF t = 'invoice.paid' THEN
+            d := CASE WHEN jsonb_typeof(o #> '{parent,subscription_details}') = 'object'
+                      THEN o #> '{parent,subscription_details}' ELSE o -> 'subscription_details' END;
+            subscription_id := coalesce(credits_router.id_of(o -> 'subscription'), credits_router.id_of(d -> 'subscription'));
+            who := credits_router.first_string(d #> '{metadata,user_id}');
+            transaction_id := credits_router.id_of(o -> 'id');
+        ELSIF t IN ('customer.subscription.updated', 'customer.subscription.deleted') THEN
+            subscription_id := credits_router.id_of(o -> 'id');
+            who := credits_router.first_string(o #> '{metadata,user_id}');
+        ELSIF t IN ('charge.refunded', 'charge.dispute.created') THEN
+            transaction_id := coalesce(credits_router.id_of(o -> 'payment_intent'),
+                                       credits_router.id_of(o -> CASE WHEN t = 'charge.refunded' THEN 'id' ELSE 'charge' END));
+        END IF;
+    ELSE
+        IF t = 'checkout.completed' THEN
+            who := credits_router.first_string(o #> '{metadata,user_id}', o -> 'request_id');
+            transaction_id := coalesce(credits_router.id_of(o -> 'order'), credits_router.id_of(o -> 'id'));
+            subscription_id := credits_router.id_of(o -> 'subscription');
+        ELSIF t LIKE 'subscription.%' THEN
+            subscription_id := credits_router.id_of(o -> 'id');
+            who := credits_router.first_string(o #> '{metadata,user_id}');
+        ELSIF t IN ('refund.created', 'dispute.created') THEN
+            transaction_id := coalesce(credits_router.id_of(o -> 'order'), credits_router.first_string(o #> '{transaction,order}'));
+            subscription_id := coalesce(credits_router.id_of(o -> 'subscription'),
+                                        credits_router.first_string(o #> '{transaction,subscription}'));
+        END IF;
+    END IF;
+    user_id := credits_router.account_of(who);
+END
+$$;
+
+-- The users that the shards' entitlements and purchases of a subscription or payment belong to.
+CREATE FUNCTION credits_router.webhook_owners(provider text, subscription_id text, transaction_id text)
+RETURNS SETOF uuid
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL;
+      SELECT e.user_id FROM credits.entitlements e
+       WHERE e.source = $1 AND e.original_transaction_id = $2 AND NOT e.provisional
+      UNION ALL
+      SELECT p.user_id FROM credits.purchases p
+       WHERE p.source = $1 AND p.transaction_id IN ($2, $3) AND p.user_id IS NOT NULL; $$;
+
+-- The users the shards linked anonymous RevenueCat ids to.
+CREATE FUNCTION credits_router.revenuecat_links(app_user_ids text[])
+RETURNS SETOF uuid
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL;
+      SELECT a.user_id FROM credits.revenuecat_aliases a WHERE a.app_user_id = ANY ($1); $$;
+
+-- A Stripe or Creem event's partition and what it names (the user: named, or found on a shard).
+CREATE FUNCTION credits_router.webhook_route(
+    provider text, payload text,
+    OUT part integer, OUT user_id uuid, OUT subscription_id text, OUT transaction_id text)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT s.user_id, s.subscription_id, s.transaction_id
+      INTO webhook_route.user_id, webhook_route.subscription_id, webhook_route.transaction_id
+      FROM credits_router.webhook_subject(provider, payload) s;
+    IF webhook_route.user_id IS NULL AND coalesce(webhook_route.subscription_id, webhook_route.transaction_id) IS NOT NULL THEN
+        SELECT o INTO webhook_route.user_id
+          FROM credits_router.webhook_owners(provider, webhook_route.subscription_id, webhook_route.transaction_id) o
+         LIMIT 1;
+    END IF;
+    part := CASE WHEN webhook_route.user_id IS NOT NULL THEN credits_router.user_shard(webhook_route.user_id)
+                 ELSE credits_router.key_shard(provider, coalesce(webhook_route.subscription_id, webhook_route.transaction_id))
+            END & (credits_router.shard_count() - 1);
+END
+$$;
+
+-- RevenueCat: the string ids of an event's members, in the order of `fields` (a member is an id or a list of them).
+CREATE FUNCTION credits_router.revenuecat_ids(ev jsonb, fields text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(v.id ORDER BY f.n, v.i), '{}')
+      FROM unnest(fields) WITH ORDINALITY AS f(field, n)
+     CROSS JOIN LATERAL (
+           SELECT e.value #>> '{}', e.i
+             FROM jsonb_array_elements(CASE jsonb_typeof(ev -> f.field) WHEN 'array' THEN ev -> f.field
+                                            ELSE jsonb_build_array(ev -> f.field) END) WITH ORDINALITY AS e(value, i)
+            WHERE jsonb_typeof(e.value) = 'string') AS v(id, i)
+$$;
+
+-- A RevenueCat event's partition (not a TRANSFER across shards) and the user it goes to.
+CREATE FUNCTION credits_router.revenuecat_route(payload jsonb, OUT part integer, OUT user_id uuid, OUT anonymous text[])
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev jsonb := payload -> 'event';
+BEGIN
+    part := 0;
+    IF jsonb_typeof(ev) IS DISTINCT FROM 'object' THEN
+        RETURN;
+    END IF;
+    anonymous := ARRAY(SELECT DISTINCT i FROM unnest(credits_router.revenuecat_ids(
+                           ev, '{app_user_id,original_app_user_id,aliases,transferred_to,transferred_from}')) i
+                        WHERE i LIKE '$RCAnonymousID:%' ORDER BY i);
+    IF ev ->> 'type' = 'TRANSFER' THEN
+        -- its destination, else its first source: uuids only, as the shards read a TRANSFER
+        user_id := (credits_router.event_users(ev, 'transferred_to') || credits_router.event_users(ev, 'transferred_from'))[1];
+    ELSE
+        -- the first id that is not anonymous, as the shards pick the account
+        user_id := credits_router.account_of(
+            (SELECT i FROM unnest(credits_router.revenuecat_ids(ev, '{app_user_id,original_app_user_id,aliases}'))
+                           WITH ORDINALITY AS t(i, n)
+              WHERE i NOT LIKE '$RCAnonymousID:%' ORDER BY n LIMIT 1));
+    END IF;
+    IF user_id IS NULL AND cardinality(anonymous) > 0 THEN
+        SELECT l INTO user_id FROM credits_router.revenuecat_links(anonymous) l LIMIT 1;
+    END IF;
+    part := CASE WHEN user_id IS NOT NULL THEN credits_router.user_shard(user_id)
+                 WHEN cardinality(anonymous) > 0 THEN credits_router.key_shard('revenuecat', anonymous[1])
+                 ELSE 0 END & (credits_router.shard_count() - 1);
+END
+$$;
+
+-- Kept events: read on one shard or all, written on one, deleted on one.
+CREATE FUNCTION credits_router.kept_events_on(part integer, provider text, keys text[], app_user_ids text[])
+RETURNS SETOF jsonb
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part;
+      SELECT to_jsonb(k) FROM credits.webhook_events k
+       WHERE k.provider = $2 AND (k.subscription_id = ANY ($3) OR k.transaction_id = ANY ($3) OR k.app_user_ids && $4)
+       ORDER BY k.received_at, k.event_id; $$;
+
+CREATE FUNCTION credits_router.kept_events_all(provider text, keys text[], app_user_ids text[])
+RETURNS TABLE (shard_no integer, event jsonb)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL;
+      SELECT s.shard_no, to_jsonb(k) AS event FROM credits.webhook_events k, credits.shard_place() s
+       WHERE ($1 IS NULL OR k.provider = $1)
+         AND ($2 IS NULL OR k.subscription_id = ANY ($2) OR k.transaction_id = ANY ($2) OR k.app_user_ids && $3); $$;
+
+CREATE FUNCTION credits_router.import_events_on(part integer, provider text, events jsonb)
+RETURNS jsonb
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part; SELECT credits.import_webhook_events($2, $3); $$;
+
+CREATE FUNCTION credits_router.drop_events_on(part integer, provider text, event_ids text[])
+RETURNS bigint
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part; SELECT credits.drop_webhook_events($2, $3); $$;
+
+/*
+ * Moves kept events (rows of credits.webhook_events, from partition
+ * from_part) to partition to_part and replays them there: copied and
+ * replayed (one transaction there), then deleted where they were (a crash in
+ * between leaves a copy on both: the next move skips the one it has).
+ * Returns how many moved.
+ */
+CREATE FUNCTION credits_router.move_kept_events(from_part integer, to_part integer, provider text, events jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF from_part = to_part OR jsonb_array_length(events) = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM credits_router.import_events_on(to_part, provider, events);
+    RETURN credits_router.drop_events_on(from_part, provider,
+                                         ARRAY(SELECT e ->> 'event_id' FROM jsonb_array_elements(events) e));
+EXCEPTION WHEN OTHERS THEN
+    -- a shard down: the event that brought the user is applied; replay_webhook_events() moves them later
+    RAISE WARNING 'kept % events not moved from shard % to shard %: %', provider, from_part, to_part, SQLERRM;
+    RETURN 0;
+END
+$$;
+
+-- After an event of a known user was applied on its partition: the events kept elsewhere for its keys.
+CREATE FUNCTION credits_router.gather_kept_events(provider text, to_part integer, keys text[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mask constant integer := credits_router.shard_count() - 1;
+    p integer;
+    moved bigint := 0;
+BEGIN
+    FOR p IN SELECT DISTINCT credits_router.key_shard(provider, k) & mask FROM unnest(keys) k WHERE k IS NOT NULL LOOP
+        IF p <> to_part THEN
+            moved := moved + credits_router.move_kept_events(p, to_part, provider,
+                         coalesce((SELECT jsonb_agg(e) FROM credits_router.kept_events_on(p, provider, keys, NULL) e), '[]'));
+        END IF;
+    END LOOP;
+    RETURN moved;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'kept % events of % not gathered: %', provider, keys, SQLERRM;
+    RETURN 0;
+END
+$$;
+
+-- After an event linked anonymous ids to a user of partition to_part: the events kept for them on
+-- every other shard (a kept event is on the shard of the first anonymous id it names).
+CREATE FUNCTION credits_router.gather_anonymous_events(to_part integer, anonymous text[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    moved bigint := 0;
+BEGIN
+    FOR k IN
+        SELECT g.shard_no, jsonb_agg(g.event ORDER BY g.event ->> 'received_at') AS events
+          FROM credits_router.kept_events_all('revenuecat', '{}', anonymous) g
+         WHERE g.shard_no <> to_part
+         GROUP BY g.shard_no
+    LOOP
+        moved := moved + credits_router.move_kept_events(k.shard_no, to_part, 'revenuecat', k.events);
+    END LOOP;
+    RETURN moved;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'kept revenuecat events of % not gathered: %', anonymous, SQLERRM;
+    RETURN 0;
+END
+$$;
+
+CREATE FUNCTION credits_router.apply_stripe_event_on(part integer, payload text, signature_header text)
+RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part; SELECT credits.apply_stripe_event($2, $3); $$;
+
+CREATE FUNCTION credits_router.apply_creem_event_on(part integer, payload text, signature text)
+RETURNS jsonb LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part; SELECT credits.apply_creem_event($2, $3); $$;
+
+CREATE FUNCTION credits.apply_stripe_event(payload text, signature_header text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    result jsonb;
+BEGIN
+    r := credits_router.webhook_route('stripe', payload);
+    result := credits_router.apply_stripe_event_on(r.part, payload, signature_header);
+    IF r.user_id IS NOT NULL THEN
+        PERFORM credits_router.gather_kept_events('stripe', r.part, ARRAY[r.subscription_id, r.transaction_id]);
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE FUNCTION credits.apply_creem_event(payload text, signature text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    result jsonb;
+BEGIN
+    r := credits_router.webhook_route('creem', payload);
+    result := credits_router.apply_creem_event_on(r.part, payload, signature);
+    IF r.user_id IS NOT NULL THEN
+        PERFORM credits_router.gather_kept_events('creem', r.part, ARRAY[r.subscription_id, r.transaction_id]);
+    END IF;
+    RETURN result;
+END
+$$;
+
+/*
+ * A RevenueCat event on the shard of its user (revenuecat_route); a TRANSFER
+ * from users of other shards in two idempotent halves keyed by the event id
+ * (src/shard_transfer.c): first transfer_out on each shard of the users it
+ * takes subscriptions from, in partition order, then transfer_in on the
+ * destination's shard with what they returned.  When a shard fails between
+ * the halves, the call fails (the store delivers the webhook again) and the
+ * retry replays the done halves and completes the rest: it converges.  Until
+ * then the subscription is on no account (access is lost for the length of
+ * the outage, never given twice).  An event that links anonymous ids to a
+ * user (a TRANSFER, a SUBSCRIBER_ALIAS, aliases) brings the events kept for
+ * those ids on other shards to the user's shard, where they apply.
+ */
+CREATE FUNCTION credits.apply_revenuecat_event(payload jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev jsonb := payload -> 'event';
+    mask integer := credits_router.shard_count() - 1;
+    route record;
+    dest uuid;
+    sources uuid[];
+    event_at timestamptz;
+    part integer;
+    taken jsonb := '[]';
+    result jsonb;
+BEGIN
+    route := credits_router.revenuecat_route(payload);
+    IF jsonb_typeof(ev) = 'object' AND ev ->> 'type' = 'TRANSFER' AND jsonb_typeof(ev -> 'id') = 'string'
+       AND coalesce(ev ->> 'event_timestamp_ms', '') ~ '^[0-9]{1,15}$' THEN
+        dest := (credits_router.event_users(ev, 'transferred_to'))[1];
+        sources := credits_router.event_users(ev, 'transferred_from');
+    END IF;
+    IF dest IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(sources) f(u)
+                                    WHERE credits_router.user_shard(f.u) & mask
+                                          <> credits_router.user_shard(dest) & mask) THEN
+        result := credits_router.apply_revenuecat_event_on(route.part, payload);
+    ELSE
+        event_at := timestamptz 'epoch' + (ev ->> 'event_timestamp_ms')::bigint * interval '1 millisecond';
+        FOR part IN
+            SELECT DISTINCT credits_router.user_shard(f.u) & mask FROM unnest(sources) f(u) ORDER BY 1
+        LOOP
+            taken := taken || (credits_router.transfer_out_on(
+                                   part, ev ->> 'id', event_at,
+                                   ARRAY(SELECT f.u FROM unnest(sources) f(u)
+                                          WHERE credits_router.user_shard(f.u) & mask = part),
+                                   dest) -> 'entitlements');
+        END LOOP;
+        result := credits_router.transfer_in_on(dest, ev ->> 'id', event_at, taken)
+                  || jsonb_build_object('from_shards', (SELECT jsonb_agg(DISTINCT credits_router.user_shard(f.u) & mask)
+                                                          FROM unnest(sources) f(u)));
+    END IF;
+    IF route.user_id IS NOT NULL AND cardinality(route.anonymous) > 0 THEN
+        PERFORM credits_router.gather_anonymous_events(route.part, route.anonymous);
+    END IF;
+    RETURN result;
+END
+$$;
+
+-- The partition and user of a kept event (a row of credits.webhook_events as jsonb).
+CREATE FUNCTION credits_router.kept_event_route(event jsonb, OUT part integer, OUT user_id uuid)
+RETURNS record
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF event ->> 'provider' = 'revenuecat' THEN
+        SELECT r.part, r.user_id INTO part, user_id FROM credits_router.revenuecat_route((event ->> 'payload')::jsonb) r;
+    ELSE
+        SELECT r.part, r.user_id INTO part, user_id FROM credits_router.webhook_route(event ->> 'provider', event ->> 'payload') r;
+    END IF;
+END
+$$;
+
+/*
+ * Every shard's kept events, each first moved to the shard of its user when
+ * that is now known and another one (after a reshard, or a move that failed
+ * half way), then replayed on every shard.  The shards' results added up:
+ * {"replayed", "applied", "kept", "moved", "results": [...]}.
+ */
+CREATE FUNCTION credits_router.replay_all(provider text)
+RETURNS SETOF jsonb
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON ALL; SELECT credits.replay_webhook_events($1); $$;
+
+CREATE FUNCTION credits.replay_webhook_events(provider text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    moved bigint := 0;
+BEGIN
+    FOR k IN
+        SELECT g.shard_no, g.event ->> 'provider' AS prov, r.part,
+               jsonb_agg(g.event ORDER BY g.event ->> 'received_at') AS events
+          FROM credits_router.kept_events_all(replay_webhook_events.provider, NULL, NULL) g
+         CROSS JOIN LATERAL credits_router.kept_event_route(g.event) r
+         WHERE r.user_id IS NOT NULL AND r.part <> g.shard_no
+         GROUP BY 1, 2, 3
+    LOOP
+        moved := moved + credits_router.move_kept_events(k.shard_no, k.part, k.prov, k.events);
+    END LOOP;
+    RETURN (WITH r AS (SELECT x FROM credits_router.replay_all(replay_webhook_events.provider) x)
+            SELECT jsonb_build_object(
+                       'replayed', (SELECT coalesce(sum((r.x ->> 'replayed')::bigint), 0) FROM r),
+                       'applied', (SELECT coalesce(sum((r.x ->> 'applied')::bigint), 0) FROM r),
+                       'kept', (SELECT coalesce(sum((r.x ->> 'kept')::bigint), 0) FROM r),
+                       'moved', moved,
+                       'results', (SELECT coalesce(jsonb_agg(e.value), '[]')
+                                     FROM r CROSS JOIN LATERAL jsonb_array_elements(r.x -> 'results') e)));
+END
+$$;
+
 /* ---- Resharding: moving users to the shard that owns them ---- */
 
 -- The accounts on partition part's database that belong to another shard under its count.
@@ -637,43 +1300,65 @@ RETURNS TABLE (shard_no integer, digest text)
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.remove_config; $$;
 
-CREATE FUNCTION credits_router.put_setting(name text, value text)
+CREATE FUNCTION credits_router.put_setting_all(name text, value text)
 RETURNS TABLE (shard_no integer, digest text)
 LANGUAGE plproxy SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON ALL; TARGET credits.put_setting; $$;
 
+-- On every shard (which check the name), then on this database too: the router reads the JWT
+-- itself, so credits.external_user_ids (a sub that is not a uuid maps through user_uuid) counts here.
+CREATE FUNCTION credits_router.put_setting(name text, value text)
+RETURNS TABLE (shard_no integer, digest text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT p.shard_no, p.digest FROM credits_router.put_setting_all($1, $2) p;
+    IF $2 IS NULL THEN
+        EXECUTE format('ALTER DATABASE %I RESET %s', current_database(), $1);
+    ELSE
+        EXECUTE format('ALTER DATABASE %I SET %s = %L', current_database(), $1, $2);
+    END IF;
+END
+$$;
+
 /* ---- Checks ---- */
 
 CREATE FUNCTION credits_router.shard_status_on(part_no integer)
-RETURNS TABLE (shard_no integer, shard_count integer, foreign_accounts bigint,
-               plans_digest text, operations_digest text, products_digest text, settings_digest text,
-               id_step bigint)
+RETURNS TABLE (shard_no integer, shard_count integer, foreign_accounts bigint, id_step bigint)
 LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ CLUSTER 'credits_shards'; RUN ON part_no;
-      SELECT s.shard_no, s.shard_count, s.foreign_accounts, s.plans_digest,
-             s.operations_digest, s.products_digest, s.settings_digest, s.id_step
-        FROM credits.shard_status() s; $$;
+      SELECT s.shard_no, s.shard_count, s.foreign_accounts, s.id_step FROM credits.shard_status() s; $$;
+
+-- Every config copy the shard digests (credits.config_digests: the price list, the settings, the
+-- RevenueCat map and allowlist, the webhook secrets, and whatever a later release adds).
+CREATE FUNCTION credits_router.config_digests_on(part_no integer)
+RETURNS TABLE (config text, rows bigint, digest text)
+LANGUAGE plproxy SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ CLUSTER 'credits_shards'; RUN ON part_no; SELECT d.config, d.rows, d.digest FROM credits.config_digests() d; $$;
 
 /*
  * Every partition, as it answers: one row per shard, with `problems` listing
  * what is wrong (empty when nothing is):
  *   shard_no              it is configured as another partition
  *   shard_count           it is configured for another number of shards (1:
- *                         never configured, or restored from a dump; run
- *                         credits.configure_shard there)
+ *                         never configured, or a database restored into a
+ *                         fresh one; run credits.configure_shard there)
  *   id_step               its ledger ids do not carry their user's bucket
  *                         (the sequence's step is not 1024: restored from a
  *                         dump; run credits.configure_shard there again)
  *   foreign_accounts      it holds accounts of users routed elsewhere (while
  *                         a reshard moves them: credits_router.move_users)
- *   plans, operations, products, settings
- *                         its copy differs from the copy most shards have
- *                         (ties: from the lowest-numbered partition's)
+ *   a config name         its copy differs from the copy most shards have
+ *                         (ties: from the lowest-numbered partition's), or it
+ *                         has no such copy: plans, operations, products,
+ *                         settings, revenuecat_entitlements,
+ *                         revenuecat_sandbox_users, webhook_secrets
+ * `digests` has each config's digest.
  */
 CREATE FUNCTION credits_router.check_shards()
 RETURNS TABLE (partition integer, shard_no integer, shard_count integer,
-               foreign_accounts bigint, plans_digest text, operations_digest text,
-               products_digest text, settings_digest text, id_step bigint, problems text[])
+               foreign_accounts bigint, id_step bigint, digests jsonb, problems text[])
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -692,35 +1377,38 @@ BEGIN
         SELECT p.i AS part, st.*
           FROM generate_series(0, n - 1) AS p(i)
          CROSS JOIN LATERAL credits_router.shard_status_on(p.i) st
+    ), d AS (
+        SELECT p.i AS part, cd.config, cd.digest
+          FROM generate_series(0, n - 1) AS p(i)
+         CROSS JOIN LATERAL credits_router.config_digests_on(p.i) cd
+    ), configs AS (
+        SELECT DISTINCT d.config FROM d
+    ), copies AS (
+        SELECT s.part, c.config, d.digest
+          FROM s CROSS JOIN configs c
+          LEFT JOIN d ON d.part = s.part AND d.config = c.config
     ), usual AS (
-        SELECT c.config,
-               (SELECT d.digest FROM s
-                 CROSS JOIN LATERAL (VALUES ('plans', s.plans_digest), ('operations', s.operations_digest),
-                                            ('products', s.products_digest), ('settings', s.settings_digest))
-                                    AS d(config, digest)
-                 WHERE d.config = c.config
-                 GROUP BY d.digest ORDER BY count(*) DESC, min(s.part) LIMIT 1) AS digest
-          FROM unnest(ARRAY['plans', 'operations', 'products', 'settings']) AS c(config)
+        SELECT DISTINCT ON (x.config) x.config, x.digest
+          FROM (SELECT c.config, c.digest, count(*) AS copies, min(c.part) AS first FROM copies c
+                 GROUP BY c.config, c.digest) x
+         ORDER BY x.config, x.copies DESC, x.first
     )
-    SELECT s.part, s.shard_no, s.shard_count, s.foreign_accounts,
-           s.plans_digest, s.operations_digest, s.products_digest, s.settings_digest, s.id_step,
+    SELECT s.part, s.shard_no, s.shard_count, s.foreign_accounts, s.id_step,
+           (SELECT jsonb_object_agg(c.config, c.digest) FROM copies c WHERE c.part = s.part),
            array_remove(ARRAY[
                CASE WHEN s.shard_no <> s.part THEN 'shard_no' END,
                CASE WHEN s.shard_count <> n THEN 'shard_count' END,
                CASE WHEN n > 1 AND s.id_step <> 1024 THEN 'id_step' END,
-               CASE WHEN s.foreign_accounts > 0 THEN 'foreign_accounts' END,
-               CASE WHEN s.plans_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'plans') THEN 'plans' END,
-               CASE WHEN s.operations_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'operations') THEN 'operations' END,
-               CASE WHEN s.products_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'products') THEN 'products' END,
-               CASE WHEN s.settings_digest IS DISTINCT FROM (SELECT u.digest FROM usual u WHERE u.config = 'settings') THEN 'settings' END
-           ], NULL)
+               CASE WHEN s.foreign_accounts > 0 THEN 'foreign_accounts' END], NULL)
+           || ARRAY(SELECT c.config FROM copies c JOIN usual u ON u.config = c.config
+                     WHERE c.part = s.part AND c.digest IS DISTINCT FROM u.digest ORDER BY c.config)
       FROM s
      ORDER BY s.part;
 END
 $$;
 
 COMMENT ON FUNCTION credits_router.check_shards() IS
-'One row per shard: its place and config digests, and problems (wrong number or count, accounts of other shards, config copies that differ from most shards).';
+'One row per shard: its place, config digests, and problems (wrong number or count, id step, accounts of other shards, config copies that differ from most shards).';
 
 /* ---- Roles ---- */
 
@@ -739,12 +1427,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     f record;
-    client_fns constant regprocedure[] := ARRAY[
-        'credits.consume(text, bigint, text, text, jsonb)', 'credits.my_balance()',
-        'credits.my_daily_available()', 'credits.my_account_status()', 'credits.set_my_timezone(text)',
-        'credits.my_history(integer, bigint)', 'credits.my_usage(timestamptz)',
-        'credits.delete_my_account()', 'credits.claim_pending_purchase(text, text)',
-        'credits.current_user_id()', 'credits.current_user_id_or_null()']::regprocedure[];
+    client_fns constant regprocedure[] := ARRAY(SELECT credits.client_functions());
 BEGIN
     IF client_role IS NULL OR admin_role IS NULL OR client_role = admin_role THEN
         RAISE EXCEPTION 'client_role and admin_role must be two roles'
@@ -772,7 +1455,8 @@ BEGIN
     EXECUTE format('GRANT EXECUTE ON FUNCTION credits_router.check_shards(), credits_router.stats_rows(), '
                    'credits_router.usage_daily_rows(), credits_router.depletions_rows(), '
                    'credits_router.top_users_rows(), credits_router.purchases_summary_rows(), '
-                   'credits_router.usage_entries_rows(), credits_router.account_plans_rows() TO %I', admin_role);
+                   'credits_router.usage_entries_rows(), credits_router.account_plans_rows(), '
+                   'credits_router.function_parity(integer), credits_router.shard_only_functions() TO %I', admin_role);
 END
 $$;
 

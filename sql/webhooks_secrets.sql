@@ -17,7 +17,9 @@ SELECT r AS role,
        has_function_privilege(r, 'credits.set_webhook_secret(text, text)', 'EXECUTE') AS can_set,
        has_function_privilege(r, 'credits.apply_stripe_event(text, text)', 'EXECUTE') AS can_apply
   FROM unnest(ARRAY['wh_client', 'wh_admin', 'public']) r;
--- No view reads the table; of the SQL functions only set_webhook_secret() (which writes it) names it.
+-- No view reads the table; of the SQL functions only set_webhook_secret() (which writes it),
+-- config_digests() (an md5 over each secret's md5: what a router compares across shards) and
+-- copy_from_parent() (the owner's, copying a parent shard's secrets) name it.
 SELECT count(*) AS views_that_read_it FROM pg_views WHERE definition LIKE '%webhook_secrets%';
 SELECT p.proname FROM pg_proc p
  WHERE p.pronamespace = 'credits'::regnamespace AND p.prosrc LIKE '%credits_secrets%' ORDER BY 1;

@@ -2,7 +2,8 @@
 # Scale suite: resharding from 2 shards to 4 while clients keep calling,
 # following README, "Resharding, step by step".
 #   - 40 users with history (grants, consumes, an open hold each, a refund),
-#     recorded through the router before
+#     recorded through the router before; a webhook secret, a RevenueCat
+#     entitlement map and sandbox allowlist (copied to the new shards)
 #   - steps: add shards 2 and 3, route p2/p3 to their parents, split the
 #     parents (configure_shard(k, 4)), move the users (one of them after an
 #     interrupted earlier attempt left a stale copy on the target), route
@@ -21,6 +22,8 @@ ok "$?" "a router and 2 shards"
 setup_router 40 2
 router >/dev/null <<'SQL'
 SELECT count(*) FROM credits_router.put_plan('unlimited', NULL);
+SELECT credits.set_webhook_secret('stripe', 'whsec_reshard'), credits.map_revenuecat_entitlement('pro', 'pro'),
+       credits.allow_sandbox_user('qa-tester');
 SELECT count(credits.grant_credits(id, 1000, 'seed', 'seed-' || n)) FROM test_users;
 SELECT count(*) FROM test_users, LATERAL credits.set_plan(id, 'unlimited');
 SELECT count(credits.credits_consume(id, 'image', 2, 'c-' || n)) FROM test_users;
@@ -28,7 +31,7 @@ CREATE TABLE holds AS SELECT id, (credits.reserve(id, 'image', 3)).entry_id AS h
 SELECT count(credits.refund(r.entry_id, 1, 'test'))
   FROM test_users, LATERAL credits.credits_consume(id, 'image', 1, 'r-' || n) r;
 SQL
-ok "$?" "40 users with grants, consumes, refunds and an open hold each"
+ok "$?" "40 users with grants, consumes, refunds and an open hold each; store config"
 before=$(router -c "SELECT string_agg(id || ':' || credits.balance(id), ' ' ORDER BY n) FROM test_users")
 entries_before=$(( $(shard 0 -c "SELECT count(*) FROM credits.ledger") + $(shard 1 -c "SELECT count(*) FROM credits.ledger") ))
 
