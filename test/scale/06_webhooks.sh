@@ -206,7 +206,8 @@ INSERT INTO credits.webhook_events (provider, event_id, event_type, event_at, su
 VALUES ('stripe', 'evt_scale_stranded', 'invoice.paid', now(), '$sub', 'in_scale_stranded', 'unknown_user', :'body');
 SQL
 replay=$(router -c "SELECT (r ->> 'moved') || ' ' || (r ->> 'kept') FROM credits.replay_webhook_events() r")
-kept=$(for k in 0 1; do shard "$k" -c "SELECT count(*) FROM credits.webhook_events"; done | paste -sd+ | bc)
+kept=0
+for k in 0 1; do kept=$((kept + $(shard "$k" -c "SELECT count(*) FROM credits.webhook_events"))); done
 applied=$(shard 1 -c "SELECT count(*) FROM credits.store_events WHERE event_id = 'evt_scale_stranded'")
 is "$replay $applied" "1 $kept 1" \
     "replay_webhook_events at the router moves a kept event to its user's shard, where it applies, and replays every shard"
