@@ -2342,7 +2342,8 @@ $$;
 -- the allowlisted users.  replay_webhook_events('revenuecat') applies the
 -- kept events again.
 
--- The anonymous app user ids ($RCAnonymousID:...) a kept RevenueCat event names.
+-- The anonymous app user ids ($RCAnonymousID:...) a kept RevenueCat event names; a kept
+-- TRANSFER also names the account uuids it transfers from (its purchase, delivered later, applies it).
 ALTER TABLE credits.webhook_events ADD COLUMN app_user_ids text[];
 CREATE INDEX webhook_events_app_user_ids ON credits.webhook_events USING gin (app_user_ids)
     WHERE app_user_ids IS NOT NULL;
