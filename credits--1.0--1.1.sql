@@ -2448,6 +2448,14 @@ $$;
 COMMENT ON FUNCTION credits.disallow_sandbox_user(text) IS
 'Removes an app user id from the sandbox allowlist; true when it was there.';
 
+-- == RevenueCat: event order ==
+-- When a store subscription's product, plan and end were set: the store time
+-- of the purchase event that set them; -infinity while they are what a status
+-- event named (the first event seen of the subscription was a CANCELLATION,
+-- say), so an older purchase delivered after it still sets them; NULL (rows
+-- from before, apply_purchase): the time of the last event.
+ALTER TABLE credits.entitlements ADD COLUMN product_set_at timestamptz;
+
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,
 -- entry_kinds, user_uuid) ran with the caller's search_path; none looks a

@@ -15,8 +15,10 @@
 --       transaction leaves the same end state (entitlement product, plan,
 --       status, expiry, pending product; account plan and balance; ledger
 --       amounts; recorded purchases) as the two delivered in order: the
---       newest event of a subscription decides its state, and an older one
---       arriving after it is "stale" (kept, changes nothing);
+--       newest event of a subscription decides its status, an older one
+--       arriving after it is "stale" (kept, changes nothing), except a
+--       purchase newer than the last purchase seen, which sets the product
+--       and plan it names ("older_purchase") as it would have in order;
 --   (c) reconcile() finds nothing after each.
 --
 -- Each sample is used as published except: app_user_id is our user (the
@@ -370,7 +372,47 @@ SELECT * FROM test.rc_order_case('refund_reversed',
 SELECT * FROM test.rc_order_case('refund_reversed',
     test.rc_o('refund', '1 hour', test.rc_same_subscription('non_renewing_purchase')),
     test.rc_o('refund_reversed', '1 hour', test.rc_same_subscription('non_renewing_purchase')));
+
+-- ==== A status event seen first ====
+-- A subscription's first event delivered can be a status event (the purchase
+-- is late): it names the product and end until a purchase sets them, and the
+-- newest such event does.  A trial cancelled, then a billing issue of a later
+-- period (each sample's own period): the billing issue's end, either way.
+SELECT * FROM test.rc_order_case('trial_cancelled',
+    test.rc_o('trial_cancelled', '2 hours'),
+    test.rc_o('billing_issue', '1 hour', test.rc_same_subscription('trial_cancelled')));
 \x off
+
+-- An App Store upgrade from monthly (plus) to yearly (pro), then a
+-- cancellation: RevenueCat's status events after an upgrade name the old
+-- product and its end.  Delivered in order, and with the cancellation (or the
+-- product change) first: the upgrade holds (pro, yearly end), cancelled.
+-- (Before, the cancellation seen first set the old product, and the older
+-- RENEWAL that followed it was stale: plus until the next renewal.)
+CREATE FUNCTION test.rc_upgrade(step text) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT CASE step
+        WHEN 'purchase' THEN test.rc_o('initial_purchase', '3 hours', jsonb_build_object(
+            'product_id', 'com.subscription.monthly', 'transaction_id', 'UPG1', 'original_transaction_id', 'UPG1',
+            'expiration_at_ms', test.ms(now() + interval '20 days')))
+        WHEN 'renewal' THEN test.rc_o('renewal', '2 hours', jsonb_build_object(
+            'product_id', 'com.subscription.yearly', 'transaction_id', 'UPG1-2', 'original_transaction_id', 'UPG1',
+            'expiration_at_ms', test.ms(now() + interval '365 days')))
+        WHEN 'change' THEN test.rc_o('product_change', '2 hours', jsonb_build_object(
+            'product_id', 'com.subscription.monthly', 'new_product_id', 'com.subscription.yearly',
+            'transaction_id', 'UPG1', 'original_transaction_id', 'UPG1',
+            'expiration_at_ms', test.ms(now() + interval '20 days')))
+        WHEN 'cancel' THEN test.rc_o('cancellation', '1 hour', jsonb_build_object(
+            'product_id', 'com.subscription.monthly', 'transaction_id', 'UPG1', 'original_transaction_id', 'UPG1',
+            'expiration_at_ms', test.ms(now() + interval '20 days')))
+    END
+$$;
+SELECT test.rc_statuses(o) AS out_of_order, o -> 'state' = i -> 'state' AS same_end_state,
+       (i ->> 'reconcile')::int + (o ->> 'reconcile')::int AS reconcile_rows, test.rc_order_summary(o -> 'state') AS end_state
+  FROM test.rc_deliver(ARRAY[test.rc_upgrade('purchase'), test.rc_upgrade('renewal'), test.rc_upgrade('change'), test.rc_upgrade('cancel')]) i,
+       (VALUES (ARRAY['purchase', 'renewal', 'change', 'cancel']), (ARRAY['cancel', 'renewal', 'change', 'purchase']),
+               (ARRAY['cancel', 'change', 'purchase', 'renewal']), (ARRAY['change', 'cancel', 'purchase', 'renewal']),
+               (ARRAY['renewal', 'cancel', 'purchase', 'change'])) p(steps),
+       LATERAL test.rc_deliver(ARRAY(SELECT test.rc_upgrade(x) FROM unnest(p.steps) WITH ORDINALITY u(x, n) ORDER BY n)) o;
 
 -- Every sample was used above, as the event delivered late or early.
 SELECT count(*) AS samples_not_covered FROM test.rc_order_docs

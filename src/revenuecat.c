@@ -252,6 +252,42 @@ static CachedStatement last_event_type = {
 	1, {INT8OID}
 };
 
+/*
+ * When a subscription's product, plan and end were set: the store time of
+ * the purchase that set them; -infinity while they are what a status event
+ * named (it was the first event seen of the subscription); NULL (rows from
+ * before 1.1, or written by apply_purchase): the time of its last event.
+ */
+static CachedStatement product_clock = {
+	"SELECT coalesce(product_set_at, last_event_at) FROM credits.entitlements WHERE id = $1",
+	1, {INT8OID}
+};
+
+static CachedStatement product_clock_set = {
+	"UPDATE credits.entitlements SET product_set_at = $2 WHERE id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}
+};
+
+/*
+ * A purchase older than the subscription's last event, newer than what set
+ * its product: the product, plan and transaction it names; its end when the
+ * end there is another product's (after an upgrade, status events name the
+ * old product and its end; else the newer event's end holds); a pending
+ * change to that product has taken effect.  The status stays the newer
+ * event's.
+ */
+static CachedStatement older_purchase_update = {
+	"UPDATE credits.entitlements"
+	"   SET product_id = $2, plan = $3, transaction_id = $4,"
+	"       purchased_at = coalesce($5, purchased_at), period_type = coalesce($6, period_type),"
+	"       expires_at = CASE WHEN $7 THEN $8 ELSE expires_at END,"
+	"       next_product_id = CASE WHEN next_product_id = $2 THEN NULL ELSE next_product_id END,"
+	"       product_set_at = $9, updated_at = now()"
+	" WHERE id = $1",
+	9, {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID}
+};
+
 static CachedStatement entitlement_plan = {
 	"SELECT m.plan FROM credits.revenuecat_entitlements m JOIN credits.plans p ON p.name = m.plan"
 	" WHERE m.entitlement_id = ANY ($1) ORDER BY p.rank DESC, m.plan LIMIT 1",
@@ -1153,6 +1189,92 @@ result_entitlement(RcResult *r, const EntitlementRow *ent, const Account *acct)
 		json_member_str(&r->buf, "plan", acct->plan);
 }
 
+static TimestampTz
+product_set_at(const EntitlementRow *ent)
+{
+	Datum		args[1] = {Int64GetDatum(ent->id)};
+	TimestampTz at = ent->last_event_at;
+
+	if (spi_exec(&product_clock, args, NULL) > 0)
+		spi_get_time_or_null(0, 1, &at);
+	return at;
+}
+
+static void
+set_product_clock(int64 entitlement_id, TimestampTz at)
+{
+	Datum		args[2] = {Int64GetDatum(entitlement_id), TimestampTzGetDatum(at)};
+
+	spi_exec(&product_clock_set, args, NULL);
+}
+
+/*
+ * The answer's entitlement fields and the record of an applied event, after
+ * the accounts are saved.
+ */
+static void
+result_applied(const RcEvent *ev, const EntitlementRow *existing, const EntitlementRow *ent,
+			   AccountSet *set, RcResult *r, const char *reason)
+{
+	Account    *acct = accounts_get(set, &ev->user_id);
+
+	result_set(r, "applied", reason);
+	json_member_uuid(&r->buf, "user_id", &ev->user_id);
+	if (existing != NULL && memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0)
+		json_member_uuid(&r->buf, "moved_from", &existing->user_id);
+	result_entitlement(r, ent, acct);
+	record_event(ev, &ev->user_id, r);
+}
+
+/*
+ * An event older than the subscription's last one (the accounts are
+ * locked).  A purchase newer than what set the product (a status event seen
+ * first, an upgrade's RENEWAL delivered after a later CANCELLATION) sets the
+ * product, plan and end, as it would have in order; any purchase records its
+ * transaction.  Else nothing changes: "stale_event".
+ */
+static void
+apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const char *key,
+							   const Product *product, const EntitlementRow *existing,
+							   AccountSet *set, RcResult *r)
+{
+	Account    *owner = accounts_get(set, &existing->user_id);
+	bool		access = strcmp(existing->status, "active") == 0 ||
+		strcmp(existing->status, "cancelled") == 0 ||
+		strcmp(existing->status, "billing_issue") == 0 ||
+		strcmp(existing->status, "paused") == 0;
+	Datum		args[9];
+	char		nulls[] = "         ";
+	EntitlementRow ent;
+
+	if (is_purchase(ev->type))
+		purchase_record_subscription(&existing->user_id, txn, existing->id, owner);
+	if (!is_purchase(ev->type) || memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0 ||
+		product_set_at(existing) >= ev->event_at)
+	{
+		accounts_save(set, false);
+		result_set(r, "ignored", "stale_event");
+		json_member_int(&r->buf, "entitlement_id", existing->id);
+		return;
+	}
+	args[0] = Int64GetDatum(existing->id);
+	args[1] = CStringGetTextDatum(ev->product_id);
+	args[2] = CStringGetTextDatum(product->plan);
+	args[3] = CStringGetTextDatum(ev->transaction_id);
+	args[4] = TimestampTzGetDatum(ev->purchased_at);
+	nulls[4] = ev->has_purchased_at ? ' ' : 'n';
+	args[5] = text_or_null(ev->period_type, &nulls[5]);
+	args[6] = BoolGetDatum(access && existing->has_expires_at && ev->has_expiration &&
+						   strcmp(existing->product_id, ev->product_id) != 0);
+	args[7] = TimestampTzGetDatum(ev->expiration_at);
+	args[8] = TimestampTzGetDatum(ev->event_at);
+	spi_exec(&older_purchase_update, args, nulls);
+	entitlement_find(RC_SOURCE, key, ev->transaction_id, &ent);
+	json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, txn));
+	accounts_save(set, true);
+	result_applied(ev, NULL, &ent, set, r, "older_purchase");
+}
+
 /* A subscription event: the entitlement takes the state the newest event says. */
 static void
 apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
@@ -1167,7 +1289,6 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	EntitlementRow ent;
 	AccountSet	set;
 	pg_uuid_t	ids[2];
-	Account    *acct;
 
 	txn_from_event(ev, &txn);
 	if (purchase_find(RC_SOURCE, ev->transaction_id, &prior))
@@ -1204,34 +1325,29 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 				 errhint("Deliver the event again.")));
 	if (found && subscription_event_is_stale(ev, &existing))
 	{
-		/* the transaction happened: recorded as in order, the state stays the newer one's */
-		if (is_purchase(ev->type))
-			purchase_record_subscription(&existing.user_id, &txn, existing.id,
-										 accounts_get(&set, &existing.user_id));
-		accounts_save(&set, false);
-		result_set(r, "ignored", "stale_event");
-		json_member_int(&r->buf, "entitlement_id", existing.id);
+		apply_older_subscription_event(ev, &txn, key, product, &existing, &set, r);
 		return;
 	}
 	/* the upgrade already renewed into the new product: nothing is pending */
 	if (found && ev->type == RC_PRODUCT_CHANGE && ev->new_product_id != NULL &&
 		strcmp(existing.product_id, ev->new_product_id) == 0)
 		change.next_product_id = NULL;
+	/* no purchase seen yet: the newest status event names the product and end */
+	if (found && !is_purchase(ev->type) && product_set_at(&existing) == DT_NOBEGIN)
+	{
+		change.keep_product = false;
+		change.keep_expiry = !ev->has_expiration;
+	}
 
 	entitlement_write(&ev->user_id, found ? &existing : NULL, &txn, key, product, &change, &ent);
+	if (is_purchase(ev->type) || !found)
+		set_product_clock(ent.id, is_purchase(ev->type) ? ev->event_at : DT_NOBEGIN);
 	if (is_purchase(ev->type))
 		json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, &txn));
 	accounts_save(&set, true);
-	acct = accounts_get(&set, &ev->user_id);
 	if (is_purchase(ev->type))
-		purchase_record_subscription(&ev->user_id, &txn, ent.id, acct);
-
-	result_set(r, "applied", NULL);
-	json_member_uuid(&r->buf, "user_id", &ev->user_id);
-	if (found && memcmp(&existing.user_id, &ev->user_id, UUID_LEN) != 0)
-		json_member_uuid(&r->buf, "moved_from", &existing.user_id);
-	result_entitlement(r, &ent, acct);
-	record_event(ev, &ev->user_id, r);
+		purchase_record_subscription(&ev->user_id, &txn, ent.id, accounts_get(&set, &ev->user_id));
+	result_applied(ev, found ? &existing : NULL, &ent, &set, r, NULL);
 }
 
 static void
