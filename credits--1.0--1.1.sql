@@ -2342,7 +2342,8 @@ $$;
 -- the allowlisted users.  replay_webhook_events('revenuecat') applies the
 -- kept events again.
 
--- The anonymous app user ids ($RCAnonymousID:...) a kept RevenueCat event names.
+-- The anonymous app user ids ($RCAnonymousID:...) a kept RevenueCat event names; a kept
+-- TRANSFER also names the account uuids it transfers from (its purchase, delivered later, applies it).
 ALTER TABLE credits.webhook_events ADD COLUMN app_user_ids text[];
 CREATE INDEX webhook_events_app_user_ids ON credits.webhook_events USING gin (app_user_ids)
     WHERE app_user_ids IS NOT NULL;
@@ -2638,6 +2639,14 @@ AS $$
         RETURNING 1)
     SELECT pg_catalog.count(*) FROM gone
 $$;
+
+-- == RevenueCat: event order ==
+-- When a store subscription's product, plan and end were set: the store time
+-- of the purchase event that set them; -infinity while they are what a status
+-- event named (the first event seen of the subscription was a CANCELLATION,
+-- say), so an older purchase delivered after it still sets them; NULL (rows
+-- from before, apply_purchase): the time of the last event.
+ALTER TABLE credits.entitlements ADD COLUMN product_set_at timestamptz;
 
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,

@@ -65,7 +65,8 @@ SELECT test.rc_apply(test.rc_event('billing_issue', 'rc-7', :'u1', '-20 min',
                        'grace_period_expiration_at_ms', test.ms(now() + interval '14 days'))));
 SELECT * FROM test.entitlements_of(:'u1');
 SELECT * FROM test.access_of(:'u1');
--- Out of order: a RENEWAL older than what was applied is ignored, nothing rolls back.
+-- Out of order: a RENEWAL older than what was applied rolls nothing back (status and end stay
+-- the newer events'); it is newer than the last purchase, so it records its transaction and product.
 SELECT test.rc_apply(test.rc_event('renewal', 'rc-2-late', :'u1', '-45 min',
     jsonb_build_object('transaction_id', 'S1-2', 'original_transaction_id', 'S1',
                        'expiration_at_ms', test.ms(now() + interval '60 days'))));

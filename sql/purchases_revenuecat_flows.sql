@@ -191,6 +191,6 @@ SELECT product_id, plan, status, expires_at - now() BETWEEN interval '23 hours' 
 SELECT * FROM credits.reconcile(:'a5');
 
 -- ==== Nothing ignored is lost ====
-SELECT provider, event_type, reason, app_user_ids IS NOT NULL AS anonymous
+SELECT provider, event_type, reason, EXISTS (SELECT 1 FROM unnest(app_user_ids) i WHERE i LIKE '$RCAnonymousID:%') AS anonymous
   FROM credits.webhook_events WHERE provider = 'revenuecat' ORDER BY event_id;
 SELECT * FROM credits.reconcile();

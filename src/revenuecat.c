@@ -36,15 +36,19 @@
  *
  * Any order: each subscription's entitlement remembers the store time of
  * the newest event applied to it (last_event_at); an older event is
- * "ignored" (stale).  An event_timestamp_ms more than an hour ahead of the
- * database clock is taken as now (RevenueCat's own TRANSFER sample is dated
- * 4466), so it cannot make every later event stale.
+ * "ignored" (stale; a stale purchase still records its transaction).
+ * Events of one millisecond are ordered by their place in a subscription's
+ * life (lifecycle_rank).  A TRANSFER that arrives before the purchase it
+ * moves is kept and applied by that purchase.  An event_timestamp_ms more
+ * than an hour ahead of the database clock is taken as now (RevenueCat's own
+ * TRANSFER sample is dated 4466), so it cannot make every later event stale.
  *
- * Locks: a transaction-level advisory lock per anonymous app user id the
- * event names (in key order), first; then the account rows of the users
- * concerned, in user_id order (an event that moves a subscription locks both
- * users; TRANSFER locks every user it takes subscriptions from, and the one
- * it gives them to).  Kept events that a link unblocks are applied after the
+ * Locks: a transaction-level advisory lock per app user id the event names
+ * (anonymous ones as sent, the others by their account uuid; in key order),
+ * first; then the account rows of the users concerned, in user_id order (an
+ * event that moves a subscription locks both users; TRANSFER locks every
+ * user it takes subscriptions from, and the one it gives them to).  Kept
+ * events that the event unblocks (a link, a transfer) are applied after the
  * event's own account writes, each taking its own locks.
  */
 #include "purchases.h"
@@ -67,7 +71,7 @@
 #define RC_MAX_IDS 100
 #define RC_IDS_CAP (2 * RC_MAX_IDS + 2)
 #define RC_ANONYMOUS "$RCAnonymousID:"
-/* First key of the advisory locks on anonymous app user ids ("rcid"). */
+/* First key of the advisory locks on app user ids ("rcid"). */
 #define RC_ID_LOCK_CLASS 0x72636964
 /* A store time further ahead of the database clock than this is taken as now. */
 #define RC_MAX_AHEAD (INT64CONST(3600) * USECS_PER_SEC)
@@ -207,6 +211,18 @@ static CachedStatement kept_anonymous = {
 	2, {TEXTARRAYOID, TEXTOID}
 };
 
+/*
+ * Kept TRANSFERs from the user that happened after the event: delivered
+ * before the purchase they move, they found nothing to transfer then.
+ */
+static CachedStatement kept_transfers = {
+	"SELECT payload FROM credits.webhook_events"
+	" WHERE provider = 'revenuecat' AND reason = 'nothing_to_transfer' AND app_user_ids && $1"
+	"   AND event_at > $2 AND event_id <> $3"
+	" ORDER BY event_at, event_id",
+	3, {TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID}
+};
+
 static CachedStatement alias_owner = {
 	"SELECT user_id FROM credits.revenuecat_aliases WHERE app_user_id = ANY ($1)"
 	" ORDER BY linked_at DESC, app_user_id LIMIT 1",
@@ -228,6 +244,50 @@ static CachedStatement sandbox_allowed = {
 	1, {TEXTARRAYOID}
 };
 
+/* The type of the event an entitlement's state was last set by. */
+static CachedStatement last_event_type = {
+	"SELECT s.event_type FROM credits.entitlements e"
+	"  JOIN credits.store_events s ON s.source = 'revenuecat' AND s.event_id = e.last_event_id"
+	" WHERE e.id = $1",
+	1, {INT8OID}
+};
+
+/*
+ * When a subscription's product, plan and end were set: the store time of
+ * the purchase that set them; -infinity while they are what a status event
+ * named (it was the first event seen of the subscription); NULL (rows from
+ * before 1.1, or written by apply_purchase): the time of its last event.
+ */
+static CachedStatement product_clock = {
+	"SELECT coalesce(product_set_at, last_event_at) FROM credits.entitlements WHERE id = $1",
+	1, {INT8OID}
+};
+
+static CachedStatement product_clock_set = {
+	"UPDATE credits.entitlements SET product_set_at = $2 WHERE id = $1",
+	2, {INT8OID, TIMESTAMPTZOID}
+};
+
+/*
+ * A purchase older than the subscription's last event, newer than what set
+ * its product: the product, plan and transaction it names; its end when the
+ * end there is another product's (after an upgrade, status events name the
+ * old product and its end; else the newer event's end holds); a pending
+ * change to that product has taken effect.  The status stays the newer
+ * event's.
+ */
+static CachedStatement older_purchase_update = {
+	"UPDATE credits.entitlements"
+	"   SET product_id = $2, plan = $3, transaction_id = $4,"
+	"       purchased_at = coalesce($5, purchased_at), period_type = coalesce($6, period_type),"
+	"       expires_at = CASE WHEN $7 THEN $8 ELSE expires_at END,"
+	"       next_product_id = CASE WHEN next_product_id = $2 THEN NULL ELSE next_product_id END,"
+	"       product_set_at = $9, updated_at = now()"
+	" WHERE id = $1",
+	9, {INT8OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID}
+};
+
 static CachedStatement entitlement_plan = {
 	"SELECT m.plan FROM credits.revenuecat_entitlements m JOIN credits.plans p ON p.name = m.plan"
 	" WHERE m.entitlement_id = ANY ($1) ORDER BY p.rank DESC, m.plan LIMIT 1",
@@ -235,6 +295,7 @@ static CachedStatement entitlement_plan = {
 };
 
 static char *rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept);
+static pg_uuid_t *known_uuids(const RcIds *ids, const char *field);
 
 /* ---- parsing ---- */
 
@@ -364,6 +425,12 @@ strings_datum(const char **strings, int n)
 	for (int i = 0; i < n; i++)
 		elems[i] = CStringGetTextDatum(strings[i]);
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static char *
+uuid_text(const pg_uuid_t *id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
 /* Both lists of ids, anonymous ones first, as one array of strings. */
@@ -644,20 +711,40 @@ anonymous_ids(const RcEvent *ev, int *n)
 	return all;
 }
 
+/* Adds the advisory lock keys of the accounts of known ids (their uuid, however spelled). */
+static void
+add_known_keys(const RcIds *ids, const char *field, int32 *keys, int *n)
+{
+	pg_uuid_t  *uuids = known_uuids(ids, field);
+
+	for (int i = 0; i < ids->nknown; i++)
+	{
+		const char *text = uuid_text(&uuids[i]);
+
+		keys[(*n)++] = (int32) hash_bytes((const unsigned char *) text, strlen(text));
+	}
+}
+
 /*
- * Serializes the events that name the same anonymous id: an event kept for
- * want of a user and the TRANSFER or alias that links the id (and a retry of
- * the kept event) run one after the other, so the kept event is applied once.
+ * Serializes the events that name the same app user id, anonymous or not:
+ * an event kept for want of a user and the TRANSFER or alias that links the
+ * id (and a retry of the kept event), or a TRANSFER that finds nothing to
+ * transfer and the purchase it should have moved, run one after the other,
+ * so the kept event is applied once and never missed.
  */
 static void
-lock_anonymous_ids(const RcEvent *ev)
+lock_app_user_ids(const RcEvent *ev)
 {
-	int			n;
-	const char **anon = anonymous_ids(ev, &n);
-	int32	   *keys = palloc(sizeof(int32) * Max(n, 1));
+	int			nanon;
+	const char **anon = anonymous_ids(ev, &nanon);
+	int32	   *keys = palloc(sizeof(int32) * (nanon + ev->ids.nknown + ev->from.nknown + ev->to.nknown + 1));
+	int			n = 0;
 
-	for (int i = 0; i < n; i++)
-		keys[i] = (int32) hash_bytes((const unsigned char *) anon[i], strlen(anon[i]));
+	for (int i = 0; i < nanon; i++)
+		keys[n++] = (int32) hash_bytes((const unsigned char *) anon[i], strlen(anon[i]));
+	add_known_keys(&ev->ids, "event.app_user_id", keys, &n);
+	add_known_keys(&ev->from, "event.transferred_from", keys, &n);
+	add_known_keys(&ev->to, "event.transferred_to", keys, &n);
 	qsort(keys, n, sizeof(int32), cmp_int32);
 	for (int i = 0; i < n; i++)
 	{
@@ -735,7 +822,7 @@ sandbox_refused(const RcEvent *ev, bool has_user)
 	memcpy(names + n, part, sizeof(char *) * k);
 	n += k;
 	if (has_user)
-		names[n++] = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ev->user_id)));
+		names[n++] = uuid_text(&ev->user_id);
 	args[0] = strings_datum(names, n);
 	return spi_exec(&sandbox_allowed, args, NULL) == 0;
 }
@@ -786,12 +873,34 @@ text_or_null(const char *value, char *null)
 	return value ? CStringGetTextDatum(value) : (Datum) 0;
 }
 
+/*
+ * The ids a kept event is found again by: its anonymous ids, and for a
+ * TRANSFER the accounts it transfers from (a later-delivered purchase of
+ * theirs applies it).
+ */
+static const char **
+kept_ids(const RcEvent *ev, int *n)
+{
+	const char **anon = anonymous_ids(ev, n);
+	const char **all;
+	pg_uuid_t  *from;
+
+	if (ev->type != RC_TRANSFER || ev->from.nknown == 0)
+		return anon;
+	from = known_uuids(&ev->from, "event.transferred_from");
+	all = palloc(sizeof(char *) * (*n + ev->from.nknown));
+	memcpy(all, anon, sizeof(char *) * *n);
+	for (int i = 0; i < ev->from.nknown; i++)
+		all[(*n)++] = uuid_text(&from[i]);
+	return all;
+}
+
 /* Keeps the body of an event that was not applied, with why. */
 static void
 keep_event(const RcEvent *ev, Jsonb *payload, const char *reason)
 {
 	int			n;
-	const char **anon = anonymous_ids(ev, &n);
+	const char **anon = kept_ids(ev, &n);
 	Datum		args[8];
 	char		nulls[] = "        ";
 
@@ -816,29 +925,49 @@ forget_event(const RcEvent *ev)
 	spi_exec(&kept_delete, args, NULL);
 }
 
+/* The payloads a statement found (column 1), appended to *payloads. */
+static void
+collect_payloads(CachedStatement *stmt, Datum *args, char ***payloads, uint64 *n)
+{
+	uint64		found = spi_exec(stmt, args, NULL);
+
+	*payloads = repalloc(*payloads, sizeof(char *) * (*n + found + 1));
+	for (uint64 i = 0; i < found; i++)
+		(*payloads)[(*n)++] = spi_get_cstring(i, 1);
+}
+
 /*
- * After an event applied: the kept events that waited for a user and name
- * one of its anonymous ids, oldest first; their results go in "replayed".
+ * After an event applied: the kept events it unblocks, applied in turn,
+ * their results in "replayed".  First those that waited for a user and name
+ * one of its anonymous ids, then the TRANSFERs from its user that came
+ * after it and were delivered before it; each oldest first.
  */
 static void
-apply_kept_anonymous(const RcEvent *ev, RcResult *r)
+apply_kept_after(const RcEvent *ev, RcResult *r)
 {
 	int			n;
 	const char **anon = anonymous_ids(ev, &n);
-	Datum		args[2];
-	uint64		nkept;
-	char	  **payloads;
+	Datum		args[3];
+	uint64		nkept = 0;
+	char	  **payloads = palloc(sizeof(char *));
 
-	if (n == 0)
-		return;
-	args[0] = strings_datum(anon, n);
-	args[1] = CStringGetTextDatum(ev->id);
-	nkept = spi_exec(&kept_anonymous, args, NULL);
+	if (n > 0)
+	{
+		args[0] = strings_datum(anon, n);
+		args[1] = CStringGetTextDatum(ev->id);
+		collect_payloads(&kept_anonymous, args, &payloads, &nkept);
+	}
+	if (ev->type != RC_TRANSFER && ev->type != RC_SUBSCRIBER_ALIAS)
+	{
+		const char *user = uuid_text(&ev->user_id);
+
+		args[0] = strings_datum(&user, 1);
+		args[1] = TimestampTzGetDatum(ev->event_at);
+		args[2] = CStringGetTextDatum(ev->id);
+		collect_payloads(&kept_transfers, args, &payloads, &nkept);
+	}
 	if (nkept == 0)
 		return;
-	payloads = palloc(sizeof(char *) * nkept);
-	for (uint64 i = 0; i < nkept; i++)
-		payloads[i] = spi_get_cstring(i, 1);
 	appendStringInfoString(&r->buf, ", \"replayed\": [");
 	for (uint64 i = 0; i < nkept; i++)
 	{
@@ -883,6 +1012,62 @@ txn_from_event(const RcEvent *ev, StoreTxn *txn)
 	txn->store = ev->store;
 	txn->environment = ev->environment;
 	txn->period_type = ev->period_type;
+}
+
+/*
+ * Where an event comes in a subscription's life when several share one
+ * event_timestamp_ms (RevenueCat sends e.g. INITIAL_PURCHASE, BILLING_ISSUE
+ * and CANCELLATION of a failed first payment at the same millisecond, and
+ * delivers them in any order): the start first, then renewals and product
+ * changes (equal: an upgrade's RENEWAL and PRODUCT_CHANGE apply in either
+ * order), then what can follow them, the end last.  -1: an event that sets
+ * no status here (TRANSFER, a claim), which any event at its time follows.
+ */
+static int
+lifecycle_rank(const char *type_name, bool refund)
+{
+	static const struct
+	{
+		const char *name;
+		int			rank;
+	}			ranks[] =
+	{
+		{"INITIAL_PURCHASE", 0}, {"NON_RENEWING_PURCHASE", 0}, {"TEMPORARY_ENTITLEMENT_GRANT", 0},
+		{"RENEWAL", 1}, {"PRODUCT_CHANGE", 1},
+		{"UNCANCELLATION", 2}, {"SUBSCRIPTION_EXTENDED", 2},
+		{"BILLING_ISSUE", 3}, {"SUBSCRIPTION_PAUSED", 4}, {"CANCELLATION", 5},
+		{"EXPIRATION", 6}, {"REFUND_REVERSED", 8},
+	};
+
+	if (type_name == NULL)
+		return -1;
+	if (refund)
+		return 7;
+	for (size_t i = 0; i < lengthof(ranks); i++)
+	{
+		if (strcmp(type_name, ranks[i].name) == 0)
+			return ranks[i].rank;
+	}
+	return -1;
+}
+
+/*
+ * Whether the subscription's state comes from an event after this one: a
+ * later store time, or the same time and a later place in its life.
+ */
+static bool
+subscription_event_is_stale(const RcEvent *ev, const EntitlementRow *existing)
+{
+	Datum		args[1];
+	const char *last_type = NULL;
+
+	if (existing->last_event_at != ev->event_at)
+		return existing->last_event_at > ev->event_at;
+	args[0] = Int64GetDatum(existing->id);
+	if (spi_exec(&last_event_type, args, NULL) > 0)
+		last_type = spi_get_cstring(0, 1);
+	return lifecycle_rank(last_type, strcmp(existing->status, "refunded") == 0) >
+		lifecycle_rank(ev->type_name, is_refund(ev));
 }
 
 /*
@@ -1004,6 +1189,92 @@ result_entitlement(RcResult *r, const EntitlementRow *ent, const Account *acct)
 		json_member_str(&r->buf, "plan", acct->plan);
 }
 
+static TimestampTz
+product_set_at(const EntitlementRow *ent)
+{
+	Datum		args[1] = {Int64GetDatum(ent->id)};
+	TimestampTz at = ent->last_event_at;
+
+	if (spi_exec(&product_clock, args, NULL) > 0)
+		spi_get_time_or_null(0, 1, &at);
+	return at;
+}
+
+static void
+set_product_clock(int64 entitlement_id, TimestampTz at)
+{
+	Datum		args[2] = {Int64GetDatum(entitlement_id), TimestampTzGetDatum(at)};
+
+	spi_exec(&product_clock_set, args, NULL);
+}
+
+/*
+ * The answer's entitlement fields and the record of an applied event, after
+ * the accounts are saved.
+ */
+static void
+result_applied(const RcEvent *ev, const EntitlementRow *existing, const EntitlementRow *ent,
+			   AccountSet *set, RcResult *r, const char *reason)
+{
+	Account    *acct = accounts_get(set, &ev->user_id);
+
+	result_set(r, "applied", reason);
+	json_member_uuid(&r->buf, "user_id", &ev->user_id);
+	if (existing != NULL && memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0)
+		json_member_uuid(&r->buf, "moved_from", &existing->user_id);
+	result_entitlement(r, ent, acct);
+	record_event(ev, &ev->user_id, r);
+}
+
+/*
+ * An event older than the subscription's last one (the accounts are
+ * locked).  A purchase newer than what set the product (a status event seen
+ * first, an upgrade's RENEWAL delivered after a later CANCELLATION) sets the
+ * product, plan and end, as it would have in order; any purchase records its
+ * transaction.  Else nothing changes: "stale_event".
+ */
+static void
+apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const char *key,
+							   const Product *product, const EntitlementRow *existing,
+							   AccountSet *set, RcResult *r)
+{
+	Account    *owner = accounts_get(set, &existing->user_id);
+	bool		access = strcmp(existing->status, "active") == 0 ||
+		strcmp(existing->status, "cancelled") == 0 ||
+		strcmp(existing->status, "billing_issue") == 0 ||
+		strcmp(existing->status, "paused") == 0;
+	Datum		args[9];
+	char		nulls[] = "         ";
+	EntitlementRow ent;
+
+	if (is_purchase(ev->type))
+		purchase_record_subscription(&existing->user_id, txn, existing->id, owner);
+	if (!is_purchase(ev->type) || memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0 ||
+		product_set_at(existing) >= ev->event_at)
+	{
+		accounts_save(set, false);
+		result_set(r, "ignored", "stale_event");
+		json_member_int(&r->buf, "entitlement_id", existing->id);
+		return;
+	}
+	args[0] = Int64GetDatum(existing->id);
+	args[1] = CStringGetTextDatum(ev->product_id);
+	args[2] = CStringGetTextDatum(product->plan);
+	args[3] = CStringGetTextDatum(ev->transaction_id);
+	args[4] = TimestampTzGetDatum(ev->purchased_at);
+	nulls[4] = ev->has_purchased_at ? ' ' : 'n';
+	args[5] = text_or_null(ev->period_type, &nulls[5]);
+	args[6] = BoolGetDatum(access && existing->has_expires_at && ev->has_expiration &&
+						   strcmp(existing->product_id, ev->product_id) != 0);
+	args[7] = TimestampTzGetDatum(ev->expiration_at);
+	args[8] = TimestampTzGetDatum(ev->event_at);
+	spi_exec(&older_purchase_update, args, nulls);
+	entitlement_find(RC_SOURCE, key, ev->transaction_id, &ent);
+	json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, txn));
+	accounts_save(set, true);
+	result_applied(ev, NULL, &ent, set, r, "older_purchase");
+}
+
 /* A subscription event: the entitlement takes the state the newest event says. */
 static void
 apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
@@ -1018,7 +1289,6 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	EntitlementRow ent;
 	AccountSet	set;
 	pg_uuid_t	ids[2];
-	Account    *acct;
 
 	txn_from_event(ev, &txn);
 	if (purchase_find(RC_SOURCE, ev->transaction_id, &prior))
@@ -1029,7 +1299,8 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 		ev->transaction_id : ev->original_transaction_id;
 
 	found = entitlement_find(RC_SOURCE, key, ev->transaction_id, &existing);
-	if (found && existing.last_event_at > ev->event_at)
+	/* a stale purchase still records its transaction, under the locks */
+	if (found && !is_purchase(ev->type) && subscription_event_is_stale(ev, &existing))
 	{
 		result_set(r, "ignored", "stale_event");
 		json_member_int(&r->buf, "entitlement_id", existing.id);
@@ -1052,32 +1323,31 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 				 errmsg("the subscription moved to another user during the call"),
 				 errdetail("{\"event_id\": %s}", json_quote(ev->id)),
 				 errhint("Deliver the event again.")));
-	if (found && existing.last_event_at > ev->event_at)
+	if (found && subscription_event_is_stale(ev, &existing))
 	{
-		accounts_save(&set, false);
-		result_set(r, "ignored", "stale_event");
-		json_member_int(&r->buf, "entitlement_id", existing.id);
+		apply_older_subscription_event(ev, &txn, key, product, &existing, &set, r);
 		return;
 	}
 	/* the upgrade already renewed into the new product: nothing is pending */
 	if (found && ev->type == RC_PRODUCT_CHANGE && ev->new_product_id != NULL &&
 		strcmp(existing.product_id, ev->new_product_id) == 0)
 		change.next_product_id = NULL;
+	/* no purchase seen yet: the newest status event names the product and end */
+	if (found && !is_purchase(ev->type) && product_set_at(&existing) == DT_NOBEGIN)
+	{
+		change.keep_product = false;
+		change.keep_expiry = !ev->has_expiration;
+	}
 
 	entitlement_write(&ev->user_id, found ? &existing : NULL, &txn, key, product, &change, &ent);
+	if (is_purchase(ev->type) || !found)
+		set_product_clock(ent.id, is_purchase(ev->type) ? ev->event_at : DT_NOBEGIN);
 	if (is_purchase(ev->type))
 		json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, &txn));
 	accounts_save(&set, true);
-	acct = accounts_get(&set, &ev->user_id);
 	if (is_purchase(ev->type))
-		purchase_record_subscription(&ev->user_id, &txn, ent.id, acct);
-
-	result_set(r, "applied", NULL);
-	json_member_uuid(&r->buf, "user_id", &ev->user_id);
-	if (found && memcmp(&existing.user_id, &ev->user_id, UUID_LEN) != 0)
-		json_member_uuid(&r->buf, "moved_from", &existing.user_id);
-	result_entitlement(r, &ent, acct);
-	record_event(ev, &ev->user_id, r);
+		purchase_record_subscription(&ev->user_id, &txn, ent.id, accounts_get(&set, &ev->user_id));
+	result_applied(ev, found ? &existing : NULL, &ent, &set, r, NULL);
 }
 
 static void
@@ -1091,6 +1361,20 @@ result_balance(RcResult *r, const Account *acct)
 		json_member_int(&r->buf, "daily_remaining", remaining);
 	else
 		json_member_str(&r->buf, "daily_remaining", NULL);
+}
+
+/*
+ * Whether a pack's refund state comes from a later refund event: a later
+ * store time, or the same time and a reversal (which follows its refund).
+ */
+static bool
+pack_event_is_stale(const RcEvent *ev, const PurchaseRow *prior)
+{
+	if (!prior->has_last_event_at || prior->last_event_at < ev->event_at)
+		return false;
+	if (prior->last_event_at > ev->event_at)
+		return true;
+	return is_refund(ev) && prior->refund_state != NULL && strcmp(prior->refund_state, "reversed") == 0;
 }
 
 /* A pack: purchases credit it once, a refund claws back what is left, a reversal gives it back. */
@@ -1148,7 +1432,7 @@ apply_pack_event(const RcEvent *ev, const Product *product, RcResult *r, StringI
 				result_set(r, "ignored", "account_deleted");
 				break;
 			}
-			if (prior.has_last_event_at && prior.last_event_at > ev->event_at)
+			if (pack_event_is_stale(ev, &prior))
 			{
 				result_set(r, "ignored", "stale_event");
 				break;
@@ -1328,8 +1612,7 @@ apply_transfer(const RcEvent *ev, RcResult *r, StringInfo duplicate)
 	json_member_uuid(&r->buf, "user_id", has_to ? &to : NULL);
 	appendStringInfoString(&r->buf, ", \"from\": [");
 	for (int i = 0; i < nowners; i++)
-		appendStringInfo(&r->buf, "%s%s", i ? ", " : "",
-						 json_quote(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&owners[i])))));
+		appendStringInfo(&r->buf, "%s%s", i ? ", " : "", json_quote(uuid_text(&owners[i])));
 	appendStringInfoChar(&r->buf, ']');
 	json_member_int(&r->buf, "moved", moved);
 	if (linked > 0)
@@ -1418,7 +1701,7 @@ rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept)
 	parse_ids(event, &ev);
 	if (ev.kept_reason == NULL && ev.type != RC_TRANSFER && ev.type != RC_SUBSCRIBER_ALIAS)
 		parse_fields(event, &ev);
-	lock_anonymous_ids(&ev);
+	lock_app_user_ids(&ev);
 
 	if (already_applied(&ev, &r, &duplicate))
 		;
@@ -1442,7 +1725,7 @@ rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept)
 	else
 		forget_event(&ev);
 	if (*applied && replay_kept)
-		apply_kept_anonymous(&ev, &r);
+		apply_kept_after(&ev, &r);
 	if (duplicate.len > 0)
 		return duplicate_text(duplicate.data);
 	return result_text(&r);
