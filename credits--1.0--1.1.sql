@@ -2647,6 +2647,12 @@ $$;
 -- say), so an older purchase delivered after it still sets them; NULL (rows
 -- from before, apply_purchase): the time of the last event.
 ALTER TABLE credits.entitlements ADD COLUMN product_set_at timestamptz;
+-- The same for its status: the store time of the event that set it
+-- (SUBSCRIPTION_EXTENDED and PRODUCT_CHANGE set none); -infinity when the
+-- row was made by an event that set none.  An older CANCELLATION (or
+-- UNCANCELLATION, pause, billing issue) delivered after an extension still
+-- sets the status, as it would have in order.
+ALTER TABLE credits.entitlements ADD COLUMN status_set_at timestamptz;
 
 -- == Pinned search_path on every function ==
 -- The C functions without a SECURITY DEFINER (the day helpers, the stats,

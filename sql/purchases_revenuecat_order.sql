@@ -414,6 +414,27 @@ SELECT test.rc_statuses(o) AS out_of_order, o -> 'state' = i -> 'state' AS same_
                (ARRAY['renewal', 'cancel', 'purchase', 'change'])) p(steps),
        LATERAL test.rc_deliver(ARRAY(SELECT test.rc_upgrade(x) FROM unnest(p.steps) WITH ORDINALITY u(x, n) ORDER BY n)) o;
 
+-- A cancellation, then an extension (SUBSCRIPTION_EXTENDED sets no status:
+-- still cancelled, with a later end).  Delivered with the extension before
+-- the cancellation, or before both: the older cancellation still sets the
+-- status (before, it was stale: active).
+CREATE FUNCTION test.rc_extended(step text) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT CASE step
+        WHEN 'purchase' THEN test.rc_o('initial_purchase', '3 hours')
+        WHEN 'cancel' THEN test.rc_o('cancellation', '2 hours', test.rc_same_period('initial_purchase', '3 hours'))
+        WHEN 'extend' THEN test.rc_o('subscription_extended', '1 hour', test.rc_same_subscription('initial_purchase')
+                                     || jsonb_build_object('expiration_at_ms', test.ms(now() + interval '30 days')))
+    END
+$$;
+SELECT test.rc_statuses(o) AS out_of_order, o -> 'state' = i -> 'state' AS same_end_state,
+       (i ->> 'reconcile')::int + (o ->> 'reconcile')::int AS reconcile_rows, test.rc_order_summary(o -> 'state') AS end_state,
+       o -> 'state' -> 'entitlements' -> 0 ->> 'reason' AS reason
+  FROM test.rc_deliver(ARRAY[test.rc_extended('purchase'), test.rc_extended('cancel'), test.rc_extended('extend')]) i,
+       (VALUES (ARRAY['purchase', 'cancel', 'extend']), (ARRAY['purchase', 'extend', 'cancel']),
+               (ARRAY['extend', 'cancel', 'purchase']), (ARRAY['extend', 'purchase', 'cancel']),
+               (ARRAY['cancel', 'extend', 'purchase'])) p(steps),
+       LATERAL test.rc_deliver(ARRAY(SELECT test.rc_extended(x) FROM unnest(p.steps) WITH ORDINALITY u(x, n) ORDER BY n)) o;
+
 -- Every sample was used above, as the event delivered late or early.
 SELECT count(*) AS samples_not_covered FROM test.rc_order_docs
  WHERE name NOT IN ('initial_purchase', 'trial_started', 'renewal', 'cancellation', 'trial_cancelled',

@@ -159,7 +159,9 @@ static CachedStatement entitlement_update = {
 	"       store = coalesce($10, e.store), environment = coalesce($11, e.environment),"
 	"       period_type = coalesce($12, e.period_type),"
 	"       purchased_at = coalesce($13, e.purchased_at),"
-	"       status_reason = $14, last_event_id = $15, last_event_at = $16, updated_at = now()"
+	"       status_reason = CASE WHEN $5 IS NULL AND e.status IN " ENTITLEMENT_ACCESS_STATUSES
+	"                            THEN e.status_reason ELSE $14 END,"	/* the kept status keeps its reason */
+	"       last_event_id = $15, last_event_at = $16, updated_at = now()"
 	" WHERE e.id = $1"
 	" RETURNING " ENTITLEMENT_COLUMNS,
 	18, {INT8OID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, BOOLOID,

@@ -253,19 +253,36 @@ static CachedStatement last_event_type = {
 };
 
 /*
- * When a subscription's product, plan and end were set: the store time of
- * the purchase that set them; -infinity while they are what a status event
- * named (it was the first event seen of the subscription); NULL (rows from
- * before 1.1, or written by apply_purchase): the time of its last event.
+ * When a subscription's product, plan and end were set, and when its status
+ * was: the store time of the event that set them; -infinity while they are
+ * what an event that sets none named (a status event seen first names the
+ * product, an extension seen first names no status); NULL (rows from before
+ * 1.1, or written by apply_purchase): the time of its last event.
  */
-static CachedStatement product_clock = {
-	"SELECT coalesce(product_set_at, last_event_at) FROM credits.entitlements WHERE id = $1",
+static CachedStatement entitlement_clocks = {
+	"SELECT coalesce(product_set_at, last_event_at), coalesce(status_set_at, last_event_at)"
+	"  FROM credits.entitlements WHERE id = $1",
 	1, {INT8OID}
 };
 
-static CachedStatement product_clock_set = {
-	"UPDATE credits.entitlements SET product_set_at = $2 WHERE id = $1",
-	2, {INT8OID, TIMESTAMPTZOID}
+/* NULL keeps a clock. */
+static CachedStatement entitlement_clocks_set = {
+	"UPDATE credits.entitlements"
+	"   SET product_set_at = coalesce($2, product_set_at), status_set_at = coalesce($3, status_set_at)"
+	" WHERE id = $1",
+	3, {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+};
+
+/*
+ * A status event older than the subscription's last one, newer than what
+ * set its status: the status it names (the events after it set none).
+ */
+static CachedStatement older_status_update = {
+	"UPDATE credits.entitlements"
+	"   SET status = $2::text::credits.entitlement_status, status_reason = $3, status_set_at = $4,"
+	"       updated_at = now()"
+	" WHERE id = $1",
+	4, {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
 };
 
 /*
@@ -1189,23 +1206,81 @@ result_entitlement(RcResult *r, const EntitlementRow *ent, const Account *acct)
 		json_member_str(&r->buf, "plan", acct->plan);
 }
 
+/* The store times that set a subscription's product and its status (see entitlement_clocks). */
+static void
+entitlement_clocks_get(const EntitlementRow *ent, TimestampTz *product_at, TimestampTz *status_at)
+{
+	Datum		args[1] = {Int64GetDatum(ent->id)};
+
+	*product_at = *status_at = ent->last_event_at;
+	if (spi_exec(&entitlement_clocks, args, NULL) > 0)
+	{
+		spi_get_time_or_null(0, 1, product_at);
+		spi_get_time_or_null(0, 2, status_at);
+	}
+}
+
 static TimestampTz
 product_set_at(const EntitlementRow *ent)
 {
-	Datum		args[1] = {Int64GetDatum(ent->id)};
-	TimestampTz at = ent->last_event_at;
+	TimestampTz product_at;
+	TimestampTz status_at;
 
-	if (spi_exec(&product_clock, args, NULL) > 0)
-		spi_get_time_or_null(0, 1, &at);
-	return at;
+	entitlement_clocks_get(ent, &product_at, &status_at);
+	return product_at;
 }
 
-static void
-set_product_clock(int64 entitlement_id, TimestampTz at)
+/*
+ * Whether an event older than the subscription's last one still sets its
+ * status: it names one and moves no end (a cancellation, uncancellation,
+ * pause or billing issue without grace), it concerns the same user, and the
+ * status there was set before it (the events after it set none).
+ */
+static bool
+older_status_applies(const RcEvent *ev, const EntitlementChange *change, const EntitlementRow *existing)
 {
-	Datum		args[2] = {Int64GetDatum(entitlement_id), TimestampTzGetDatum(at)};
+	TimestampTz product_at;
+	TimestampTz status_at;
 
-	spi_exec(&product_clock_set, args, NULL);
+	if (is_purchase(ev->type) || change->status == NULL || !change->keep_expiry ||
+		memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0)
+		return false;
+	entitlement_clocks_get(existing, &product_at, &status_at);
+	return status_at < ev->event_at;
+}
+
+/* Sets the clocks an applied event moves (NULL keeps one). */
+static void
+set_entitlement_clocks(int64 entitlement_id, const TimestampTz *product_at, const TimestampTz *status_at)
+{
+	Datum		args[3] = {Int64GetDatum(entitlement_id), 0, 0};
+	char		nulls[] = "   ";
+
+	if (product_at)
+		args[1] = TimestampTzGetDatum(*product_at);
+	else
+		nulls[1] = 'n';
+	if (status_at)
+		args[2] = TimestampTzGetDatum(*status_at);
+	else
+		nulls[2] = 'n';
+	spi_exec(&entitlement_clocks_set, args, nulls);
+}
+
+/*
+ * The clocks of an event applied in order: a purchase sets the product's, an
+ * event with a status the status's; a new row that neither set starts them
+ * at -infinity.
+ */
+static void
+set_event_clocks(const RcEvent *ev, const EntitlementChange *change, bool found, int64 entitlement_id)
+{
+	TimestampTz never = DT_NOBEGIN;
+	const TimestampTz *product_at = is_purchase(ev->type) ? &ev->event_at : found ? NULL : &never;
+	const TimestampTz *status_at = change->status ? &ev->event_at : found ? NULL : &never;
+
+	if (product_at || status_at)
+		set_entitlement_clocks(entitlement_id, product_at, status_at);
 }
 
 /*
@@ -1231,12 +1306,14 @@ result_applied(const RcEvent *ev, const EntitlementRow *existing, const Entitlem
  * locked).  A purchase newer than what set the product (a status event seen
  * first, an upgrade's RENEWAL delivered after a later CANCELLATION) sets the
  * product, plan and end, as it would have in order; any purchase records its
- * transaction.  Else nothing changes: "stale_event".
+ * transaction.  A status event newer than what set the status (an extension
+ * delivered before an older cancellation) sets the status.  Else nothing
+ * changes: "stale_event".
  */
 static void
 apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const char *key,
-							   const Product *product, const EntitlementRow *existing,
-							   AccountSet *set, RcResult *r)
+							   const Product *product, const EntitlementChange *change,
+							   const EntitlementRow *existing, AccountSet *set, RcResult *r)
 {
 	Account    *owner = accounts_get(set, &existing->user_id);
 	bool		access = strcmp(existing->status, "active") == 0 ||
@@ -1249,6 +1326,18 @@ apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const cha
 
 	if (is_purchase(ev->type))
 		purchase_record_subscription(&existing->user_id, txn, existing->id, owner);
+	if (older_status_applies(ev, change, existing))
+	{
+		args[0] = Int64GetDatum(existing->id);
+		args[1] = CStringGetTextDatum(change->status);
+		args[2] = text_or_null(change->status_reason, &nulls[2]);
+		args[3] = TimestampTzGetDatum(ev->event_at);
+		spi_exec(&older_status_update, args, nulls);
+		entitlement_find(RC_SOURCE, key, ev->transaction_id, &ent);
+		accounts_save(set, true);
+		result_applied(ev, NULL, &ent, set, r, "older_status");
+		return;
+	}
 	if (!is_purchase(ev->type) || memcmp(&existing->user_id, &ev->user_id, UUID_LEN) != 0 ||
 		product_set_at(existing) >= ev->event_at)
 	{
@@ -1299,8 +1388,9 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 		ev->transaction_id : ev->original_transaction_id;
 
 	found = entitlement_find(RC_SOURCE, key, ev->transaction_id, &existing);
-	/* a stale purchase still records its transaction, under the locks */
-	if (found && !is_purchase(ev->type) && subscription_event_is_stale(ev, &existing))
+	/* a stale purchase still records its transaction, a stale status may still apply, under the locks */
+	if (found && !is_purchase(ev->type) && subscription_event_is_stale(ev, &existing) &&
+		!older_status_applies(ev, &change, &existing))
 	{
 		result_set(r, "ignored", "stale_event");
 		json_member_int(&r->buf, "entitlement_id", existing.id);
@@ -1325,7 +1415,7 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 				 errhint("Deliver the event again.")));
 	if (found && subscription_event_is_stale(ev, &existing))
 	{
-		apply_older_subscription_event(ev, &txn, key, product, &existing, &set, r);
+		apply_older_subscription_event(ev, &txn, key, product, &change, &existing, &set, r);
 		return;
 	}
 	/* the upgrade already renewed into the new product: nothing is pending */
@@ -1340,8 +1430,7 @@ apply_subscription_event(const RcEvent *ev, const Product *product, RcResult *r,
 	}
 
 	entitlement_write(&ev->user_id, found ? &existing : NULL, &txn, key, product, &change, &ent);
-	if (is_purchase(ev->type) || !found)
-		set_product_clock(ent.id, is_purchase(ev->type) ? ev->event_at : DT_NOBEGIN);
+	set_event_clocks(ev, &change, found, ent.id);
 	if (is_purchase(ev->type))
 		json_member_int(&r->buf, "confirmed_claims", claims_confirm(&ev->user_id, &txn));
 	accounts_save(&set, true);
