@@ -10,13 +10,17 @@
 #     p2/p3 to the new shards
 #   - during the moves a client charging moving users gets receipts or
 #     PT503, nothing else, and every receipt is kept
+#   - a user of a moving partition deleted during the window (after the
+#     new shard first copied its parent's deletion records): after step 5's
+#     second copy_from_parent it reads on its new shard as it did right
+#     after the deletion, not as a new user with a fresh signup bonus
 #   - after: every account on the one shard that owns it, balances and
 #     entry counts as before plus the acknowledged calls, the old holds are
 #     captured through the router by their old ids, check_shards() and
 #     reconcile() find nothing
 source "$(dirname "$0")/lib.bash"
 
-echo "1..10"
+echo "1..11"
 scale_up 2
 ok "$?" "a router and 2 shards"
 setup_router 40 2
@@ -40,6 +44,15 @@ mapfile -t new < <(scale add 2)
 shard 2 -c "SELECT credits.copy_from_parent('$(shard_conninfo 0)')" >/dev/null &&
     shard 3 -c "SELECT credits.copy_from_parent('$(shard_conninfo 1)')" >/dev/null
 ok "$?" "shards 2 and 3 added (${#new[@]} conninfos), with their parents' config and deletion records"
+# a user of p2 deleted during the window, after the new shard copied its parent's deletion
+# records (before the split: once split, the parent refuses to create p2/p3 accounts)
+gone=$(router -c "SELECT id FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 200)) g
+                   WHERE credits_router.user_shard(id) & 3 = 2 LIMIT 1")
+router -c "SELECT credits.grant_credits('$gone', 50, 'test', 'gone-grant')" >/dev/null &&
+    router -c "SELECT credits.delete_account('$gone')" >/dev/null
+gone_reads=$(router -c "SELECT credits.balance('$gone')")
+new_reads=$(router -c "SELECT credits.balance(gen_random_uuid())")
+
 # 2. the router routes 4 partitions, p2 and p3 still to their parents; 3. split the parents
 router -c "ALTER SERVER credits_shards OPTIONS (ADD p2 '$(shard_conninfo 0)', ADD p3 '$(shard_conninfo 1)')" &&
     shard 0 -c "SELECT credits.configure_shard(0, 4)" >/dev/null && shard 1 -c "SELECT credits.configure_shard(1, 4)" >/dev/null
@@ -59,7 +72,9 @@ mapfile -t movers < <(router -c "SELECT id FROM test_users WHERE credits_router.
  done >"$SCALE_DIR.during") &
 client=$!
 moved=$(router -c "SELECT credits_router.move_users(2, '$(shard_conninfo 2)') + credits_router.move_users(3, '$(shard_conninfo 3)')")
-# 5. route p2 and p3 to the new shards
+# 5. the deletion records of users deleted meanwhile, then route p2 and p3 to the new shards
+shard 2 -c "SELECT credits.copy_from_parent('$(shard_conninfo 0)')" >/dev/null &&
+    shard 3 -c "SELECT credits.copy_from_parent('$(shard_conninfo 1)')" >/dev/null
 router -c "ALTER SERVER credits_shards OPTIONS (SET p2 '$(shard_conninfo 2)', SET p3 '$(shard_conninfo 3)')"
 wait "$client"
 states=$(awk '{print $3}' "$SCALE_DIR.during" | sort | uniq -c | awk '{printf "%s:%s ", $2, $1}')
@@ -97,3 +112,6 @@ entry=$(router -c "SELECT entry_id FROM credits.credits_consume('$u', 'image', 1
 home=$(router -c "SELECT credits_router.user_shard('$u') & 3")
 is "$((entry & 3)) $(shard "$home" -c "SELECT count(*) FROM credits.ledger WHERE id = $entry AND user_id = '$u'")" "$home 1" \
     "a moved user's next entry is written on its new shard ($home), with an id that routes there"
+gone_after=$(router -c "SELECT credits.balance('$gone')")
+is "$gone_after $([[ $gone_reads != "$new_reads" ]] && echo differs)" "$gone_reads differs" \
+    "a user deleted during the window reads on its new shard as right after the deletion ($gone_reads), not as a new user ($new_reads)"
