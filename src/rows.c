@@ -46,7 +46,8 @@
  * depend on their order.
  *
  * Locks: the table RowExclusiveLock to write, AccessShareLock on an index to
- * scan it, and the row lock row_lock() takes (FOR UPDATE).
+ * scan it (both held until the transaction ends, as a statement's are), and
+ * the row lock row_lock() takes (FOR UPDATE).
  */
 #include "credits.h"
 
@@ -484,7 +485,8 @@ void
 row_scan_end(RowScan *scan)
 {
 	index_endscan(scan->scan);
-	index_close(scan->index, AccessShareLock);
+	/* the lock stays until the transaction ends, as a statement's would */
+	index_close(scan->index, NoLock);
 	ExecDropSingleTupleTableSlot(scan->slot);
 	UnregisterSnapshot(scan->snapshot);
 }
