@@ -67,7 +67,7 @@ for _ in $(seq 120); do "$PGBIN/pg_isready" -q && break; sleep 1; done
 
 # The instructions of a backend that ran $2 transactions of script $1 (users $3..$4).
 backend_total() {
-    local before f best= size bs=0
+    local before f best='' size bs=0
     "$PGBIN/dropdb" --if-exists credits_cg_run 2>/dev/null
     "$PGBIN/createdb" -T credits_cg_tpl credits_cg_run
     sleep 4     # the createdb backend's profile is written at its exit
@@ -75,10 +75,10 @@ backend_total() {
     "$PGBIN/pgbench" -n -M prepared --random-seed=1 -c 1 -t "$2" -D lo="$3" -D hi="$4" -f "$1" \
         -d credits_cg_run >"$DIR/pgbench.log" 2>&1 || { cat "$DIR/pgbench.log" >&2; return 1; }
     sleep 3
-    for f in $(ls "$DIR/cg"); do    # pgbench's own backend: the largest new profile
-        grep -qx "$f" <<<"$before" && continue
-        size=$(stat -c %s "$DIR/cg/$f")
-        if ((size > bs)); then bs=$size; best=$DIR/cg/$f; fi
+    for f in "$DIR"/cg/callgrind.out.*; do    # pgbench's own backend: the largest new profile
+        grep -qx "${f##*/}" <<<"$before" && continue
+        size=$(stat -c %s "$f")
+        if ((size > bs)); then bs=$size; best=$f; fi
     done
     echo "$best"
 }
