@@ -39,6 +39,21 @@ SELECT amount FROM credits.credits_consume(:'u', 'image', 1);
 SELECT pg_temp.sqlstate_of(format('SELECT credits.credits_consume(%L, %L, 1)', :'u', 'image')) AS second_consume;
 ROLLBACK;
 
+-- Partial index predicates are compiled once per backend, by index: an
+-- index made again with another predicate gets the new one at once (the
+-- first one no longer refuses, the second does), and a dropped one is gone.
+BEGIN;
+CREATE UNIQUE INDEX dba_ref ON credits.ledger (user_id, reference) WHERE reference = 'dba-ref-1';
+SELECT amount FROM credits.credits_consume(:'u', 'image', 1, NULL, 'dba-ref-2');
+SELECT amount FROM credits.credits_consume(:'u', 'image', 1, NULL, 'dba-ref-2');
+DROP INDEX credits.dba_ref;
+CREATE UNIQUE INDEX dba_ref ON credits.ledger (user_id, reference) WHERE reference = 'dba-ref-3';
+SELECT amount FROM credits.credits_consume(:'u', 'image', 1, NULL, 'dba-ref-3');
+SELECT pg_temp.sqlstate_of(format('SELECT credits.credits_consume(%L, %L, 1, NULL, %L)', :'u', 'image', 'dba-ref-3')) AS same_ref_again;
+DROP INDEX credits.dba_ref;
+SELECT amount FROM credits.credits_consume(:'u', 'image', 1, NULL, 'dba-ref-3');
+ROLLBACK;
+
 -- Stored generated columns: the lot's spendable, and one a DBA adds.
 BEGIN;
 ALTER TABLE credits.ledger ADD COLUMN dba_cost bigint GENERATED ALWAYS AS (-amount) STORED;

@@ -1,7 +1,7 @@
 /*
  * consume.c
  *		Spending: credits_consume, and the O(1) reads balance and
- *		daily_available.
+ *		daily_available (and the caller's: my_balance, my_daily_available).
  *
  * Locks: credits_consume takes the account row lock (account_lock) and then
  * burns the user's lots.  The reads take no lock and never write, not even
@@ -218,6 +218,52 @@ credits_balance(PG_FUNCTION_ARGS)
 	account_read(PG_GETARG_UUID_P(0), &acct);
 	SPI_finish();
 	PG_RETURN_INT64(acct.balance);
+}
+
+/*
+ * credits.my_balance() returns bigint
+ * The caller's (JWT sub; 28000 without one) balance, as credits.balance
+ * reads it.  In C rather than SQL around credits.balance: a SQL function
+ * with SECURITY DEFINER and a pinned search_path is never inlined, so it
+ * ran the SQL function executor and three functions, each switching
+ * search_path (credits.current_user_id and credits.balance pin it too).
+ */
+PG_FUNCTION_INFO_V1(credits_my_balance);
+Datum
+credits_my_balance(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user_id;
+	Account		acct;
+
+	request_user_id(&user_id);
+	SPI_connect();
+	account_read(&user_id, &acct);
+	SPI_finish();
+	PG_RETURN_INT64(acct.balance);
+}
+
+/*
+ * credits.my_daily_available() returns bigint
+ * The caller's operations left today (NULL without a daily limit), as
+ * credits.daily_available reads them; in C for the reason above.
+ */
+PG_FUNCTION_INFO_V1(credits_my_daily_available);
+Datum
+credits_my_daily_available(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user_id;
+	Account		acct;
+	int64		remaining;
+	bool		limited;
+
+	request_user_id(&user_id);
+	SPI_connect();
+	account_read(&user_id, &acct);
+	limited = account_daily_remaining(&acct, &remaining);
+	SPI_finish();
+	if (!limited)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(remaining);
 }
 
 /*

@@ -156,6 +156,9 @@ typedef struct CreditsTable
 	ExprState **defaults;		/* DEFAULTs of the columns the code does not set ... */
 	AttrNumber *default_attnums;	/* ... and their attribute numbers */
 	int			ndefaults;
+	Oid		   *predicate_indexes;	/* partial indexes, by OID ... */
+	ExprState **predicates;		/* ... and their compiled predicates */
+	int			npredicates;
 	bool		registered;		/* known to the invalidation callback */
 	struct CreditsTable *next_registered;
 } CreditsTable;

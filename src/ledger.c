@@ -16,8 +16,10 @@
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/typcache.h"
 
 /* The columns of credits.ledger the C code writes or reads back, in the order of the names below. */
 enum
@@ -205,14 +207,25 @@ receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *recei
 Datum
 receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 {
+	Oid			rettype = get_fn_expr_rettype(fcinfo->flinfo);
 	TupleDesc	tupdesc;
 	Datum		values[8];
 	bool		nulls[8] = {false};
 	pg_uuid_t  *user_id = palloc(sizeof(pg_uuid_t));
+	Datum		result;
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+	/*
+	 * The row type from the call expression (else the catalog) and its
+	 * descriptor from the type cache, current after any ALTER TYPE; not
+	 * get_call_result_type(), which looks the function up and copies the
+	 * descriptor on every call.  A type that is not composite is an error
+	 * of lookup_rowtype_tupdesc().
+	 */
+	if (!OidIsValid(rettype))
+		rettype = get_func_rettype(fcinfo->flinfo->fn_oid);
+	if (rettype == RECORDOID)
 		elog(ERROR, "credits: function must return credits.receipt");
-	tupdesc = BlessTupleDesc(tupdesc);
+	tupdesc = lookup_rowtype_tupdesc(rettype, -1);
 
 	*user_id = receipt->user_id;
 	values[0] = Int64GetDatum(receipt->entry_id);
@@ -225,7 +238,9 @@ receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 	nulls[5] = !receipt->has_daily_remaining;
 	values[6] = BoolGetDatum(receipt->replayed);
 	values[7] = TimestampTzGetDatum(receipt->created_at);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	result = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	ReleaseTupleDesc(tupdesc);
+	return result;
 }
 
 /* ---- request fingerprints ----

@@ -25,9 +25,9 @@
  * What they do not do: statement-level triggers do not fire, and row level
  * security policies are not applied (the functions run as the extension's
  * owner, which a policy must let through anyway).  The CHECK constraints,
- * defaults and (before PostgreSQL 16, src/compat.h) generated columns are
- * compiled once per backend, not per statement: that, planning and executor
- * start-up is what is saved.
+ * defaults, partial index predicates and (before PostgreSQL 16, src/compat.h)
+ * generated columns are compiled once per backend, not per statement: that,
+ * planning and executor start-up is what is saved.
  *
  * The tables must stay what the code was written for: a plain table whose
  * columns the code uses have the type it reads and writes, and stay NOT NULL
@@ -46,7 +46,8 @@
  * depend on their order.
  *
  * Locks: the table RowExclusiveLock to write, AccessShareLock on an index to
- * scan it, and the row lock row_lock() takes (FOR UPDATE).
+ * scan it (both held until the transaction ends, as a statement's are), and
+ * the row lock row_lock() takes (FOR UPDATE).
  */
 #include "credits.h"
 
@@ -109,6 +110,9 @@ forget_expressions(CreditsTable *table)
 	table->defaults = NULL;
 	table->default_attnums = NULL;
 	table->ndefaults = 0;
+	table->predicate_indexes = NULL;
+	table->predicates = NULL;
+	table->npredicates = 0;
 }
 
 static void
@@ -340,6 +344,63 @@ use_compiled_expressions(CreditsTable *table, ResultRelInfo *rri)
 						   table->generated, table->ngenerated);
 }
 
+/*
+ * The compiled predicate of partial index `index` (ii_Predicate, as
+ * BuildIndexInfo read it), compiled on its first use in this backend and
+ * kept with the table's other expressions.  An index is found by its OID: a
+ * new index (or one made again) is compiled anew; a relcache invalidation of
+ * the table (CREATE or DROP INDEX) drops them all.
+ */
+static ExprState *
+compiled_predicate(CreditsTable *table, Oid index, List *predicate)
+{
+	MemoryContext oldcxt;
+	ExprState  *compiled;
+
+	for (int i = 0; i < table->npredicates; i++)
+		if (table->predicate_indexes[i] == index)
+			return table->predicates[i];
+	oldcxt = MemoryContextSwitchTo(table->checks_cxt);
+	compiled = ExecInitQual((List *) expression_planner((Expr *) copyObject(predicate)), NULL);
+	if (table->npredicates == 0)
+	{
+		table->predicate_indexes = palloc(sizeof(Oid));
+		table->predicates = palloc(sizeof(ExprState *));
+	}
+	else
+	{
+		table->predicate_indexes = repalloc(table->predicate_indexes,
+											sizeof(Oid) * (table->npredicates + 1));
+		table->predicates = repalloc(table->predicates,
+									 sizeof(ExprState *) * (table->npredicates + 1));
+	}
+	table->predicate_indexes[table->npredicates] = index;
+	table->predicates[table->npredicates++] = compiled;
+	MemoryContextSwitchTo(oldcxt);
+	return compiled;
+}
+
+/*
+ * Hands the partial indexes' compiled predicates to the open indexes of a
+ * result relation, where ExecInsertIndexTuples() looks before compiling its
+ * own (which it would do for every statement).
+ */
+static void
+use_compiled_predicates(CreditsTable *table, ResultRelInfo *rri)
+{
+	if (table->checks_cxt == NULL)
+		return;
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
+
+		if (info->ii_Predicate != NIL && info->ii_PredicateState == NULL)
+			info->ii_PredicateState =
+				compiled_predicate(table, RelationGetRelid(rri->ri_IndexRelationDescs[i]),
+								   info->ii_Predicate);
+	}
+}
+
 Relation
 credits_table_open(CreditsTable *table, LOCKMODE lockmode)
 {
@@ -424,7 +485,8 @@ void
 row_scan_end(RowScan *scan)
 {
 	index_endscan(scan->scan);
-	index_close(scan->index, AccessShareLock);
+	/* the lock stays until the transaction ends, as a statement's would */
+	index_close(scan->index, NoLock);
 	ExecDropSingleTupleTableSlot(scan->slot);
 	UnregisterSnapshot(scan->snapshot);
 }
@@ -552,6 +614,7 @@ row_writer_open(RowWriter *writer, CreditsTable *table)
 	InitResultRelInfo(writer->rri, writer->rel, 1, NULL, 0);
 	use_compiled_expressions(table, writer->rri);
 	ExecOpenIndices(writer->rri, false);
+	use_compiled_predicates(table, writer->rri);
 	writer->slot = table_slot_create(writer->rel, &writer->estate->es_tupleTable);
 	MemoryContextSwitchTo(oldcxt);
 	/* an invalidation may drop the table's expressions: they live until the end of the transaction */

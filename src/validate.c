@@ -48,11 +48,20 @@ require_arg(FunctionCallInfo fcinfo, int argno, const char *field)
 					 "Pass a value for this argument.");
 }
 
+/*
+ * A character is at least one byte, so a value of at most max_chars bytes
+ * has at most max_chars characters: only a longer one is counted (a key or
+ * a reference passes without walking its bytes).
+ */
 static void
 check_length(const text *value, const char *field, int max_chars)
 {
-	int			nchars = pg_mbstrlen_with_len(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+	int			nbytes = VARSIZE_ANY_EXHDR(value);
+	int			nchars;
 
+	if (nbytes <= max_chars)
+		return;
+	nchars = pg_mbstrlen_with_len(VARDATA_ANY(value), nbytes);
 	if (nchars > max_chars)
 		ereport(ERROR,
 				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
@@ -74,12 +83,17 @@ optional_text_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max
 	return value;
 }
 
-/* A control (Cc) or format (Cf) character. */
+/*
+ * A control (Cc) or format (Cf) character.  Printable ASCII answers at once:
+ * the first format character is U+00AD.
+ */
 static bool
 is_control_or_format(pg_wchar c)
 {
 	if (c < 0x20 || (c >= 0x7F && c <= 0x9F))
 		return true;
+	if (c < format_ranges[0][0])
+		return false;
 	for (int i = 0; i < (int) lengthof(format_ranges); i++)
 		if (c >= format_ranges[i][0] && c <= format_ranges[i][1])
 			return true;
@@ -129,6 +143,12 @@ capped_key_arg(FunctionCallInfo fcinfo, int argno, const char *field, int max_ch
 					 "Pass NULL for no key, or a non-empty key such as a request UUID.");
 	for (int i = 0, n; i < len; i += n)
 	{
+		/* printable ASCII, the usual key, without the decoding below */
+		if (p[i] >= 0x20 && p[i] < 0x7F)
+		{
+			n = 1;
+			continue;
+		}
 		if (is_control_or_format(next_char(p + i, len - i, &n)))
 			refuse_field(field, psprintf("%s contains a control character", field),
 						 "Use printable characters only, for example a UUID.");
