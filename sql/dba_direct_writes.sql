@@ -162,6 +162,29 @@ ALTER TABLE credits.ledger RENAME TO ledger_unpartitioned;
 CREATE TABLE credits.ledger (LIKE credits.ledger_unpartitioned) PARTITION BY RANGE (created_at);
 SELECT credits.credits_consume(:'u', 'image', 1);
 ROLLBACK;
+-- The row types the functions return, changed with ALTER TYPE (before: a
+-- bigint read as a text pointer crashed the server; an added attribute was
+-- formed from past the end of the values).
+BEGIN;
+ALTER TYPE credits.receipt ALTER ATTRIBUTE amount TYPE text;
+SELECT credits.grant_credits(:'u', 1, 'altered receipt');
+ROLLBACK;
+BEGIN;
+ALTER TYPE credits.receipt ADD ATTRIBUTE note text;
+SELECT credits.credits_consume(:'u', 'image', 1);
+ROLLBACK;
+BEGIN;
+ALTER TYPE credits.receipt DROP ATTRIBUTE replayed;
+SELECT credits.credits_consume(:'u', 'image', 1);
+ROLLBACK;
+BEGIN;
+ALTER TYPE credits.rate_limit_result ALTER ATTRIBUTE retry_after_ms TYPE text;
+SELECT credits.rate_limit(:'u', 'dba', 5, 1);
+ROLLBACK;
+BEGIN;
+ALTER TYPE credits.account_deletion DROP ATTRIBUTE deleted_at;
+SELECT credits.delete_account('dba0d1e0-0000-4000-8000-000000000002');
+ROLLBACK;
 -- Still usable after each rollback.
 SELECT amount FROM credits.credits_consume(:'u', 'image', 1);
 

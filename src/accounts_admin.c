@@ -207,6 +207,9 @@ delete_user_rows(const pg_uuid_t *user_id)
 	}
 }
 
+static const Oid deletion_types[] = {UUIDOID, BOOLOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID};
+
 static Datum
 deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id, const Deletion *d)
 {
@@ -217,6 +220,7 @@ deletion_datum(FunctionCallInfo fcinfo, const pg_uuid_t *user_id, const Deletion
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "credits: function must return credits.account_deletion");
+	check_row_type(tupdesc, "credits.account_deletion", deletion_types, lengthof(deletion_types));
 	tupdesc = BlessTupleDesc(tupdesc);
 
 	*uid = *user_id;

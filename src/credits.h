@@ -196,6 +196,7 @@ extern void row_scan_begin(RowScan *scan, Relation rel, const char *index,
 extern bool row_scan_next(RowScan *scan);
 extern bool row_lock(RowScan *scan);
 extern void row_scan_end(RowScan *scan);
+extern void check_row_type(TupleDesc desc, const char *type_name, const Oid *types, int ntypes);
 extern void row_writer_open(RowWriter *writer, CreditsTable *table);
 extern void row_writer_scan(RowWriter *writer, RowScan *scan, const char *index,
 							const pg_uuid_t *user_id);

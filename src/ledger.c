@@ -204,6 +204,9 @@ receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *recei
  * Builds the credits.receipt value.  Call after SPI_finish(): the tuple is
  * allocated in the caller's memory context.
  */
+static const Oid receipt_types[] = {INT8OID, UUIDOID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID,
+TIMESTAMPTZOID};
+
 Datum
 receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 {
@@ -226,6 +229,7 @@ receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 	if (rettype == RECORDOID)
 		elog(ERROR, "credits: function must return credits.receipt");
 	tupdesc = lookup_rowtype_tupdesc(rettype, -1);
+	check_row_type(tupdesc, "credits.receipt", receipt_types, lengthof(receipt_types));
 
 	*user_id = receipt->user_id;
 	values[0] = Int64GetDatum(receipt->entry_id);

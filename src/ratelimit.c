@@ -207,6 +207,8 @@ bucket_decide(const pg_uuid_t *user_id, text *action, int32 burst, int64 interva
 	elog(ERROR, "credits: rate limit bucket kept vanishing");
 }
 
+static const Oid rate_limit_types[] = {BOOLOID, INT4OID, INT4OID, INT8OID, INT8OID};
+
 static Datum
 rate_limit_datum(FunctionCallInfo fcinfo, const GcraResult *result)
 {
@@ -216,6 +218,7 @@ rate_limit_datum(FunctionCallInfo fcinfo, const GcraResult *result)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "credits: function must return credits.rate_limit_result");
+	check_row_type(tupdesc, "credits.rate_limit_result", rate_limit_types, lengthof(rate_limit_types));
 	tupdesc = BlessTupleDesc(tupdesc);
 	values[0] = BoolGetDatum(result->allowed);
 	values[1] = Int32GetDatum(result->limit);

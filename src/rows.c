@@ -206,6 +206,40 @@ check_column(CreditsTable *table, const CreditsColumn *col, Form_pg_attribute at
 						 table->name, col->name)));
 }
 
+/*
+ * Refuses a row type the C code returns (credits.receipt,
+ * credits.account_deletion, credits.rate_limit_result) when a DBA changed it
+ * (ALTER TYPE ... ADD, DROP or ALTER ATTRIBUTE): the values are built for
+ * the attributes below, in order, and a row formed with another descriptor
+ * would read past them or take a bigint for a pointer.
+ */
+void
+check_row_type(TupleDesc desc, const char *type_name, const Oid *types, int ntypes)
+{
+	for (int a = 0; a < Max(desc->natts, ntypes); a++)
+	{
+		Form_pg_attribute att = a < desc->natts ? TupleDescAttr(desc, a) : NULL;
+		Oid			actual = att == NULL || att->attisdropped ? InvalidOid : att->atttypid;
+		Oid			expected = a < ntypes ? types[a] : InvalidOid;
+
+		if (actual == expected)
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("row type %s was altered: attribute %d is %s where the credits functions return %s",
+						type_name, a + 1,
+						OidIsValid(actual) ? format_type_be(actual) : "missing",
+						OidIsValid(expected) ? format_type_be(expected) : "none"),
+				 errdetail_internal("{\"type\": \"%s\", \"attribute\": %d, "
+									"\"expected_type\": %s, \"actual_type\": %s}",
+									type_name, a + 1,
+									OidIsValid(expected) ? json_quote(format_type_be(expected)) : "null",
+									OidIsValid(actual) ? json_quote(format_type_be(actual)) : "null"),
+				 errhint("The credits functions return %s as the extension created it: "
+						 "put the type back (see credits--1.0.sql).", type_name)));
+	}
+}
+
 /* Resolves the table's column names to attribute numbers, checking each. */
 static void
 resolve_columns(CreditsTable *table, Relation rel)
