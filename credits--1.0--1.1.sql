@@ -75,13 +75,19 @@ SELECT s.user_id, s.plan, s.base_plan, s.balance, s.daily_limit, s.daily_remaini
        s.timezone, s.plan_until, s.created_at
   FROM credits.my_account_status() s;
 
--- Signup creates the account (the read functions no longer do).
+-- Signup creates the account (the read functions no longer do), except for
+-- an anonymous sign-in (its first request does, without the bonus; linking
+-- grants it); it reads anonymous_bonus_on_link where the C code does.
 CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
+       AND credits.setting('anonymous_bonus_on_link')::boolean THEN
+        RETURN NULL;
+    END IF;
     PERFORM credits.open_account(NEW.id);
     RETURN NULL;
 END
@@ -750,24 +756,6 @@ AS 'MODULE_PATHNAME', 'credits_grant_withheld_bonus';
 
 COMMENT ON FUNCTION credits.grant_withheld_bonus(uuid) IS
 'Grants the signup bonus withheld from an anonymous sign-in, once the account is linked; true when this call granted it.';
-
--- Signup creates the account, except for an anonymous sign-in (its first
--- request does, without the bonus); linking grants the bonus.
-CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
-       AND coalesce(NULLIF(pg_catalog.current_setting('credits.anonymous_bonus_on_link', true), '')::boolean,
-                    true) THEN
-        RETURN NULL;
-    END IF;
-    PERFORM credits.open_account(NEW.id);
-    RETURN NULL;
-END
-$$;
 
 CREATE FUNCTION credits.on_auth_user_linked()
 RETURNS trigger
@@ -1766,9 +1754,10 @@ $$;
 
 /*
  * On a shard split off another (shard k + N of k), before it is routed to:
- * the parent's configuration (plans, operations, products and credits.*
- * database settings, through the put_* functions, as the router writes
- * them; rows the parent lacks are removed), and its deletion salt and
+ * the parent's configuration (plans, operations, products, credits.*
+ * database settings, the RevenueCat entitlement map and sandbox allowlist,
+ * the webhook secrets, through the put_* and store functions, as the router
+ * writes them; rows the parent lacks are removed), and its deletion salt and
  * deletion records, so that a deleted user whose bucket moved here is still
  * recognized on return (the records are anonymous: they cannot be sorted by
  * shard, so all are copied; the parent's stay inert there).  Refused when
@@ -1803,6 +1792,10 @@ BEGIN
                            FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
                           WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
                             AND d.setrole = 0 AND s.setting LIKE 'credits.%%'),
+            'revenuecat_entitlements', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM credits.revenuecat_entitlements m),
+            'revenuecat_sandbox_users', (SELECT coalesce(jsonb_agg(to_jsonb(u)), '[]') FROM credits.revenuecat_sandbox_users u),
+            'webhook_secrets', (SELECT coalesce(jsonb_agg(jsonb_build_object('provider', w.provider, 'secret', w.secret)), '[]')
+                                  FROM credits_secrets.webhook_secrets w),
             'salt', (SELECT encode(salt, 'hex') FROM credits.deletion_salt))$r$) AS t(r jsonb)$q$, link_schema)
        INTO rows USING parent;
 
@@ -1829,6 +1822,20 @@ BEGIN
       WHERE NOT (rows -> 'plans') @> jsonb_build_array(jsonb_build_object('name', p.name));
     PERFORM credits.put_setting(split_part(x.setting, '=', 1), substr(x.setting, strpos(x.setting, '=') + 1))
        FROM jsonb_array_elements_text(rows -> 'settings') AS x(setting);
+
+    -- the stores' config: the RevenueCat map and allowlist, the webhook secrets
+    PERFORM credits.map_revenuecat_entitlement(m.entitlement_id, NULL) FROM credits.revenuecat_entitlements m
+      WHERE NOT (rows -> 'revenuecat_entitlements') @> jsonb_build_array(jsonb_build_object('entitlement_id', m.entitlement_id));
+    PERFORM credits.map_revenuecat_entitlement(x.item ->> 'entitlement_id', x.item ->> 'plan')
+       FROM jsonb_array_elements(rows -> 'revenuecat_entitlements') AS x(item);
+    PERFORM credits.disallow_sandbox_user(u.app_user_id) FROM credits.revenuecat_sandbox_users u
+      WHERE NOT (rows -> 'revenuecat_sandbox_users') @> jsonb_build_array(jsonb_build_object('app_user_id', u.app_user_id));
+    PERFORM credits.allow_sandbox_user(x.item ->> 'app_user_id', x.item ->> 'note')
+       FROM jsonb_array_elements(rows -> 'revenuecat_sandbox_users') AS x(item);
+    PERFORM credits.set_webhook_secret(w.provider, NULL) FROM credits_secrets.webhook_secrets w
+      WHERE NOT (rows -> 'webhook_secrets') @> jsonb_build_array(jsonb_build_object('provider', w.provider));
+    PERFORM credits.set_webhook_secret(x.item ->> 'provider', x.item ->> 'secret')
+       FROM jsonb_array_elements(rows -> 'webhook_secrets') AS x(item);
 
     parent_salt := decode(rows ->> 'salt', 'hex');
     IF parent_salt IS NULL THEN
@@ -1859,7 +1866,7 @@ COMMENT ON FUNCTION credits.move_user(uuid, text) IS
 COMMENT ON FUNCTION credits.import_user(uuid, jsonb, jsonb) IS
 'Owner, on the target shard: what credits.move_user calls there; replaces an interrupted earlier copy.';
 COMMENT ON FUNCTION credits.copy_from_parent(text) IS
-'Owner, on a shard split off a parent, before it is routed to: the parent''s config, settings, deletion salt and records.';
+'Owner, on a shard split off a parent, before it is routed to: the parent''s config (price list, store config), settings, deletion salt and records.';
 
 -- == Cross-shard RevenueCat TRANSFER ==
 /*
@@ -1960,22 +1967,6 @@ SELECT n.name,
 
 COMMENT ON VIEW credits.settings_in_effect IS
 'Every setting credits.settings takes, its value in effect for this session (durations in seconds) and where it comes from (server: the GUC).';
-
--- The signup trigger reads anonymous_bonus_on_link where the C code does.
-CREATE OR REPLACE FUNCTION credits.on_auth_user_created()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF coalesce((pg_catalog.to_jsonb(NEW) OPERATOR(pg_catalog.->>) 'is_anonymous')::boolean, false)
-       AND credits.setting('anonymous_bonus_on_link')::boolean THEN
-        RETURN NULL;
-    END IF;
-    PERFORM credits.open_account(NEW.id);
-    RETURN NULL;
-END
-$$;
 
 -- The shards compare their settings rows too.
 CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
@@ -2493,105 +2484,6 @@ $$;
 
 COMMENT ON FUNCTION credits.config_digests() IS
 'md5 of each config copy in key order (created_at left out): plans, operations, products, the credits settings, the RevenueCat entitlement map and sandbox allowlist, the webhook secrets (as their md5); equal on every shard when the copies agree.';
-
--- A new shard copies the stores' config from its parent too (resharding: README, "Resharding,
--- step by step"), so that check_shards finds every copy equal after a split.
-CREATE OR REPLACE FUNCTION credits.copy_from_parent(parent text)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    link_schema name;
-    rows jsonb;
-    r jsonb;
-    parent_salt bytea;
-    records bigint;
-BEGIN
-    SELECT e.extnamespace::regnamespace::name INTO link_schema FROM pg_extension e WHERE e.extname = 'dblink';
-    IF link_schema IS NULL THEN
-        RAISE EXCEPTION 'copying from the parent shard needs the dblink extension'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = '{"extension": "dblink"}',
-                  HINT = 'CREATE EXTENSION dblink; (contrib) on this shard.';
-    END IF;
-    EXECUTE format($q$SELECT t.r FROM %I.dblink($1, $r$
-        SELECT jsonb_build_object(
-            'plans', (SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.rank, p.name), '[]') FROM credits.plans p),
-            'operations', (SELECT coalesce(jsonb_agg(to_jsonb(o)), '[]') FROM credits.operations o),
-            'products', (SELECT coalesce(jsonb_agg(to_jsonb(p)), '[]') FROM credits.products p),
-            'settings', (SELECT coalesce(jsonb_agg(s.setting), '[]')
-                           FROM pg_db_role_setting d CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
-                          WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            AND d.setrole = 0 AND s.setting LIKE 'credits.%%'),
-            'revenuecat_entitlements', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM credits.revenuecat_entitlements m),
-            'revenuecat_sandbox_users', (SELECT coalesce(jsonb_agg(to_jsonb(u)), '[]') FROM credits.revenuecat_sandbox_users u),
-            'webhook_secrets', (SELECT coalesce(jsonb_agg(jsonb_build_object('provider', w.provider, 'secret', w.secret)), '[]')
-                                  FROM credits_secrets.webhook_secrets w),
-            'salt', (SELECT encode(salt, 'hex') FROM credits.deletion_salt))$r$) AS t(r jsonb)$q$, link_schema)
-       INTO rows USING parent;
-
-    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'plans') LOOP
-        PERFORM credits.put_plan(r ->> 'name', (r ->> 'daily_limit')::integer, (r ->> 'signup_bonus')::bigint,
-                                 (r ->> 'monthly_allocation')::bigint, (r ->> 'allocation_rollover')::boolean,
-                                 (r ->> 'bypass_credits')::boolean, (r ->> 'rank')::integer,
-                                 (r ->> 'rate_burst')::integer, (r ->> 'rate_per_second')::double precision,
-                                 (r ->> 'cooldown_ms')::integer);
-    END LOOP;
-    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'operations') LOOP
-        PERFORM credits.put_operation(r ->> 'name', (r ->> 'cost')::bigint, (r ->> 'max_units')::bigint,
-                                      (r ->> 'enabled')::boolean, r ->> 'required_plan', r ->> 'description');
-    END LOOP;
-    FOR r IN SELECT * FROM jsonb_array_elements(rows -> 'products') LOOP
-        PERFORM credits.put_product(r ->> 'product_id', r ->> 'plan', (r ->> 'credits')::bigint,
-                                    (r ->> 'pack_expires_after')::interval, r ->> 'source', r ->> 'description');
-    END LOOP;
-    PERFORM credits.remove_config('products', p.product_id) FROM credits.products p
-      WHERE NOT (rows -> 'products') @> jsonb_build_array(jsonb_build_object('product_id', p.product_id));
-    PERFORM credits.remove_config('operations', o.name) FROM credits.operations o
-      WHERE NOT (rows -> 'operations') @> jsonb_build_array(jsonb_build_object('name', o.name));
-    PERFORM credits.remove_config('plans', p.name) FROM credits.plans p
-      WHERE NOT (rows -> 'plans') @> jsonb_build_array(jsonb_build_object('name', p.name));
-    PERFORM credits.put_setting(split_part(x.setting, '=', 1), substr(x.setting, strpos(x.setting, '=') + 1))
-       FROM jsonb_array_elements_text(rows -> 'settings') AS x(setting);
-
-    -- the stores' config: the RevenueCat map and allowlist, the webhook secrets
-    PERFORM credits.map_revenuecat_entitlement(m.entitlement_id, NULL) FROM credits.revenuecat_entitlements m
-      WHERE NOT (rows -> 'revenuecat_entitlements') @> jsonb_build_array(jsonb_build_object('entitlement_id', m.entitlement_id));
-    PERFORM credits.map_revenuecat_entitlement(x.item ->> 'entitlement_id', x.item ->> 'plan')
-       FROM jsonb_array_elements(rows -> 'revenuecat_entitlements') AS x(item);
-    PERFORM credits.disallow_sandbox_user(u.app_user_id) FROM credits.revenuecat_sandbox_users u
-      WHERE NOT (rows -> 'revenuecat_sandbox_users') @> jsonb_build_array(jsonb_build_object('app_user_id', u.app_user_id));
-    PERFORM credits.allow_sandbox_user(x.item ->> 'app_user_id', x.item ->> 'note')
-       FROM jsonb_array_elements(rows -> 'revenuecat_sandbox_users') AS x(item);
-    PERFORM credits.set_webhook_secret(w.provider, NULL) FROM credits_secrets.webhook_secrets w
-      WHERE NOT (rows -> 'webhook_secrets') @> jsonb_build_array(jsonb_build_object('provider', w.provider));
-    PERFORM credits.set_webhook_secret(x.item ->> 'provider', x.item ->> 'secret')
-       FROM jsonb_array_elements(rows -> 'webhook_secrets') AS x(item);
-
-    parent_salt := decode(rows ->> 'salt', 'hex');
-    IF parent_salt IS NULL THEN
-        RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
-                                  'operations', jsonb_array_length(rows -> 'operations'),
-                                  'products', jsonb_array_length(rows -> 'products'), 'deletion_records', 0);
-    END IF;
-    IF EXISTS (SELECT 1 FROM credits.deletion_salt s WHERE s.salt <> parent_salt) THEN
-        RAISE EXCEPTION 'this shard has a deletion salt of its own'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = '{"table": "credits.deletion_salt"}',
-                  HINT = 'Copy from the parent into a new shard before its first write.';
-    END IF;
-    INSERT INTO credits.deletion_salt (salt) VALUES (parent_salt) ON CONFLICT DO NOTHING;
-    EXECUTE format('INSERT INTO credits.deletion_records
-                    SELECT (jsonb_populate_record(NULL::credits.deletion_records, t.r)).*
-                      FROM %I.dblink($1, ''SELECT to_jsonb(d) FROM credits.deletion_records d'') AS t(r jsonb)
-                    ON CONFLICT (user_hash) DO NOTHING', link_schema) USING parent;
-    GET DIAGNOSTICS records = ROW_COUNT;
-    RETURN jsonb_build_object('plans', jsonb_array_length(rows -> 'plans'),
-                              'operations', jsonb_array_length(rows -> 'operations'),
-                              'products', jsonb_array_length(rows -> 'products'), 'deletion_records', records);
-END
-$$;
 
 -- == Sharding: kept webhook events move to the shard of their user ==
 -- A router keeps a webhook event whose user nobody knows yet on the shard of
