@@ -738,10 +738,8 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 
 	Assert(acct->locked);
 	args[0] = UUIDPGetDatum(&acct->user_id);
-	args[1] = plan ? CStringGetTextDatum(plan) : (Datum) 0;
+	args[1] = spi_text_arg(plan, &nulls[1]);
 	args[2] = TimestampTzGetDatum(until);
-	if (plan == NULL)
-		nulls[1] = 'n';
 	if (plan == NULL || !has_until)
 		nulls[2] = 'n';
 	spi_exec(&account_set_entitlement_stmt, args, nulls);

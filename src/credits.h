@@ -106,6 +106,8 @@ typedef struct CachedStatement
 
 /* Runs a cached statement inside the caller's SPI connection; returns SPI_processed. */
 extern uint64 spi_exec(CachedStatement *stmt, Datum *values, const char *nulls);
+/* A text argument of a cached statement from a C string; NULL sets its null flag. */
+extern Datum spi_text_arg(const char *value, char *null);
 /*
  * Column getters of the last statement's result: each checks the column's
  * type, and the ones without "_or_null" refuse a NULL (a DBA may have

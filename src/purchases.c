@@ -238,16 +238,7 @@ static CachedStatement claim_insert = {
 	5, {UUIDOID, TEXTOID, TEXTOID, INT4OID, TEXTOID}
 };
 
-/* ---- settings ---- */
-
 /* ---- small helpers ---- */
-
-static Datum
-cstring_or_null(const char *value, char *null)
-{
-	*null = value ? ' ' : 'n';
-	return value ? CStringGetTextDatum(value) : (Datum) 0;
-}
 
 /* A text column copied into the caller's context: it outlives SPI_finish(). */
 static char *
@@ -728,19 +719,19 @@ entitlement_write(const pg_uuid_t *owner, const EntitlementRow *existing, const 
 		args[1] = CStringGetTextDatum(txn->source);
 		args[2] = CStringGetTextDatum(txn->product_id);
 		args[3] = CStringGetTextDatum(product->plan);
-		args[4] = cstring_or_null(change->status, &nulls[4]);
+		args[4] = spi_text_arg(change->status, &nulls[4]);
 		args[5] = TimestampTzGetDatum(change->expires_at);
 		nulls[5] = change->has_expires_at ? ' ' : 'n';
 		args[6] = CStringGetTextDatum(key);
 		args[7] = CStringGetTextDatum(txn->transaction_id);
-		args[8] = cstring_or_null(change->set_next_product ? change->next_product_id : NULL, &nulls[8]);
-		args[9] = cstring_or_null(txn->store, &nulls[9]);
-		args[10] = cstring_or_null(txn->environment, &nulls[10]);
-		args[11] = cstring_or_null(txn->period_type, &nulls[11]);
+		args[8] = spi_text_arg(change->set_next_product ? change->next_product_id : NULL, &nulls[8]);
+		args[9] = spi_text_arg(txn->store, &nulls[9]);
+		args[10] = spi_text_arg(txn->environment, &nulls[10]);
+		args[11] = spi_text_arg(txn->period_type, &nulls[11]);
 		args[12] = TimestampTzGetDatum(txn->purchased_at);
 		nulls[12] = txn->has_purchased_at ? ' ' : 'n';
-		args[13] = cstring_or_null(change->status_reason, &nulls[13]);
-		args[14] = cstring_or_null(txn->event_id, &nulls[14]);
+		args[13] = spi_text_arg(change->status_reason, &nulls[13]);
+		args[14] = spi_text_arg(txn->event_id, &nulls[14]);
 		args[15] = TimestampTzGetDatum(txn->event_at);
 		spi_exec(&entitlement_insert, args, nulls);
 	}
@@ -750,19 +741,19 @@ entitlement_write(const pg_uuid_t *owner, const EntitlementRow *existing, const 
 		args[1] = UUIDPGetDatum(owner);
 		args[2] = CStringGetTextDatum(txn->product_id);
 		args[3] = CStringGetTextDatum(product->plan);
-		args[4] = cstring_or_null(change->status, &nulls[4]);
+		args[4] = spi_text_arg(change->status, &nulls[4]);
 		args[5] = TimestampTzGetDatum(change->expires_at);
 		nulls[5] = change->has_expires_at ? ' ' : 'n';
 		args[6] = CStringGetTextDatum(txn->transaction_id);
 		args[7] = BoolGetDatum(change->set_next_product);
-		args[8] = cstring_or_null(change->next_product_id, &nulls[8]);
-		args[9] = cstring_or_null(txn->store, &nulls[9]);
-		args[10] = cstring_or_null(txn->environment, &nulls[10]);
-		args[11] = cstring_or_null(txn->period_type, &nulls[11]);
+		args[8] = spi_text_arg(change->next_product_id, &nulls[8]);
+		args[9] = spi_text_arg(txn->store, &nulls[9]);
+		args[10] = spi_text_arg(txn->environment, &nulls[10]);
+		args[11] = spi_text_arg(txn->period_type, &nulls[11]);
 		args[12] = TimestampTzGetDatum(txn->purchased_at);
 		nulls[12] = txn->has_purchased_at ? ' ' : 'n';
-		args[13] = cstring_or_null(change->status_reason, &nulls[13]);
-		args[14] = cstring_or_null(txn->event_id, &nulls[14]);
+		args[13] = spi_text_arg(change->status_reason, &nulls[13]);
+		args[14] = spi_text_arg(txn->event_id, &nulls[14]);
 		args[15] = TimestampTzGetDatum(txn->event_at);
 		args[16] = BoolGetDatum(change->keep_expiry);
 		args[17] = BoolGetDatum(change->keep_product);

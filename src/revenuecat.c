@@ -883,13 +883,6 @@ product_for(RcEvent *ev, Product *product)
 
 /* ---- kept events ---- */
 
-static Datum
-text_or_null(const char *value, char *null)
-{
-	*null = value ? ' ' : 'n';
-	return value ? CStringGetTextDatum(value) : (Datum) 0;
-}
-
 /*
  * The ids a kept event is found again by: its anonymous ids, and for a
  * TRANSFER the accounts it transfers from (a later-delivered purchase of
@@ -924,9 +917,9 @@ keep_event(const RcEvent *ev, Jsonb *payload, const char *reason)
 	args[0] = CStringGetTextDatum(ev->id);
 	args[1] = CStringGetTextDatum(ev->type_name);
 	args[2] = TimestampTzGetDatum(ev->event_at);
-	args[3] = text_or_null(ev->original_transaction_id ? ev->original_transaction_id
+	args[3] = spi_text_arg(ev->original_transaction_id ? ev->original_transaction_id
 							  : ev->transaction_id, &nulls[3]);
-	args[4] = text_or_null(ev->transaction_id, &nulls[4]);
+	args[4] = spi_text_arg(ev->transaction_id, &nulls[4]);
 	args[5] = CStringGetTextDatum(reason);
 	args[6] = CStringGetTextDatum(JsonbToCString(NULL, &payload->root, VARSIZE(payload)));
 	args[7] = strings_datum(anon, n);
@@ -1330,7 +1323,7 @@ apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const cha
 	{
 		args[0] = Int64GetDatum(existing->id);
 		args[1] = CStringGetTextDatum(change->status);
-		args[2] = text_or_null(change->status_reason, &nulls[2]);
+		args[2] = spi_text_arg(change->status_reason, &nulls[2]);
 		args[3] = TimestampTzGetDatum(ev->event_at);
 		spi_exec(&older_status_update, args, nulls);
 		entitlement_find(RC_SOURCE, key, ev->transaction_id, &ent);
@@ -1352,7 +1345,7 @@ apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const cha
 	args[3] = CStringGetTextDatum(ev->transaction_id);
 	args[4] = TimestampTzGetDatum(ev->purchased_at);
 	nulls[4] = ev->has_purchased_at ? ' ' : 'n';
-	args[5] = text_or_null(ev->period_type, &nulls[5]);
+	args[5] = spi_text_arg(ev->period_type, &nulls[5]);
 	args[6] = BoolGetDatum(access && existing->has_expires_at && ev->has_expiration &&
 						   strcmp(existing->product_id, ev->product_id) != 0);
 	args[7] = TimestampTzGetDatum(ev->expiration_at);

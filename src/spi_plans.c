@@ -151,6 +151,13 @@ spi_get_cstring(int row, int col)
 	return TextDatumGetCString(spi_get_notnull(row, col, TEXTOID));
 }
 
+Datum
+spi_text_arg(const char *value, char *null)
+{
+	*null = value ? ' ' : 'n';
+	return value ? CStringGetTextDatum(value) : (Datum) 0;
+}
+
 /* A text column as a C string; NULL when NULL. */
 char *
 spi_get_cstring_or_null(int row, int col)

@@ -534,10 +534,8 @@ replay_related(const Provider *p, const WebhookEvent *ev, WhResult *r)
 
 	args[0] = CStringGetTextDatum(ev->provider);
 	args[1] = CStringGetTextDatum(ev->id);
-	args[2] = ev->subscription_id ? CStringGetTextDatum(ev->subscription_id) : (Datum) 0;
-	nulls[2] = ev->subscription_id ? ' ' : 'n';
-	args[3] = ev->transaction_id ? CStringGetTextDatum(ev->transaction_id) : (Datum) 0;
-	nulls[3] = ev->transaction_id ? ' ' : 'n';
+	args[2] = spi_text_arg(ev->subscription_id, &nulls[2]);
+	args[3] = spi_text_arg(ev->transaction_id, &nulls[3]);
 	n = spi_exec(&kept_related, args, nulls);
 	payloads = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
@@ -620,10 +618,8 @@ apply_event(const Provider *p, const WebhookEvent *ev, const char *payload, WhRe
 		args[1] = CStringGetTextDatum(ev->id);
 		args[2] = CStringGetTextDatum(ev->type);
 		args[3] = TimestampTzGetDatum(ev->event_at);
-		args[4] = ev->subscription_id ? CStringGetTextDatum(ev->subscription_id) : (Datum) 0;
-		nulls[4] = ev->subscription_id ? ' ' : 'n';
-		args[5] = ev->transaction_id ? CStringGetTextDatum(ev->transaction_id) : (Datum) 0;
-		nulls[5] = ev->transaction_id ? ' ' : 'n';
+		args[4] = spi_text_arg(ev->subscription_id, &nulls[4]);
+		args[5] = spi_text_arg(ev->transaction_id, &nulls[5]);
 		args[6] = CStringGetTextDatum(r->reason);
 		args[7] = CStringGetTextDatum(payload);
 		spi_exec(&kept_insert, args, nulls);
