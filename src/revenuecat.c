@@ -188,20 +188,6 @@ static CachedStatement event_record = {
 	6, {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID, JSONBOID}
 };
 
-static CachedStatement kept_insert = {
-	"INSERT INTO credits.webhook_events AS k (provider, event_id, event_type, event_at,"
-	"   subscription_id, transaction_id, reason, payload, app_user_ids)"
-	" VALUES ('revenuecat', $1, $2, $3, $4, $5, $6, $7, $8)"
-	" ON CONFLICT (provider, event_id) DO UPDATE SET reason = excluded.reason,"
-	"   app_user_ids = excluded.app_user_ids, tries = k.tries + 1, last_tried_at = now()",
-	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID}
-};
-
-static CachedStatement kept_delete = {
-	"DELETE FROM credits.webhook_events WHERE provider = 'revenuecat' AND event_id = $1",
-	1, {TEXTOID}
-};
-
 /* Kept anonymous events that name one of the ids, oldest first. */
 static CachedStatement kept_anonymous = {
 	"SELECT payload FROM credits.webhook_events"
@@ -910,29 +896,13 @@ static void
 keep_event(const RcEvent *ev, Jsonb *payload, const char *reason)
 {
 	int			n;
-	const char **anon = kept_ids(ev, &n);
-	Datum		args[8];
-	char		nulls[] = "        ";
+	const char **ids = kept_ids(ev, &n);
+	KeptEvent	kept = {RC_SOURCE, ev->id, ev->type_name, ev->event_at,
+		ev->original_transaction_id ? ev->original_transaction_id : ev->transaction_id,
+		ev->transaction_id, reason, JsonbToCString(NULL, &payload->root, VARSIZE(payload)),
+	n > 0 ? strings_datum(ids, n) : (Datum) 0};
 
-	args[0] = CStringGetTextDatum(ev->id);
-	args[1] = CStringGetTextDatum(ev->type_name);
-	args[2] = TimestampTzGetDatum(ev->event_at);
-	args[3] = spi_text_arg(ev->original_transaction_id ? ev->original_transaction_id
-							  : ev->transaction_id, &nulls[3]);
-	args[4] = spi_text_arg(ev->transaction_id, &nulls[4]);
-	args[5] = CStringGetTextDatum(reason);
-	args[6] = CStringGetTextDatum(JsonbToCString(NULL, &payload->root, VARSIZE(payload)));
-	args[7] = strings_datum(anon, n);
-	nulls[7] = n > 0 ? ' ' : 'n';
-	spi_exec(&kept_insert, args, nulls);
-}
-
-static void
-forget_event(const RcEvent *ev)
-{
-	Datum		args[1] = {CStringGetTextDatum(ev->id)};
-
-	spi_exec(&kept_delete, args, NULL);
+	webhook_keep(&kept);
 }
 
 /* The payloads a statement found (column 1), appended to *payloads. */
@@ -1805,7 +1775,7 @@ rc_receive(Jsonb *payload, bool replay_kept, bool *applied, bool *kept)
 		appendStringInfoString(&r.buf, ", \"kept\": true");
 	}
 	else
-		forget_event(&ev);
+		webhook_forget(RC_SOURCE, ev.id);
 	if (*applied && replay_kept)
 		apply_kept_after(&ev, &r);
 	if (duplicate.len > 0)

@@ -92,11 +92,11 @@ static CachedStatement entry_amount = {
 
 static CachedStatement kept_insert = {
 	"INSERT INTO credits.webhook_events AS k (provider, event_id, event_type, event_at,"
-	"   subscription_id, transaction_id, reason, payload)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+	"   subscription_id, transaction_id, reason, payload, app_user_ids)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 	" ON CONFLICT (provider, event_id) DO UPDATE SET reason = excluded.reason,"
-	"   tries = k.tries + 1, last_tried_at = now()",
-	8, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+	"   app_user_ids = excluded.app_user_ids, tries = k.tries + 1, last_tried_at = now()",
+	9, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID}
 };
 
 static CachedStatement kept_delete = {
@@ -110,6 +110,33 @@ static CachedStatement kept_related = {
 	" ORDER BY event_at, event_id",
 	4, {TEXTOID, TEXTOID, TEXTOID, TEXTOID}
 };
+
+void
+webhook_keep(const KeptEvent *kept)
+{
+	Datum		args[9];
+	char		nulls[] = "         ";
+
+	args[0] = CStringGetTextDatum(kept->provider);
+	args[1] = CStringGetTextDatum(kept->event_id);
+	args[2] = CStringGetTextDatum(kept->event_type);
+	args[3] = TimestampTzGetDatum(kept->event_at);
+	args[4] = spi_text_arg(kept->subscription_id, &nulls[4]);
+	args[5] = spi_text_arg(kept->transaction_id, &nulls[5]);
+	args[6] = CStringGetTextDatum(kept->reason);
+	args[7] = CStringGetTextDatum(kept->payload);
+	args[8] = kept->app_user_ids;
+	nulls[8] = kept->app_user_ids ? ' ' : 'n';
+	spi_exec(&kept_insert, args, nulls);
+}
+
+void
+webhook_forget(const char *provider, const char *event_id)
+{
+	Datum		args[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(event_id)};
+
+	spi_exec(&kept_delete, args, NULL);
+}
 
 static CachedStatement kept_all = {
 	"SELECT provider, payload FROM credits.webhook_events"
@@ -611,25 +638,13 @@ apply_event(const Provider *p, const WebhookEvent *ev, const char *payload, WhRe
 
 	if (r->keep)
 	{
-		Datum		args[8];
-		char		nulls[] = "        ";
+		KeptEvent	kept = {ev->provider, ev->id, ev->type, ev->event_at, ev->subscription_id,
+		ev->transaction_id, r->reason, payload, (Datum) 0};
 
-		args[0] = CStringGetTextDatum(ev->provider);
-		args[1] = CStringGetTextDatum(ev->id);
-		args[2] = CStringGetTextDatum(ev->type);
-		args[3] = TimestampTzGetDatum(ev->event_at);
-		args[4] = spi_text_arg(ev->subscription_id, &nulls[4]);
-		args[5] = spi_text_arg(ev->transaction_id, &nulls[5]);
-		args[6] = CStringGetTextDatum(r->reason);
-		args[7] = CStringGetTextDatum(payload);
-		spi_exec(&kept_insert, args, nulls);
+		webhook_keep(&kept);
 	}
 	else
-	{
-		Datum		args[2] = {CStringGetTextDatum(ev->provider), CStringGetTextDatum(ev->id)};
-
-		spi_exec(&kept_delete, args, NULL);
-	}
+		webhook_forget(ev->provider, ev->id);
 	if (replay_kept && strcmp(r->status, "applied") == 0)
 		replay_related(p, ev, r);
 }

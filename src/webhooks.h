@@ -60,6 +60,24 @@ extern bool webhook_iso_time(JsonbContainer *obj, const char *path, TimestampTz 
 extern void webhook_user(WebhookEvent *ev, JsonbContainer *obj, const char *path);
 pg_noreturn extern void webhook_malformed(const char *field, const char *problem);
 
+/* An event kept in credits.webhook_events (not applied), with why. */
+typedef struct KeptEvent
+{
+	const char *provider;
+	const char *event_id;
+	const char *event_type;
+	TimestampTz event_at;
+	const char *subscription_id;	/* NULL: none */
+	const char *transaction_id; /* NULL: none */
+	const char *reason;
+	const char *payload;
+	Datum		app_user_ids;	/* text[] it is found again by (RevenueCat); 0: none */
+} KeptEvent;
+
+/* webhooks.c: keeps an event (again: counts the try, takes the new reason), or forgets it once applied. */
+extern void webhook_keep(const KeptEvent *kept);
+extern void webhook_forget(const char *provider, const char *event_id);
+
 /* revenuecat.c: a kept RevenueCat event applied again (inside an SPI connection); returns the answer. */
 extern char *revenuecat_apply_kept(const char *payload, bool *applied, bool *kept);
 
