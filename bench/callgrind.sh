@@ -12,9 +12,12 @@
 # 100 + BENCH_CG_CALLS; per call = (instructions of the second backend - the first) / CALLS, so
 # that start-up, first calls and exit cancel out.  Profiles stay in BENCH_CG_DIR/out/<path>/
 # (a.cg, b.cg: callgrind_annotate them, or diff their functions).
+# Path "first": what a new server connection pays for its first call, a new backend's first
+# consume minus a new backend's SELECT 1, as installed and again with the postmaster restarted
+# with shared_preload_libraries = 'credits' (the library then loads once, in the postmaster).
 #
 # Settings: PGBIN, BENCH_CG_DIR (default a new /tmp/credits-cg.XXXXXX), BENCH_CG_PORT=56431,
-# BENCH_CG_USERS=2000, BENCH_CG_CALLS=1000, BENCH_CG_PATHS="consume replay grant reads".
+# BENCH_CG_USERS=2000, BENCH_CG_CALLS=1000, BENCH_CG_PATHS="consume replay grant reads first".
 # Runs as root (the server as the postgres OS user) or as the server's own user.
 set -euo pipefail
 
@@ -24,7 +27,7 @@ DIR=${BENCH_CG_DIR:-$(mktemp -d /tmp/credits-cg.XXXXXX)}
 PORT=${BENCH_CG_PORT:-56431}
 USERS=${BENCH_CG_USERS:-2000}
 CALLS=${BENCH_CG_CALLS:-1000}
-PATHS=${BENCH_CG_PATHS:-consume replay grant reads}
+PATHS=${BENCH_CG_PATHS:-consume replay grant reads first}
 OS_USER=$(id -un)
 ((EUID == 0)) && OS_USER=postgres
 export PGHOST=$DIR PGPORT=$PORT PGUSER=$OS_USER
@@ -60,10 +63,15 @@ PGBIN=$PGBIN BENCH_USERS=$USERS BENCH_DEEP_TODAY=1000 BENCH_ONLY=none BENCH_DB=c
 "$PGBIN/createdb" -T credits_cg_seed credits_cg_tpl
 stop
 
+# The postmaster under callgrind, with its options "$@".
+start_under_callgrind() {
+    as_pg valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
+        --callgrind-out-file="$DIR/cg/callgrind.out.%p" "$PGBIN/postgres" -D "$DIR/data" "$@" \
+        >"$DIR/valgrind.log" 2>&1 &
+    for _ in $(seq 120); do "$PGBIN/pg_isready" -q && break; sleep 1; done
+}
 echo "== the postmaster under callgrind"
-as_pg valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
-    --callgrind-out-file="$DIR/cg/callgrind.out.%p" "$PGBIN/postgres" -D "$DIR/data" >"$DIR/valgrind.log" 2>&1 &
-for _ in $(seq 120); do "$PGBIN/pg_isready" -q && break; sleep 1; done
+start_under_callgrind
 
 # The instructions of a backend that ran $2 transactions of script $1 (users $3..$4).
 backend_total() {
@@ -84,10 +92,25 @@ backend_total() {
 }
 total_of() { sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$1" | head -1; }
 
+# A new backend's first consume minus a new backend's SELECT 1 (one transaction each): the
+# table row of mode $1.
+first_call() {
+    local impl base
+    declare -A first=()
+    echo 'SELECT 1;' >"$DIR/select1.pgbench"
+    base=$(total_of "$(backend_total "$DIR/select1.pgbench" 1 11 "$USERS")")
+    for impl in floor credits; do
+        first[$impl]=$(($(total_of "$(backend_total "$BENCH/${impl}_consume.pgbench" 1 11 "$USERS")") - base))
+    done
+    printf '| first call, %s | %s | %s | %s |\n' "$1" "${first[floor]}" "${first[credits]}" \
+        "$(awk -v f="${first[floor]}" -v c="${first[credits]}" 'BEGIN {printf "%.2f", f / c}')"
+}
+
 echo
 echo "| path | (a) floor | credits | floor / credits |"
 echo "|---|---:|---:|---:|"
 for path in $PATHS; do
+    [[ $path == first ]] && continue    # last: it restarts the postmaster preloaded
     lo=11 hi=$USERS
     [[ $path == replay ]] && lo=1 hi=$((USERS < 1000 ? USERS : 1000))
     declare -A per=()
@@ -102,5 +125,11 @@ for path in $PATHS; do
         "$(awk -v f="${per[floor]}" -v c="${per[credits]}" 'BEGIN {printf "%.2f", f / c}')"
     unset per
 done
+if [[ " $PATHS " == *" first "* ]]; then
+    first_call installed
+    stop
+    start_under_callgrind -c shared_preload_libraries=credits
+    first_call preloaded
+fi
 echo
-echo "(instructions per call; profiles in $DIR/out)"
+echo "(instructions per call, and of a new backend's first call; profiles in $DIR/out)"
