@@ -17,7 +17,9 @@
 # with shared_preload_libraries = 'credits' (the library then loads once, in the postmaster).
 #
 # Settings: PGBIN, BENCH_CG_DIR (default a new /tmp/credits-cg.XXXXXX), BENCH_CG_PORT=56431,
-# BENCH_CG_USERS=2000, BENCH_CG_CALLS=1000, BENCH_CG_PATHS="consume replay grant reads first".
+# BENCH_CG_USERS=2000, BENCH_CG_CALLS=1000, BENCH_CG_PATHS="consume replay grant reads first",
+# BENCH_CG_CACHE_SIM=no (yes: callgrind also simulates the caches; the profiles then count
+# cache misses too, the table still shows instructions).
 # Runs as root (the server as the postgres OS user) or as the server's own user.
 set -euo pipefail
 
@@ -28,6 +30,7 @@ PORT=${BENCH_CG_PORT:-56431}
 USERS=${BENCH_CG_USERS:-2000}
 CALLS=${BENCH_CG_CALLS:-1000}
 PATHS=${BENCH_CG_PATHS:-consume replay grant reads first}
+CACHE_SIM=${BENCH_CG_CACHE_SIM:-no}
 OS_USER=$(id -un)
 ((EUID == 0)) && OS_USER=postgres
 export PGHOST=$DIR PGPORT=$PORT PGUSER=$OS_USER
@@ -65,7 +68,7 @@ stop
 
 # The postmaster under callgrind, with its options "$@".
 start_under_callgrind() {
-    as_pg valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
+    as_pg valgrind --tool=callgrind --trace-children=yes --dump-instr=no --cache-sim="$CACHE_SIM" \
         --callgrind-out-file="$DIR/cg/callgrind.out.%p" "$PGBIN/postgres" -D "$DIR/data" "$@" \
         >"$DIR/valgrind.log" 2>&1 &
     for _ in $(seq 120); do "$PGBIN/pg_isready" -q && break; sleep 1; done
