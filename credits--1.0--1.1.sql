@@ -1286,36 +1286,6 @@ COMMENT ON FUNCTION credits.configure_shard(integer, integer) IS
 'Owner: makes this database shard shard_no of shard_count (before the first write, or a split of k of N into k of 2N); returns the next ledger id (NULL for 0 of 1).';
 
 /*
- * md5 of each config copy, in key order, without created_at (each shard
- * stamps its own): plans, operations, products, and the credits.* settings
- * of this database (ALTER DATABASE ... SET).
- */
-CREATE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
-RETURNS SETOF record
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
-      FROM credits.plans p
-    UNION ALL
-    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
-      FROM credits.operations o
-    UNION ALL
-    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
-      FROM credits.products p
-    UNION ALL
-    SELECT 'settings', count(*), md5(coalesce(string_agg(s.setting, E'\n' ORDER BY s.setting), ''))
-      FROM pg_db_role_setting d
-     CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
-     WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND d.setrole = 0
-       AND s.setting LIKE 'credits.%'
-$$;
-
-COMMENT ON FUNCTION credits.config_digests() IS
-'md5 of the plans, operations, products and credits.* database settings in key order (created_at left out): equal on every shard when the config copies agree.';
-
-/*
  * This shard as the router's check sees it: its place, how many accounts
  * belong to another shard (a full scan of credits.accounts), and the config
  * digests.
@@ -1968,33 +1938,6 @@ SELECT n.name,
 COMMENT ON VIEW credits.settings_in_effect IS
 'Every setting credits.settings takes, its value in effect for this session (durations in seconds) and where it comes from (server: the GUC).';
 
--- The shards compare their settings rows too.
-CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
-RETURNS SETOF record
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT 'plans', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.name), ''))
-      FROM credits.plans p
-    UNION ALL
-    SELECT 'operations', count(*), md5(coalesce(string_agg((to_jsonb(o) - 'created_at')::text, E'\n' ORDER BY o.name), ''))
-      FROM credits.operations o
-    UNION ALL
-    SELECT 'products', count(*), md5(coalesce(string_agg((to_jsonb(p) - 'created_at')::text, E'\n' ORDER BY p.product_id), ''))
-      FROM credits.products p
-    UNION ALL
-    SELECT 'settings', count(*), md5(coalesce(string_agg(x.setting, E'\n' ORDER BY x.setting), ''))
-      FROM (SELECT s.setting
-              FROM pg_db_role_setting d
-             CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
-             WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND d.setrole = 0
-               AND s.setting LIKE 'credits.%'
-            UNION ALL
-            SELECT 'credits.settings:' || t.name || '=' || t.value
-              FROM credits.settings t) x
-$$;
-
 -- == Owner tasks for a managed admin role (Supabase's postgres) ==
 /*
  * On Supabase the extension is created by the superuser supabase_admin
@@ -2439,13 +2382,18 @@ $$;
 COMMENT ON FUNCTION credits.disallow_sandbox_user(text) IS
 'Removes an app user id from the sandbox allowlist; true when it was there.';
 
--- == Sharding: the RevenueCat config and the webhook secrets in the digests ==
--- The router's check_shards compares every config copy config_digests names;
--- the RevenueCat entitlement map and sandbox allowlist are config like the
--- price list, and a webhook secret that differs on one shard makes that
--- shard refuse its users' webhooks.  A secret enters its digest as its md5
--- only.
-CREATE OR REPLACE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
+-- == Sharding: the config digests ==
+-- md5 of each config copy, in key order, without created_at (each shard
+-- stamps its own).  The router's check_shards (through shard_status and the
+-- put_* functions above, which call it) compares every copy it names: the
+-- price list (plans, operations, products), the credits.* settings (the
+-- database's ALTER DATABASE ... SET and the credits.settings rows), the
+-- RevenueCat entitlement map and sandbox allowlist, and the webhook secrets
+-- (a secret that differs on one shard makes that shard refuse its users'
+-- webhooks; a secret enters its digest as its md5 only).  Defined here, after
+-- the last table it reads; the PL/pgSQL functions above that call it resolve
+-- it when they run.
+CREATE FUNCTION credits.config_digests(OUT config text, OUT rows bigint, OUT digest text)
 RETURNS SETOF record
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
