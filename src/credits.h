@@ -393,6 +393,8 @@ extern char *json_quote(const char *s);
 extern void json_member_str(StringInfo buf, const char *key, const char *value);
 extern void json_member_int(StringInfo buf, const char *key, int64 value);
 extern void json_member_uuid(StringInfo buf, const char *key, const pg_uuid_t *value);
+/* A uuid as text (uuid_out), palloc'd. */
+extern char *uuid_text(const pg_uuid_t *id);
 extern void json_member_time(StringInfo buf, const char *key, bool has, TimestampTz value);
 pg_noreturn extern void refuse_insufficient(const Account *acct, int64 needed);
 pg_noreturn extern void refuse_daily_limit(const Account *acct);

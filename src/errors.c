@@ -55,11 +55,16 @@ json_member_int(StringInfo buf, const char *key, int64 value)
 	appendStringInfo(buf, ", \"%s\": " INT64_FORMAT, key, value);
 }
 
+char *
+uuid_text(const pg_uuid_t *id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+}
+
 void
 json_member_uuid(StringInfo buf, const char *key, const pg_uuid_t *value)
 {
-	json_member_str(buf, key, value == NULL ? NULL
-					: DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(value))));
+	json_member_str(buf, key, value == NULL ? NULL : uuid_text(value));
 }
 
 void

@@ -200,13 +200,14 @@ receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *recei
 	receipt->created_at = entry->created_at;
 }
 
+/* The attributes of credits.receipt, in order (check_row_type). */
+static const Oid receipt_types[] = {INT8OID, UUIDOID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID,
+TIMESTAMPTZOID};
+
 /*
  * Builds the credits.receipt value.  Call after SPI_finish(): the tuple is
  * allocated in the caller's memory context.
  */
-static const Oid receipt_types[] = {INT8OID, UUIDOID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID,
-TIMESTAMPTZOID};
-
 Datum
 receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt)
 {

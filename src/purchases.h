@@ -13,8 +13,14 @@
 
 #include "credits.h"
 
-/* Statuses that give the plan until expires_at. */
+/* Statuses that give the plan until expires_at: in SQL, and in C (keep the two alike). */
 #define ENTITLEMENT_ACCESS_STATUSES "('active', 'cancelled', 'billing_issue', 'paused')"
+static inline bool
+entitlement_status_gives_access(const char *status)
+{
+	return strcmp(status, "active") == 0 || strcmp(status, "cancelled") == 0 ||
+		strcmp(status, "billing_issue") == 0 || strcmp(status, "paused") == 0;
+}
 
 /* A row of credits.products. */
 typedef struct Product

@@ -98,33 +98,59 @@ typedef enum RcType
 	RC_SUBSCRIBER_ALIAS
 } RcType;
 
-/* Every type RevenueCat documents; kept_reason: why it is kept and not applied. */
-static const struct
+/*
+ * Every type RevenueCat documents.  kept_reason: why it is kept and not
+ * applied.  rank: where the event comes in a subscription's life when
+ * several share one event_timestamp_ms (RevenueCat sends e.g.
+ * INITIAL_PURCHASE, BILLING_ISSUE and CANCELLATION of a failed first payment
+ * at the same millisecond, and delivers them in any order): the start first,
+ * then renewals and product changes (equal: an upgrade's RENEWAL and
+ * PRODUCT_CHANGE apply in either order), then what can follow them, a
+ * refund (RC_REFUND_RANK), the end last; -1 for a type that sets no status
+ * (TRANSFER, an alias), which any event at its time follows.
+ */
+#define RC_REFUND_RANK 7
+typedef struct RcTypeInfo
 {
 	const char *name;
 	RcType		type;
 	const char *kept_reason;
-}			rc_types[] =
+	int			rank;
+} RcTypeInfo;
+
+static const RcTypeInfo rc_types[] =
 {
-	{"TEST", RC_KEPT_ONLY, "test_event"},
-	{"INVOICE_ISSUANCE", RC_KEPT_ONLY, "invoice_not_paid"},
-	{"VIRTUAL_CURRENCY_TRANSACTION", RC_KEPT_ONLY, "virtual_currency_not_mirrored"},
-	{"EXPERIMENT_ENROLLMENT", RC_KEPT_ONLY, "not_a_purchase"},
-	{"INITIAL_PURCHASE", RC_INITIAL_PURCHASE, NULL},
-	{"RENEWAL", RC_RENEWAL, NULL},
-	{"NON_RENEWING_PURCHASE", RC_NON_RENEWING_PURCHASE, NULL},
-	{"PRODUCT_CHANGE", RC_PRODUCT_CHANGE, NULL},
-	{"CANCELLATION", RC_CANCELLATION, NULL},
-	{"UNCANCELLATION", RC_UNCANCELLATION, NULL},
-	{"EXPIRATION", RC_EXPIRATION, NULL},
-	{"BILLING_ISSUE", RC_BILLING_ISSUE, NULL},
-	{"SUBSCRIPTION_EXTENDED", RC_SUBSCRIPTION_EXTENDED, NULL},
-	{"SUBSCRIPTION_PAUSED", RC_SUBSCRIPTION_PAUSED, NULL},
-	{"TEMPORARY_ENTITLEMENT_GRANT", RC_TEMPORARY_ENTITLEMENT_GRANT, NULL},
-	{"REFUND_REVERSED", RC_REFUND_REVERSED, NULL},
-	{"TRANSFER", RC_TRANSFER, NULL},
-	{"SUBSCRIBER_ALIAS", RC_SUBSCRIBER_ALIAS, NULL},
+	{"TEST", RC_KEPT_ONLY, "test_event", -1},
+	{"INVOICE_ISSUANCE", RC_KEPT_ONLY, "invoice_not_paid", -1},
+	{"VIRTUAL_CURRENCY_TRANSACTION", RC_KEPT_ONLY, "virtual_currency_not_mirrored", -1},
+	{"EXPERIMENT_ENROLLMENT", RC_KEPT_ONLY, "not_a_purchase", -1},
+	{"INITIAL_PURCHASE", RC_INITIAL_PURCHASE, NULL, 0},
+	{"RENEWAL", RC_RENEWAL, NULL, 1},
+	{"NON_RENEWING_PURCHASE", RC_NON_RENEWING_PURCHASE, NULL, 0},
+	{"PRODUCT_CHANGE", RC_PRODUCT_CHANGE, NULL, 1},
+	{"CANCELLATION", RC_CANCELLATION, NULL, 5},
+	{"UNCANCELLATION", RC_UNCANCELLATION, NULL, 2},
+	{"EXPIRATION", RC_EXPIRATION, NULL, 6},
+	{"BILLING_ISSUE", RC_BILLING_ISSUE, NULL, 3},
+	{"SUBSCRIPTION_EXTENDED", RC_SUBSCRIPTION_EXTENDED, NULL, 2},
+	{"SUBSCRIPTION_PAUSED", RC_SUBSCRIPTION_PAUSED, NULL, 4},
+	{"TEMPORARY_ENTITLEMENT_GRANT", RC_TEMPORARY_ENTITLEMENT_GRANT, NULL, 0},
+	{"REFUND_REVERSED", RC_REFUND_REVERSED, NULL, 8},
+	{"TRANSFER", RC_TRANSFER, NULL, -1},
+	{"SUBSCRIBER_ALIAS", RC_SUBSCRIBER_ALIAS, NULL, -1},
 };
+
+/* The documented type of this name; NULL for one RevenueCat does not document. */
+static const RcTypeInfo *
+rc_type_info(const char *name)
+{
+	for (size_t i = 0; i < lengthof(rc_types); i++)
+	{
+		if (strcmp(name, rc_types[i].name) == 0)
+			return &rc_types[i];
+	}
+	return NULL;
+}
 
 /* App user ids an event names, anonymous ones apart, each once, in order. */
 typedef struct RcIds
@@ -430,12 +456,6 @@ strings_datum(const char **strings, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-static char *
-uuid_text(const pg_uuid_t *id)
-{
-	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-}
-
 /* Both lists of ids, anonymous ones first, as one array of strings. */
 static const char **
 ids_all(const RcIds *ids, int *n)
@@ -515,6 +535,7 @@ parse_envelope(Jsonb *payload, RcEvent *ev)
 {
 	JsonbValue *v;
 	JsonbContainer *event;
+	const RcTypeInfo *info;
 
 	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		malformed("payload", "must be a JSON object");
@@ -536,16 +557,9 @@ parse_envelope(Jsonb *payload, RcEvent *ev)
 	memset(ev, 0, sizeof(*ev));
 	ev->id = get_string(event, "id", true, CREDITS_MAX_KEY_CHARS);
 	ev->type_name = get_string(event, "type", true, 64);
-	ev->type = RC_UNKNOWN;
-	ev->kept_reason = "unknown_event_type";
-	for (size_t i = 0; i < lengthof(rc_types); i++)
-	{
-		if (strcmp(ev->type_name, rc_types[i].name) == 0)
-		{
-			ev->type = rc_types[i].type;
-			ev->kept_reason = rc_types[i].kept_reason;
-		}
-	}
+	info = rc_type_info(ev->type_name);
+	ev->type = info ? info->type : RC_UNKNOWN;
+	ev->kept_reason = info ? info->kept_reason : "unknown_event_type";
 	return event;
 }
 
@@ -994,41 +1008,18 @@ txn_from_event(const RcEvent *ev, StoreTxn *txn)
 	txn->period_type = ev->period_type;
 }
 
-/*
- * Where an event comes in a subscription's life when several share one
- * event_timestamp_ms (RevenueCat sends e.g. INITIAL_PURCHASE, BILLING_ISSUE
- * and CANCELLATION of a failed first payment at the same millisecond, and
- * delivers them in any order): the start first, then renewals and product
- * changes (equal: an upgrade's RENEWAL and PRODUCT_CHANGE apply in either
- * order), then what can follow them, the end last.  -1: an event that sets
- * no status here (TRANSFER, a claim), which any event at its time follows.
- */
+/* An event's place in a subscription's life at one millisecond (rc_types' rank). */
 static int
 lifecycle_rank(const char *type_name, bool refund)
 {
-	static const struct
-	{
-		const char *name;
-		int			rank;
-	}			ranks[] =
-	{
-		{"INITIAL_PURCHASE", 0}, {"NON_RENEWING_PURCHASE", 0}, {"TEMPORARY_ENTITLEMENT_GRANT", 0},
-		{"RENEWAL", 1}, {"PRODUCT_CHANGE", 1},
-		{"UNCANCELLATION", 2}, {"SUBSCRIPTION_EXTENDED", 2},
-		{"BILLING_ISSUE", 3}, {"SUBSCRIPTION_PAUSED", 4}, {"CANCELLATION", 5},
-		{"EXPIRATION", 6}, {"REFUND_REVERSED", 8},
-	};
+	const RcTypeInfo *info;
 
 	if (type_name == NULL)
 		return -1;
 	if (refund)
-		return 7;
-	for (size_t i = 0; i < lengthof(ranks); i++)
-	{
-		if (strcmp(type_name, ranks[i].name) == 0)
-			return ranks[i].rank;
-	}
-	return -1;
+		return RC_REFUND_RANK;
+	info = rc_type_info(type_name);
+	return info ? info->rank : -1;
 }
 
 /*
@@ -1148,12 +1139,8 @@ subscription_change(const RcEvent *ev, EntitlementChange *c)
 static const char *
 status_now(const EntitlementRow *ent)
 {
-	bool		access = strcmp(ent->status, "active") == 0 ||
-		strcmp(ent->status, "cancelled") == 0 ||
-		strcmp(ent->status, "billing_issue") == 0 ||
-		strcmp(ent->status, "paused") == 0;
-
-	if (access && ent->has_expires_at && ent->expires_at <= GetCurrentTransactionStartTimestamp())
+	if (entitlement_status_gives_access(ent->status) && ent->has_expires_at &&
+		ent->expires_at <= GetCurrentTransactionStartTimestamp())
 		return "expired";
 	return ent->status;
 }
@@ -1279,10 +1266,6 @@ apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const cha
 							   const EntitlementRow *existing, AccountSet *set, RcResult *r)
 {
 	Account    *owner = accounts_get(set, &existing->user_id);
-	bool		access = strcmp(existing->status, "active") == 0 ||
-		strcmp(existing->status, "cancelled") == 0 ||
-		strcmp(existing->status, "billing_issue") == 0 ||
-		strcmp(existing->status, "paused") == 0;
 	Datum		args[9];
 	char		nulls[] = "         ";
 	EntitlementRow ent;
@@ -1316,7 +1299,8 @@ apply_older_subscription_event(const RcEvent *ev, const StoreTxn *txn, const cha
 	args[4] = TimestampTzGetDatum(ev->purchased_at);
 	nulls[4] = ev->has_purchased_at ? ' ' : 'n';
 	args[5] = spi_text_arg(ev->period_type, &nulls[5]);
-	args[6] = BoolGetDatum(access && existing->has_expires_at && ev->has_expiration &&
+	args[6] = BoolGetDatum(entitlement_status_gives_access(existing->status) &&
+						   existing->has_expires_at && ev->has_expiration &&
 						   strcmp(existing->product_id, ev->product_id) != 0);
 	args[7] = TimestampTzGetDatum(ev->expiration_at);
 	args[8] = TimestampTzGetDatum(ev->event_at);

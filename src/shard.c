@@ -59,7 +59,7 @@ static const char *const unreachable_marks[] = {
 int32
 shard_user_hash(const pg_uuid_t *user_id)
 {
-	char	   *text = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id)));
+	char	   *text = uuid_text(user_id);
 
 	return (int32) DatumGetUInt32(hash_any((const unsigned char *) text, (int) strlen(text)));
 }
@@ -123,7 +123,7 @@ shard_require_owner(const pg_uuid_t *user_id)
 				(errcode(ERRCODE_CREDITS_UNAVAILABLE),
 				 errmsg("this user's credits are on another shard"),
 				 errdetail_internal("{\"user_id\": \"%s\", \"shard_no\": %d, \"shard_count\": %d, \"user_shard\": %d}",
-									DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id))),
+									uuid_text(user_id),
 									shard_no, shard_count, owner),
 				 errhint("The user is being moved between shards, or the router's partition list is out of date: "
 						 "retry in a moment; if it persists, compare the router's server credits_shards with "

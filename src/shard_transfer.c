@@ -232,7 +232,7 @@ credits_transfer_in(PG_FUNCTION_ARGS)
 			appendStringInfo(&buf, "{\"status\": \"applied\", \"half\": \"in\", \"event_id\": %s, "
 							 "\"type\": \"TRANSFER\", \"user_id\": %s, \"moved\": " UINT64_FORMAT ", \"plan\": %s}",
 							 json_quote(text_to_cstring(event_id)),
-							 json_quote(DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(to)))),
+							 json_quote(uuid_text(to)),
 							 moved, json_quote(set.accts[0].plan));
 			result = record_half("revenuecat", event_id, to, event_at, buf.data);
 		}

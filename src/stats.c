@@ -380,9 +380,7 @@ log_denial(DenialReason reason, const pg_uuid_t *user_id, const char *operation,
 						suppressed, log_denials_per_second),
 				 errhidestmt(true), errhidecontext(true)));
 
-	user = user_id
-		? DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(user_id)))
-		: "-";
+	user = user_id ? uuid_text(user_id) : "-";
 	ereport(log_denials_level,
 			(errmsg("credits: denied %s, operation %s, user %s, detail %s",
 					reason_names[reason], operation ? json_quote(operation) : "-",
