@@ -512,7 +512,8 @@ CREATE FUNCTION credits.setting_names()
 RETURNS SETOF text LANGUAGE c IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'credits_setting_names';
 
--- What credits_router.grant_roles grants the client role (as credits.client_functions on a shard).
+-- What credits_router.grant_roles grants the client role: the list of credits.client_functions
+-- on a shard, kept equal to it (test/scale/06_webhooks.sh compares the two).
 CREATE FUNCTION credits.client_functions()
 RETURNS SETOF regprocedure
 LANGUAGE sql STABLE

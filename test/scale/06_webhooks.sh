@@ -4,7 +4,7 @@
 #   - every function of a shard's schema credits is offered by the router
 #     with the same arguments and result, or listed as shard-only
 #     (credits_router.function_parity(): the next new function cannot be
-#     forgotten)
+#     forgotten); the client role is granted the same functions
 #   - store config (webhook secrets, the RevenueCat entitlement map and
 #     sandbox allowlist) set at the router reaches every shard; a shard whose
 #     copy differs is reported by check_shards until the same call converges
@@ -22,7 +22,7 @@
 source "$(dirname "$0")/lib.bash"
 
 FX=$(cd "$(dirname "$0")/../fixtures" && pwd)
-echo "1..21"
+echo "1..22"
 scale_up 2
 ok "$?" "a router and 2 shards"
 setup_router 20 2
@@ -35,6 +35,9 @@ only=$(router -c "SELECT count(*) FROM credits_router.shard_only_functions() o
 is "$only" 0 "every function listed as shard-only exists on the shards"
 same=$(router -c "SELECT credits.user_uuid('user_2NNEqL2nrIRdJ194ndJqAHwEfxC')")
 is "$same" "$(shard 1 -c "SELECT credits.user_uuid('user_2NNEqL2nrIRdJ194ndJqAHwEfxC')")" "user_uuid at the router maps like a shard"
+client_fns="SELECT string_agg(f::text, ' ' ORDER BY f::text) FROM credits.client_functions() f"
+is "$(router -c "$client_fns")" "$(shard 1 -c "$client_fns")" \
+    "the router grants the client role the functions a shard grants it (credits.client_functions, written in both)"
 
 # ---- Store config on every shard --------------------------------------------------
 router >/dev/null <<'SQL'
