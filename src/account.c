@@ -140,7 +140,9 @@ static CachedStatement maintenance_effect = {
 	1, {UUIDOID}
 };
 
-static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock);
+static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock, Snapshot snapshot,
+						 bool *as_seen);
+static bool lock_and_maintain(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot);
 static void read_new_account(const pg_uuid_t *user_id, Account *acct);
 static void set_zone_dates(Account *acct);
 static void switch_timezone(Account *acct);
@@ -274,23 +276,30 @@ read_account(const pg_uuid_t *user_id, TupleTableSlot *row, Account *acct, bool 
 
 /*
  * Reads the account row through its primary key, locked FOR UPDATE when
- * `lock`.  False when there is no such account (or, locking, it was deleted
- * meanwhile).
+ * `lock`, with `snapshot` (NULL: a statement's).  False when there is no such
+ * account (or, locking, it was deleted meanwhile).  *as_seen (when asked
+ * for): found, and the version locked is the one the snapshot saw.
  */
 static bool
-load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
+load_account(const pg_uuid_t *user_id, Account *acct, bool lock, Snapshot snapshot,
+			 bool *as_seen)
 {
 	Relation	rel = credits_table_open(&accounts_table, lock ? RowShareLock : AccessShareLock);
 	RowScan		scan;
 	bool		found;
 
-	row_scan_begin(&scan, rel, "accounts_pkey", user_id, NULL);
+	if (snapshot != NULL)
+		row_scan_begin_at(&scan, rel, "accounts_pkey", user_id, NULL, snapshot);
+	else
+		row_scan_begin(&scan, rel, "accounts_pkey", user_id, NULL);
 	found = row_scan_next(&scan) && (!lock || row_lock(&scan));
 	if (found)
 	{
 		read_account(user_id, scan.slot, acct, lock);
 		acct->row_tid = scan.slot->tts_tid;
 	}
+	if (as_seen != NULL)
+		*as_seen = found && !scan.followed_update;
 	row_scan_end(&scan);
 	table_close(rel, NoLock);
 	return found;
@@ -306,7 +315,7 @@ load_account(const pg_uuid_t *user_id, Account *acct, bool lock)
 void
 account_read(const pg_uuid_t *user_id, Account *acct)
 {
-	if (!load_account(user_id, acct, false))
+	if (!load_account(user_id, acct, false, NULL, NULL))
 	{
 		read_new_account(user_id, acct);
 		return;
@@ -467,17 +476,40 @@ read_maintained(Account *acct)
 void
 account_lock(const pg_uuid_t *user_id, Account *acct)
 {
+	(void) lock_and_maintain(user_id, acct, NULL);
+}
+
+/*
+ * account_lock, finding the account row with `snapshot` (the caller's,
+ * registered).  Returns true when the version locked is the one that
+ * snapshot saw: nothing wrote the account in between (ledger.c relies on
+ * this to look for a replay only once).
+ */
+bool
+account_lock_as_seen(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot)
+{
+	return lock_and_maintain(user_id, acct, snapshot);
+}
+
+static bool
+lock_and_maintain(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot)
+{
 	bool		maintained = false;
 	bool		created = false;
+	bool		as_seen;
+	int			attempt;
 
 	credits_require_writable();
 
 	/*
 	 * An account another transaction created (our insert did nothing) may
 	 * be deleted again before we lock it (delete_account): start over, as a
-	 * first touch.  Each round means another transaction committed.
+	 * first touch, with a snapshot that sees it.  Each round means another
+	 * transaction committed.
 	 */
-	for (int attempt = 0; !load_account(user_id, acct, true); attempt++)
+	for (attempt = 0;
+		 !load_account(user_id, acct, true, attempt == 0 ? snapshot : NULL, &as_seen);
+		 attempt++)
 	{
 		if (attempt == 100)
 			ereport(ERROR,
@@ -526,6 +558,7 @@ account_lock(const pg_uuid_t *user_id, Account *acct)
 	 */
 	if (maintained)
 		account_save(acct);
+	return as_seen && attempt == 0;
 }
 
 /* The plan of a new account (credits.default_plan). */
@@ -600,7 +633,7 @@ create_account(const pg_uuid_t *user_id)
 	if (spi_exec(&account_insert, args, nulls) == 0)
 		return false;			/* created concurrently: that call granted the bonus */
 
-	if (!load_account(user_id, &acct, true))
+	if (!load_account(user_id, &acct, true, NULL, NULL))
 		elog(ERROR, "credits: account vanished right after its creation");
 	if (returning)
 		carry_day_count(&acct, carried_day_count(&acct, &rec));
@@ -751,6 +784,90 @@ account_set_entitlement(Account *acct, const char *plan, bool has_until, Timesta
 }
 
 /*
+ * A transaction that appends ledger entries for a user also writes that
+ * user's account row before it commits: the cached balance moves with the
+ * ledger, and ledger_lock_or_replay() relies on it (a writer that committed
+ * leaves a newer version of the account row).  ledger_append() notes the
+ * user here, account_save() clears it, and commit refuses a user still
+ * noted.  A subtransaction that rolls back takes its notes with it.
+ */
+typedef struct UnsavedEntries
+{
+	pg_uuid_t	user_id;
+	SubTransactionId subxact;	/* where the first unsaved entry was appended */
+} UnsavedEntries;
+
+static List *unsaved_entries = NIL;	/* of UnsavedEntries, in TopTransactionContext */
+
+static void
+check_entries_saved(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			if (unsaved_entries != NIL)
+				elog(ERROR, "credits: ledger entries of user %s were written without its account row",
+					 uuid_text(&((UnsavedEntries *) linitial(unsaved_entries))->user_id));
+			break;
+		default:
+			unsaved_entries = NIL;	/* freed with TopTransactionContext */
+			break;
+	}
+}
+
+static void
+drop_aborted_entries(SubXactEvent event, SubTransactionId subxact, SubTransactionId parent,
+					 void *arg)
+{
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	/* subtransactions begun after this one are its children, aborted with it */
+	foreach(lc, unsaved_entries)
+		if (((UnsavedEntries *) lfirst(lc))->subxact >= subxact)
+			unsaved_entries = foreach_delete_current(unsaved_entries, lc);
+}
+
+/* Notes that an entry was appended for the account (ledger_append). */
+void
+account_note_entry(const Account *acct)
+{
+	static bool callbacks_registered = false;
+	ListCell   *lc;
+	UnsavedEntries *note;
+	MemoryContext oldcxt;
+
+	foreach(lc, unsaved_entries)
+		if (memcmp(&((UnsavedEntries *) lfirst(lc))->user_id, &acct->user_id, sizeof(pg_uuid_t)) == 0)
+			return;
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(check_entries_saved, NULL);
+		RegisterSubXactCallback(drop_aborted_entries, NULL);
+		callbacks_registered = true;
+	}
+	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
+	note = palloc(sizeof(UnsavedEntries));
+	note->user_id = acct->user_id;
+	note->subxact = GetCurrentSubTransactionId();
+	unsaved_entries = lappend(unsaved_entries, note);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static void
+forget_unsaved_entries(const pg_uuid_t *user_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, unsaved_entries)
+		if (memcmp(&((UnsavedEntries *) lfirst(lc))->user_id, user_id, sizeof(pg_uuid_t)) == 0)
+			unsaved_entries = foreach_delete_current(unsaved_entries, lc);
+}
+
+/*
  * Writes the account's cached state back to its row, locked by this
  * transaction.  The version locked is fetched by its TID; when this
  * transaction has changed the row since (an earlier save, an SPI update),
@@ -797,6 +914,7 @@ account_save(const Account *acct)
 	if (scanned)
 		row_scan_end(&scan);
 	row_writer_close(&writer);
+	forget_unsaved_entries(&acct->user_id);
 	notify_account_change(acct);
 }
 

@@ -187,13 +187,7 @@ consume_request(FunctionCallInfo fcinfo, const OperationRequest *req)
 
 	SPI_connect();
 	credits_require_writable();
-	if (req->key != NULL && ledger_find_replay(req->user_id, req->key, &req->request_hash, &receipt))
-	{
-		SPI_finish();			/* a replay, answered without a lock */
-		PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
-	}
-	account_lock(req->user_id, &acct);
-	if (req->key == NULL || !ledger_find_replay(req->user_id, req->key, &req->request_hash, &receipt))
+	if (!ledger_lock_or_replay(req->user_id, req->key, &req->request_hash, &acct, &receipt))
 	{
 		LedgerEntry entry = {0};
 

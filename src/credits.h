@@ -173,6 +173,7 @@ typedef struct RowScan
 	Snapshot	snapshot;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
+	bool		followed_update;	/* row_lock locked a newer version than the scan found */
 } RowScan;
 
 /* Writes to one table through the executor's simple-relation routines. */
@@ -193,8 +194,11 @@ typedef struct RowWriter
 extern Oid	credits_relid(const char *name);
 extern void credits_require_writable(void);
 extern Relation credits_table_open(CreditsTable *table, LOCKMODE lockmode);
+extern Snapshot row_statement_snapshot(void);
 extern void row_scan_begin(RowScan *scan, Relation rel, const char *index,
 						   const pg_uuid_t *user_id, text *key);
+extern void row_scan_begin_at(RowScan *scan, Relation rel, const char *index,
+							  const pg_uuid_t *user_id, text *key, Snapshot snapshot);
 extern bool row_scan_next(RowScan *scan);
 extern bool row_lock(RowScan *scan);
 extern void row_scan_end(RowScan *scan);
@@ -268,6 +272,8 @@ typedef struct Account
 extern void account_read(const pg_uuid_t *user_id, Account *acct);
 extern void account_lock(const pg_uuid_t *user_id, Account *acct);
 extern void account_save(const Account *acct);
+extern bool account_lock_as_seen(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot);
+extern void account_note_entry(const Account *acct);
 extern void account_set_entitlement(Account *acct, const char *plan, bool has_until,
 									TimestampTz until);
 extern bool account_daily_remaining(const Account *acct, int64 *remaining);
@@ -329,6 +335,8 @@ typedef struct RequestHash
 
 extern bool ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request,
 							   Receipt *receipt);
+extern bool ledger_lock_or_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request,
+								  Account *acct, Receipt *receipt);
 extern void receipt_from_entry(const Account *acct, const LedgerEntry *entry, Receipt *receipt);
 extern Datum receipt_datum(FunctionCallInfo fcinfo, const Receipt *receipt);
 

@@ -163,17 +163,8 @@ credits_grant_credits(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	credits_require_writable();
-	/*
-	 * The key first: a retry after expires_at has passed still gets its
-	 * receipt; without a lock when its entry has committed (ledger_find_replay).
-	 */
-	if (key != NULL && ledger_find_replay(user_id, key, &rh, &receipt))
-	{
-		SPI_finish();
-		PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
-	}
-	account_lock(user_id, &acct);
-	if (key == NULL || !ledger_find_replay(user_id, key, &rh, &receipt))
+	/* the key first: a retry after expires_at has passed still gets its receipt */
+	if (!ledger_lock_or_replay(user_id, key, &rh, &acct, &receipt))
 	{
 		LedgerEntry entry = {0};
 

@@ -395,13 +395,7 @@ credits_reserve(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	credits_require_writable();
-	if (req.key != NULL && ledger_find_replay(req.user_id, req.key, &req.request_hash, &receipt))
-	{
-		SPI_finish();			/* a replay, answered without a lock */
-		PG_RETURN_DATUM(receipt_datum(fcinfo, &receipt));
-	}
-	account_lock(req.user_id, &acct);
-	if (req.key == NULL || !ledger_find_replay(req.user_id, req.key, &req.request_hash, &receipt))
+	if (!ledger_lock_or_replay(req.user_id, req.key, &req.request_hash, &acct, &receipt))
 	{
 		LedgerEntry entry = {0};
 		TimestampTz expires_at = GetCurrentTransactionStartTimestamp() +

@@ -2,11 +2,12 @@
  * ledger.c
  *		Appending ledger entries, idempotent replays and receipts.
  *
- * Every function here runs under the account row lock taken by
- * account_lock(), which is what makes the idempotency check race-free: two
- * calls with the same key for one user are serialized on that lock, so the
- * second sees the first's entry (or the first rolled back and left none).
- * The unique index on (user_id, idempotency_key) backs this up.
+ * Entries are appended under the account row lock taken by account_lock(),
+ * which is what makes the idempotency check race-free: two calls with the
+ * same key for one user are serialized on that lock, so the second sees the
+ * first's entry (or the first rolled back and left none).  A replay is
+ * looked for before the lock as well (ledger_lock_or_replay).  The unique
+ * index on (user_id, idempotency_key) backs this up.
  */
 #include "credits.h"
 
@@ -19,6 +20,7 @@
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/typcache.h"
 
 /* The columns of credits.ledger the C code writes or reads back, in the order of the names below. */
@@ -108,6 +110,7 @@ ledger_append(Account *acct, LedgerEntry *entry)
 	row_writer_set(&writer, LED_CREATED_AT, TimestampTzGetDatum(entry->created_at), false);
 	row_writer_insert(&writer);
 	row_writer_close(&writer);
+	account_note_entry(acct);
 }
 
 /* The kind of a ledger row, as text. */
@@ -133,18 +136,14 @@ request_hash_matches(const RequestHash *request, int64 stored)
 }
 
 /*
- * Looks up an earlier entry of this user with the same idempotency key.
- * Same request: fills in its receipt (replayed) and returns true.  Different
- * parameters under the same key: PT409.  No entry: returns false.
- *
- * Callers look first without the account lock: a retried request whose
- * entry has committed is answered without locking or writing anything (a
- * row lock would write WAL and take a transaction id).  When that finds
- * nothing they lock the account and look again: a request with the same key
- * may have committed meanwhile, and the lock orders the two.
+ * Looks up an earlier entry of this user with the same idempotency key, as
+ * `snapshot` sees the ledger.  Same request: fills in its receipt (replayed)
+ * and returns true.  Different parameters under the same key: PT409.  No
+ * entry: returns false.
  */
-bool
-ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request, Receipt *receipt)
+static bool
+find_replay_at(const pg_uuid_t *user_id, text *key, const RequestHash *request, Receipt *receipt,
+			   Snapshot snapshot)
 {
 	Relation	rel = credits_table_open(&ledger_table, AccessShareLock);
 	RowScan		scan;
@@ -154,7 +153,7 @@ ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *reque
 	Datum		value;
 	char	   *kind;
 
-	row_scan_begin(&scan, rel, "ledger_idempotency", user_id, key);
+	row_scan_begin_at(&scan, rel, "ledger_idempotency", user_id, key, snapshot);
 	found = row_scan_next(&scan);
 	if (found)
 	{
@@ -182,6 +181,53 @@ ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *reque
 	}
 	row_scan_end(&scan);
 	table_close(rel, NoLock);
+	return found;
+}
+
+/* find_replay_at, as a statement run now sees the ledger (the caller holds the account lock). */
+bool
+ledger_find_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request, Receipt *receipt)
+{
+	Snapshot	snapshot = row_statement_snapshot();
+	bool		found = find_replay_at(user_id, key, request, receipt, snapshot);
+
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
+/*
+ * A request whose idempotency key an entry already answered is a replay:
+ * returns true with that entry's receipt.  Otherwise locks the account
+ * (account_lock) and returns false, for the caller to go on.
+ *
+ * The key is looked up first without the lock: a retried request whose
+ * entry has committed is answered without locking or writing anything (a
+ * row lock would write WAL and take a transaction id).  When that finds
+ * nothing, a request with the same key may commit before we hold the lock,
+ * so the key is looked up again under the lock, unless the account row we
+ * locked is the version the first look's snapshot saw.  Then none can have:
+ * a transaction that appends an entry writes its account row too (checked
+ * at commit: account_note_entry), so one that committed after that snapshot
+ * would have left a newer version, and one that committed before it left an
+ * entry the first look saw.
+ */
+bool
+ledger_lock_or_replay(const pg_uuid_t *user_id, text *key, const RequestHash *request,
+					  Account *acct, Receipt *receipt)
+{
+	Snapshot	first_look;
+	bool		found;
+
+	if (key == NULL)
+	{
+		account_lock(user_id, acct);
+		return false;
+	}
+	first_look = row_statement_snapshot();
+	found = find_replay_at(user_id, key, request, receipt, first_look);
+	if (!found && !account_lock_as_seen(user_id, acct, first_look))
+		found = ledger_find_replay(user_id, key, request, receipt);
+	UnregisterSnapshot(first_look);
 	return found;
 }
 

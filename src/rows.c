@@ -456,9 +456,9 @@ credits_table_open(CreditsTable *table, LOCKMODE lockmode)
 	return rel;
 }
 
-/* The snapshot a statement run now would read with; unregister when done. */
-static Snapshot
-statement_snapshot(void)
+/* The snapshot a statement run now would read with (registered: unregister it when done). */
+Snapshot
+row_statement_snapshot(void)
 {
 	CommandCounterIncrement();
 	return RegisterSnapshot(IsolationUsesXactSnapshot() ? GetTransactionSnapshot()
@@ -479,6 +479,7 @@ scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user
 	int			nkeys = key ? 2 : 1;
 
 	scan->rel = rel;
+	scan->followed_update = false;
 	scan->index = index_open(credits_relid(index), AccessShareLock);
 	scan->snapshot = snapshot;
 	scan->slot = table_slot_create(rel, NULL);
@@ -497,7 +498,15 @@ void
 row_scan_begin(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user_id,
 			   text *key)
 {
-	scan_begin(scan, rel, index, user_id, key, statement_snapshot());
+	scan_begin(scan, rel, index, user_id, key, row_statement_snapshot());
+}
+
+/* Starts a scan (see scan_begin) with `snapshot`, which stays the caller's to unregister. */
+void
+row_scan_begin_at(RowScan *scan, Relation rel, const char *index, const pg_uuid_t *user_id,
+				  text *key, Snapshot snapshot)
+{
+	scan_begin(scan, rel, index, user_id, key, RegisterSnapshot(snapshot));
 }
 
 /* Starts a scan of the writer's table for the user, with the writer's snapshot. */
@@ -555,9 +564,11 @@ credits_require_writable(void)
  * waits for a concurrent writer, then (READ COMMITTED) locks the row's
  * newest version and reloads it into the slot; under REPEATABLE READ and
  * SERIALIZABLE a row changed since the transaction's snapshot is a
- * serialization failure.  Returns false when the row was deleted meanwhile,
- * or (as the executor ignores it) was changed by the current command; a
- * change by a later command (a trigger of this statement) is an error.
+ * serialization failure (scan->followed_update tells whether the version
+ * locked is newer than the one the scan found).  Returns false when the row
+ * was deleted meanwhile, or (as the executor ignores it) was changed by the
+ * current command; a change by a later command (a trigger of this
+ * statement) is an error.
  */
 bool
 row_lock(RowScan *scan)
@@ -573,6 +584,7 @@ row_lock(RowScan *scan)
 	switch (result)
 	{
 		case TM_Ok:
+			scan->followed_update = tmfd.traversed;
 			return true;
 		case TM_SelfModified:
 			if (tmfd.cmax != cid)
@@ -640,7 +652,7 @@ row_writer_open(RowWriter *writer, CreditsTable *table)
 	writer->updating = false;
 	writer->rel = credits_table_open(table, RowExclusiveLock);
 	writer->estate = CreateExecutorState();
-	writer->estate->es_snapshot = statement_snapshot();
+	writer->estate->es_snapshot = row_statement_snapshot();
 	writer->estate->es_output_cid = GetCurrentCommandId(true);
 	oldcxt = MemoryContextSwitchTo(writer->estate->es_query_cxt);
 	writer_range_table(writer);
