@@ -142,7 +142,6 @@ static CachedStatement maintenance_effect = {
 
 static bool load_account(const pg_uuid_t *user_id, Account *acct, bool lock, Snapshot snapshot,
 						 bool *as_seen);
-static bool lock_and_maintain(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot);
 static void read_new_account(const pg_uuid_t *user_id, Account *acct);
 static void set_zone_dates(Account *acct);
 static void switch_timezone(Account *acct);
@@ -476,23 +475,17 @@ read_maintained(Account *acct)
 void
 account_lock(const pg_uuid_t *user_id, Account *acct)
 {
-	(void) lock_and_maintain(user_id, acct, NULL);
+	(void) account_lock_as_seen(user_id, acct, NULL);
 }
 
 /*
  * account_lock, finding the account row with `snapshot` (the caller's,
- * registered).  Returns true when the version locked is the one that
- * snapshot saw: nothing wrote the account in between (ledger.c relies on
- * this to look for a replay only once).
+ * registered; NULL: a statement's).  Returns true when the version locked is
+ * the one that snapshot saw: nothing wrote the account in between (ledger.c
+ * relies on this to look for a replay only once).
  */
 bool
 account_lock_as_seen(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot)
-{
-	return lock_and_maintain(user_id, acct, snapshot);
-}
-
-static bool
-lock_and_maintain(const pg_uuid_t *user_id, Account *acct, Snapshot snapshot)
 {
 	bool		maintained = false;
 	bool		created = false;
@@ -831,18 +824,32 @@ drop_aborted_entries(SubXactEvent event, SubTransactionId subxact, SubTransactio
 			unsaved_entries = foreach_delete_current(unsaved_entries, lc);
 }
 
+/* The user's note (one at most), or NULL. */
+static UnsavedEntries *
+unsaved_note(const pg_uuid_t *user_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, unsaved_entries)
+	{
+		UnsavedEntries *note = lfirst(lc);
+
+		if (memcmp(&note->user_id, user_id, UUID_LEN) == 0)
+			return note;
+	}
+	return NULL;
+}
+
 /* Notes that an entry was appended for the account (ledger_append). */
 void
 account_note_entry(const Account *acct)
 {
 	static bool callbacks_registered = false;
-	ListCell   *lc;
 	UnsavedEntries *note;
 	MemoryContext oldcxt;
 
-	foreach(lc, unsaved_entries)
-		if (memcmp(&((UnsavedEntries *) lfirst(lc))->user_id, &acct->user_id, sizeof(pg_uuid_t)) == 0)
-			return;
+	if (unsaved_note(&acct->user_id) != NULL)
+		return;
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(check_entries_saved, NULL);
@@ -860,11 +867,10 @@ account_note_entry(const Account *acct)
 static void
 forget_unsaved_entries(const pg_uuid_t *user_id)
 {
-	ListCell   *lc;
+	UnsavedEntries *note = unsaved_note(user_id);
 
-	foreach(lc, unsaved_entries)
-		if (memcmp(&((UnsavedEntries *) lfirst(lc))->user_id, user_id, sizeof(pg_uuid_t)) == 0)
-			unsaved_entries = foreach_delete_current(unsaved_entries, lc);
+	if (note != NULL)
+		unsaved_entries = list_delete_ptr(unsaved_entries, note);
 }
 
 /*
